@@ -1,0 +1,540 @@
+/* The forkserver: a single-threaded process that forks children on request.
+ *
+ * It is the program itself, exec'd again from /proc/self/exe with libmpx
+ * preloaded and MPX__FORKSERVER set: libmpx's constructor sees the variable,
+ * runs the program's own constructors, and serves requests instead of ever
+ * returning to main(). So children start from the program's initial state
+ * and never inherit a lock that one of the caller's threads held, and
+ * function pointers of the program stay meaningful (as object + offset).
+ *
+ * Protocol over a stream socketpair, one message each way per child:
+ *   request: name, identity, parent name, daemon, object, offset, args,
+ *            wanted fd numbers; the fds themselves ride as SCM_RIGHTS
+ *   reply:   status (0 or -errno), pid, message; fds: pidfd, status pipe
+ * The server reaps every child and writes its 4-byte wait status into that
+ * child's status pipe. It exits when the caller goes away, killing its
+ * daemon children first. */
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define FS_ENV "MPX__FORKSERVER"
+#define FS_ENV_PRELOAD "MPX__FORKSERVER_PRELOAD"
+#define FS_MAX_FDS 14 /* pass_fds per child (16 per message, 2 for replies) */
+
+extern char **environ;
+
+/* ---- caller side -------------------------------------------------------- */
+
+static pthread_mutex_t fs_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fs_sock = -1;
+static pid_t fs_pid;
+static pid_t fs_owner; /* the process fs_sock belongs to */
+
+static void fs_atfork_child(void) {
+  /* A fork child shares the parent's socket: it must not talk on it, nor
+   * keep it open (the server learns of its caller's death by EOF). */
+  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  if (fs_sock >= 0) close(fs_sock);
+  fs_sock = -1;
+  fs_pid = 0;
+  fs_lock = fresh;
+}
+
+static void fs_register_atfork(void) {
+  pthread_atfork(NULL, NULL, fs_atfork_child);
+}
+
+static int has_sanitizer_runtime(struct dl_phdr_info *info, size_t size,
+                                 void *data) {
+  const char *n = info->dlpi_name;
+  (void)size;
+  if (n && (strstr(n, "/libasan.so") || strstr(n, "/libtsan.so") ||
+            strstr(n, "/libubsan.so") || strstr(n, "libclang_rt."))) {
+    char **acc = data;
+    size_t len = (*acc ? strlen(*acc) + 1 : 0) + strlen(n) + 1;
+    char *s = malloc(len);
+    if (s == NULL) return 1;
+    snprintf(s, len, "%s%s%s", *acc ? *acc : "", *acc ? ":" : "", n);
+    free(*acc);
+    *acc = s;
+  }
+  return 0;
+}
+
+/* LD_PRELOAD for the server: libmpx itself (unless linked statically into
+ * the program), after any sanitizer runtime, which must come first. */
+static char *preload_value(void) {
+  Dl_info info;
+  struct link_map *lm = NULL;
+  char *acc = NULL, *out;
+  const char *old = getenv("LD_PRELOAD");
+  size_t len;
+
+  if (dladdr1((void *)(uintptr_t)mpx_forkserver_start, &info, (void **)&lm,
+              RTLD_DL_LINKMAP) == 0 ||
+      lm == NULL || lm->l_name == NULL || lm->l_name[0] == '\0')
+    return NULL; /* static: the constructor is in the program already */
+  dl_iterate_phdr(has_sanitizer_runtime, &acc);
+  len = (acc ? strlen(acc) : 0) + strlen(lm->l_name) + (old ? strlen(old) : 0) +
+        sizeof "LD_PRELOAD=::";
+  out = malloc(len);
+  if (out)
+    snprintf(out, len, "LD_PRELOAD=%s%s%s%s%s", acc ? acc : "", acc ? ":" : "",
+             lm->l_name, old && *old ? ":" : "", old ? old : "");
+  free(acc);
+  return out;
+}
+
+static int fs_launch_locked(void) {
+  int sv[2], rc = 0;
+  size_t n = 0, i;
+  char **env;
+  char fdvar[64], *preload, *oldpre = NULL;
+  const char *old = getenv("LD_PRELOAD");
+  char *argv[2];
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t none;
+  pid_t pid;
+
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return mpx__err_errno("forkserver: socketpair");
+  while (environ[n]) n++;
+  env = calloc(n + 4, sizeof *env);
+  preload = preload_value();
+  if (env == NULL) {
+    rc = MPX_ENOMEM;
+    goto out;
+  }
+  n = 0;
+  for (i = 0; environ[i]; i++) {
+    if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0 && preload) continue;
+    env[n++] = environ[i];
+  }
+  snprintf(fdvar, sizeof fdvar, FS_ENV "=%d", sv[1]);
+  env[n++] = fdvar;
+  if (preload) {
+    env[n++] = preload;
+    /* The server restores the caller's LD_PRELOAD (or its absence). */
+    size_t len = (old ? strlen(old) : 0) + sizeof FS_ENV_PRELOAD "=";
+    oldpre = malloc(len);
+    if (oldpre == NULL) {
+      rc = MPX_ENOMEM;
+      goto out;
+    }
+    snprintf(oldpre, len, FS_ENV_PRELOAD "=%s", old ? old : "");
+    env[n++] = oldpre;
+  }
+  env[n] = NULL;
+
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], sv[1]); /* clears CLOEXEC */
+  posix_spawnattr_init(&attr);
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  argv[0] = program_invocation_name;
+  argv[1] = NULL;
+  rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, env);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    rc = mpx__err(-rc, "forkserver: cannot exec /proc/self/exe");
+    goto out;
+  }
+  /* The server says hello once it runs; anything else means the program
+   * did not turn into a forkserver. */
+  {
+    char *data = NULL;
+    size_t len, nfds;
+    int dummy;
+    rc = mpx__msg_recv(sv[0], &data, &len, &dummy, 0, &nfds);
+    if (rc != 0 || len != 4 || memcmp(data, "MPX1", 4) != 0) {
+      rc = mpx__err(MPX_EBROKEN, "forkserver (pid %d) did not start",
+                    (int)pid);
+      free(data);
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+      goto out;
+    }
+    free(data);
+  }
+  fs_sock = sv[0];
+  sv[0] = -1;
+  fs_pid = pid;
+  fs_owner = getpid();
+  MPX__DEBUG("forkserver started (pid %d)", (int)pid);
+out:
+  if (sv[0] >= 0) close(sv[0]);
+  close(sv[1]);
+  free(env);
+  free(preload);
+  free(oldpre);
+  return rc;
+}
+
+static int fs_ensure_locked(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (fs_sock >= 0 && fs_owner == getpid()) return 0;
+  if (fs_sock >= 0) { /* inherited through a raw fork: not ours */
+    close(fs_sock);
+    fs_sock = -1;
+  }
+  /* Registered once; covers fork() calls that bypass mpx too. */
+  pthread_once(&once, fs_register_atfork);
+  return fs_launch_locked();
+}
+
+int mpx_forkserver_start(void) {
+  int rc;
+  pthread_mutex_lock(&fs_lock);
+  rc = fs_ensure_locked();
+  pthread_mutex_unlock(&fs_lock);
+  return rc;
+}
+
+int mpx__forkserver_fork(const mpx__fs_request_t *req, pid_t *pid,
+                         int *pidfd, int *status_fd) {
+  mpx__buf_t b = {0};
+  size_t i, nfds = 0;
+  int rc, fds[4];
+  char *data = NULL;
+  size_t len;
+
+  if (req->n_pass_fds > FS_MAX_FDS)
+    return mpx__err(MPX_EINVAL, "forkserver passes at most %d fds, not %zu",
+                    FS_MAX_FDS, req->n_pass_fds);
+  rc = mpx__buf_put_str(&b, req->name);
+  if (!rc) rc = mpx__buf_put_str(&b, req->identity);
+  if (!rc) rc = mpx__buf_put_str(&b, mpx__process_current_name());
+  if (!rc) rc = mpx__buf_put_u64(&b, req->daemon);
+  if (!rc) rc = mpx__buf_put_str(&b, req->object);
+  if (!rc) rc = mpx__buf_put_u64(&b, req->offset);
+  if (!rc) rc = mpx__buf_put_field(&b, req->args, req->args_len);
+  if (!rc) rc = mpx__buf_put_u64(&b, req->n_pass_fds);
+  for (i = 0; !rc && i < req->n_pass_fds; i++)
+    rc = mpx__buf_put_u64(&b, (uint64_t)req->pass_fds[i]);
+  if (rc) {
+    mpx__buf_free(&b);
+    return rc;
+  }
+
+  pthread_mutex_lock(&fs_lock);
+  rc = fs_ensure_locked();
+  if (!rc) {
+    rc = mpx__msg_send(fs_sock, &b, req->pass_fds, req->n_pass_fds);
+    if (!rc) rc = mpx__msg_recv(fs_sock, &data, &len, fds, 4, &nfds);
+    if (rc) {
+      /* The server is gone: drop it, the next start launches another. */
+      close(fs_sock);
+      fs_sock = -1;
+      waitpid(fs_pid, NULL, WNOHANG);
+      rc = mpx__err(MPX_EBROKEN, "forkserver (pid %d) is gone",
+                    (int)fs_pid);
+    }
+  }
+  pthread_mutex_unlock(&fs_lock);
+  mpx__buf_free(&b);
+  if (rc) return rc;
+
+  {
+    mpx__rd_t r = {data, data + len};
+    uint64_t status, cpid;
+    const char *msg;
+    if (mpx__rd_u64(&r, &status) || mpx__rd_u64(&r, &cpid) ||
+        mpx__rd_str(&r, &msg)) {
+      rc = mpx__err(MPX_EPROTO, "forkserver sent a malformed reply");
+    } else if ((int64_t)status != 0) {
+      rc = mpx__err((int)(int64_t)status, "forkserver: %s", msg);
+    } else if (nfds != 2) {
+      rc = mpx__err(MPX_EPROTO, "forkserver sent %zu fds, not 2", nfds);
+    } else {
+      *pid = (pid_t)cpid;
+      *pidfd = fds[0];
+      *status_fd = fds[1];
+      fcntl(fds[1], F_SETFL, O_NONBLOCK);
+      nfds = 0;
+    }
+  }
+  while (nfds > 0) close(fds[--nfds]);
+  free(data);
+  return rc;
+}
+
+/* ---- server side -------------------------------------------------------- */
+
+typedef struct {
+  pid_t pid;
+  int status_w;
+  bool daemon;
+} fs_child_t;
+
+static fs_child_t *kids;
+static size_t nkids, capkids;
+
+static void fs_reply(int sock, int64_t status, pid_t pid, const char *msg,
+                     const int *fds, size_t nfds) {
+  mpx__buf_t b = {0};
+  if (mpx__buf_put_u64(&b, (uint64_t)status) == 0 &&
+      mpx__buf_put_u64(&b, (uint64_t)pid) == 0 &&
+      mpx__buf_put_str(&b, msg) == 0)
+    mpx__msg_send(sock, &b, fds, nfds);
+  mpx__buf_free(&b);
+}
+
+/* In the child: puts the received fds at the numbers the caller wanted. */
+static void place_fds(const int *got, const uint64_t *want, size_t n) {
+  int tmp[FS_MAX_FDS];
+  int floor = 3;
+  size_t i;
+  for (i = 0; i < n; i++)
+    if ((int)want[i] >= floor) floor = (int)want[i] + 1;
+  /* Move everything above every wanted number first, so no dup2 below can
+   * clobber a descriptor that is still to be placed. */
+  for (i = 0; i < n; i++) {
+    tmp[i] = fcntl(got[i], F_DUPFD_CLOEXEC, floor);
+    if (tmp[i] < 0) _exit(127);
+    close(got[i]);
+  }
+  for (i = 0; i < n; i++) {
+    if (dup2(tmp[i], (int)want[i]) < 0) _exit(127);
+    close(tmp[i]);
+  }
+}
+
+static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
+                         pid_t parent_pid) {
+  char *data = NULL;
+  size_t len, nfds = 0, i;
+  int fds[16], st[2] = {-1, -1}, reply_fds[2];
+  const char *name, *identity, *pname, *object;
+  const void *args;
+  size_t args_len;
+  uint64_t daemon, offset, nwant, want[FS_MAX_FDS];
+  mpx__rd_t r;
+  pid_t pid;
+  int rc, pidfd;
+
+  rc = mpx__msg_recv(sock, &data, &len, fds, 16, &nfds);
+  if (rc != 0) {
+    /* EOF: the caller has gone. Daemon children go with it. */
+    for (i = 0; i < nkids; i++)
+      if (kids[i].daemon) kill(kids[i].pid, SIGKILL);
+    _exit(0);
+  }
+  r.p = data;
+  r.end = data + len;
+  if (mpx__rd_str(&r, &name) || mpx__rd_str(&r, &identity) ||
+      mpx__rd_str(&r, &pname) || mpx__rd_u64(&r, &daemon) ||
+      mpx__rd_str(&r, &object) || mpx__rd_u64(&r, &offset) ||
+      mpx__rd_field(&r, &args, &args_len) || mpx__rd_u64(&r, &nwant) ||
+      nwant != nfds || nwant > FS_MAX_FDS) {
+    fs_reply(sock, MPX_EPROTO, 0, "malformed request", NULL, 0);
+    goto out;
+  }
+  for (i = 0; i < nwant; i++)
+    if (mpx__rd_u64(&r, &want[i])) {
+      fs_reply(sock, MPX_EPROTO, 0, "malformed request", NULL, 0);
+      goto out;
+    }
+  if (nkids == capkids) {
+    size_t cap = capkids ? capkids * 2 : 16;
+    fs_child_t *k = realloc(kids, cap * sizeof *k);
+    if (k == NULL) {
+      fs_reply(sock, MPX_ENOMEM, 0, "out of memory", NULL, 0);
+      goto out;
+    }
+    kids = k;
+    capkids = cap;
+  }
+  if (pipe2(st, O_CLOEXEC) < 0) {
+    fs_reply(sock, -errno, 0, "pipe failed", NULL, 0);
+    goto out;
+  }
+
+  pid = fork();
+  if (pid < 0) {
+    fs_reply(sock, -errno, 0, "fork failed", NULL, 0);
+    goto out;
+  }
+  if (pid == 0) {
+    sigset_t none;
+    mpx_target_fn fn;
+    close(sock);
+    close(sigfd);
+    close(st[0]);
+    close(st[1]);
+    for (i = 0; i < nkids; i++) close(kids[i].status_w);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGINT, SIG_DFL);
+    if (daemon) {
+      /* Our parent is this single-threaded server: the death signal is
+       * reliable, and the server kills daemons when its caller dies. */
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() == 1) _exit(128 + SIGKILL);
+    }
+    place_fds(fds, want, nfds);
+    mpx__process_set_identity(name, daemon != 0, identity, parent_pid,
+                              parent_pidfd, pname);
+    if (mpx__target_from_loc(object, (uintptr_t)offset, &fn) != 0) {
+      MPX__ERROR("forkserver child: %s", mpx_last_error());
+      _exit(127);
+    }
+    mpx__child_run(fn, args, args_len);
+  }
+  pidfd = mpx__pidfd_open(pid);
+  kids[nkids].pid = pid;
+  kids[nkids].status_w = st[1];
+  kids[nkids].daemon = daemon != 0;
+  nkids++;
+  reply_fds[0] = pidfd;
+  reply_fds[1] = st[0];
+  fs_reply(sock, 0, pid, "", reply_fds, pidfd >= 0 ? 2 : 0);
+  if (pidfd >= 0) close(pidfd);
+  close(st[0]);
+out:
+  for (i = 0; i < nfds; i++) close(fds[i]);
+  free(data);
+}
+
+static void fs_reap(int sigfd) {
+  struct signalfd_siginfo si;
+  int status;
+  pid_t pid;
+  size_t i;
+  while (read(sigfd, &si, sizeof si) > 0) {
+  }
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (i = 0; i < nkids; i++) {
+      if (kids[i].pid != pid) continue;
+      if (mpx__write_all(kids[i].status_w, &status, sizeof status) != 0) {
+        /* The caller closed its end: nobody is waiting for this status. */
+      }
+      close(kids[i].status_w);
+      kids[i] = kids[--nkids];
+      break;
+    }
+  }
+}
+
+/* Runs the program's own constructors, which the dynamic loader runs only
+ * after every preloaded library's, so children find the program fully
+ * initialised, as main() would. */
+static void run_program_constructors(int argc, char **argv, char **envp) {
+  struct link_map *lm = NULL;
+  ElfW(Dyn) *d;
+  ElfW(Addr) base;
+  void (**arr)(int, char **, char **) = NULL;
+  void (*init)(void) = NULL;
+  size_t n = 0, i;
+  void *h = dlopen(NULL, RTLD_NOW);
+
+  if (h == NULL || dlinfo(h, RTLD_DI_LINKMAP, &lm) != 0 || lm == NULL) return;
+  base = lm->l_addr;
+  for (d = lm->l_ld; d != NULL && d->d_tag != DT_NULL; d++) {
+    if (d->d_tag == DT_INIT_ARRAY)
+      arr = (void *)(base + d->d_un.d_ptr);
+    else if (d->d_tag == DT_INIT_ARRAYSZ)
+      n = d->d_un.d_val / sizeof(void *);
+    else if (d->d_tag == DT_INIT)
+      init = (void *)(base + d->d_un.d_ptr);
+  }
+  if (init) init();
+  for (i = 0; arr != NULL && i < n; i++)
+    if (arr[i] != NULL && (uintptr_t)arr[i] != (uintptr_t)-1)
+      arr[i](argc, argv, envp);
+}
+
+static void fs_main(int sock, int argc, char **argv, char **envp) {
+  sigset_t chld;
+  int sigfd, parent_pidfd;
+  pid_t parent_pid = getppid();
+  struct pollfd pfd[3];
+  mpx__buf_t hello = {0};
+  Dl_info info;
+  struct link_map *lm = NULL;
+
+  fcntl(sock, F_SETFD, FD_CLOEXEC);
+  mpx__process_set_identity("mpx-forkserver", false, "", parent_pid, -1, "");
+  parent_pidfd = mpx__pidfd_open(parent_pid);
+  if (parent_pidfd < 0 || getppid() != parent_pid) _exit(0);
+  /* Ctrl-C at a terminal is for the caller; children get it back. */
+  signal(SIGINT, SIG_IGN);
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sigfd < 0) _exit(127);
+
+  /* Constructors of the program itself have not run yet when libmpx is
+   * preloaded; when libmpx is linked into the program they are running. */
+  if (dladdr1((void *)(uintptr_t)mpx_forkserver_start, &info, (void **)&lm,
+              RTLD_DL_LINKMAP) != 0 &&
+      lm != NULL && lm->l_name != NULL && lm->l_name[0] != '\0')
+    run_program_constructors(argc, argv, envp);
+
+  mpx__buf_put(&hello, "MPX1", 4);
+  if (mpx__msg_send(sock, &hello, NULL, 0) != 0) _exit(0);
+  mpx__buf_free(&hello);
+
+  pfd[0].fd = sock;
+  pfd[1].fd = sigfd;
+  pfd[2].fd = parent_pidfd;
+  pfd[0].events = pfd[1].events = pfd[2].events = POLLIN;
+  for (;;) {
+    if (poll(pfd, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      _exit(127);
+    }
+    if (pfd[1].revents) fs_reap(sigfd);
+    if (pfd[0].revents) fs_serve_one(sock, sigfd, parent_pidfd, parent_pid);
+    if (pfd[2].revents) {
+      size_t i;
+      for (i = 0; i < nkids; i++)
+        if (kids[i].daemon) kill(kids[i].pid, SIGKILL);
+      _exit(0);
+    }
+  }
+}
+
+/* Runs in every process that loads libmpx; in all but a forkserver it only
+ * looks up one environment variable. */
+__attribute__((constructor)) static void fs_hijack(int argc, char **argv,
+                                                   char **envp) {
+  const char *v = getenv(FS_ENV);
+  const char *pre;
+  char *end;
+  long fd;
+  if (v == NULL) return;
+  fd = strtol(v, &end, 10);
+  if (*end != '\0' || fd < 0 || fcntl((int)fd, F_GETFD) < 0) return;
+  unsetenv(FS_ENV);
+  pre = getenv(FS_ENV_PRELOAD);
+  if (pre != NULL) {
+    if (*pre)
+      setenv("LD_PRELOAD", pre, 1);
+    else
+      unsetenv("LD_PRELOAD");
+    unsetenv(FS_ENV_PRELOAD);
+  }
+  (void)envp; /* stale after setenv: pass environ on */
+  fs_main((int)fd, argc, argv, environ);
+  _exit(0);
+}

@@ -1,0 +1,198 @@
+/* The spawn start method: exec mpx-worker, which loads "path:symbol".
+ *
+ * The caller and the worker share a socketpair. The caller sends one
+ * request (name, identity, parent, daemon, spec, args, log level); the
+ * worker loads the target and answers 0 or an error with its message, so a
+ * missing file or symbol fails mpx_process_start() with that message
+ * instead of a silent exit. Then the worker runs the target. */
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+extern char **environ;
+
+#ifndef MPX_BUILD_WORKER
+#define MPX_BUILD_WORKER ""
+#endif
+#ifndef MPX_INSTALL_WORKER
+#define MPX_INSTALL_WORKER ""
+#endif
+
+const char *mpx__worker_path(void) {
+  const char *env = getenv("MPX_WORKER");
+  if (env != NULL && *env != '\0') return env;
+  /* An installed worker speaks the installed library's protocol; the build
+   * tree's is for running from the build tree. Prefer whichever exists,
+   * the build tree first since tests run there. */
+  if (MPX_BUILD_WORKER[0] && access(MPX_BUILD_WORKER, X_OK) == 0)
+    return MPX_BUILD_WORKER;
+  return MPX_INSTALL_WORKER;
+}
+
+int mpx__spawn(const mpx__spawn_request_t *req, pid_t *pidp, int *pidfdp) {
+  mpx__buf_t b = {0};
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t none;
+  char fdarg[32], *argv[4], *data = NULL;
+  const char *path = mpx__worker_path();
+  int sv[2], rc, pidfd = -1, status;
+  size_t i, len, nfds;
+  pid_t pid;
+
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return mpx__err_errno("spawn: socketpair");
+  posix_spawn_file_actions_init(&fa);
+  /* dup2 onto itself clears close-on-exec in the child only. */
+  posix_spawn_file_actions_adddup2(&fa, sv[1], sv[1]);
+  for (i = 0; i < req->n_pass_fds; i++)
+    posix_spawn_file_actions_adddup2(&fa, req->pass_fds[i], req->pass_fds[i]);
+  posix_spawnattr_init(&attr);
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  snprintf(fdarg, sizeof fdarg, "%d", sv[1]);
+  argv[0] = "mpx-worker";
+  argv[1] = "--ctl";
+  argv[2] = fdarg;
+  argv[3] = NULL;
+  rc = posix_spawn(&pid, path, &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    return mpx__err(-rc, "spawn: cannot exec mpx-worker '%s'", path);
+  }
+  pidfd = mpx__pidfd_open(pid);
+  if (pidfd < 0) {
+    rc = mpx__err(pidfd, "spawn: pidfd_open(%d)", (int)pid);
+    goto fail;
+  }
+
+  rc = mpx__buf_put_str(&b, req->name);
+  if (!rc) rc = mpx__buf_put_str(&b, req->identity);
+  if (!rc) rc = mpx__buf_put_str(&b, mpx__process_current_name());
+  if (!rc) rc = mpx__buf_put_u64(&b, (uint64_t)getpid());
+  if (!rc) rc = mpx__buf_put_u64(&b, req->daemon);
+  if (!rc) rc = mpx__buf_put_u64(&b, (uint64_t)mpx_log_get_level());
+  if (!rc) rc = mpx__buf_put_str(&b, req->spec);
+  if (!rc) rc = mpx__buf_put_field(&b, req->args, req->args_len);
+  if (!rc) rc = mpx__msg_send(sv[0], &b, NULL, 0);
+  mpx__buf_free(&b);
+  if (rc) {
+    rc = mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' (pid %d) did not "
+                  "take its request", path, (int)pid);
+    goto fail;
+  }
+  rc = mpx__msg_recv(sv[0], &data, &len, NULL, 0, &nfds);
+  if (rc) {
+    rc = MPX_EBROKEN;
+    goto fail;
+  }
+  {
+    mpx__rd_t r = {data, data + len};
+    uint64_t st;
+    const char *msg;
+    if (mpx__rd_u64(&r, &st) || mpx__rd_str(&r, &msg))
+      rc = mpx__err(MPX_EPROTO, "spawn: malformed reply from mpx-worker");
+    else if ((int64_t)st != 0)
+      rc = mpx__err((int)(int64_t)st, "spawn: %s", msg);
+  }
+  free(data);
+  if (rc) goto reap;
+  close(sv[0]);
+  *pidp = pid;
+  *pidfdp = pidfd;
+  return 0;
+
+fail:
+  /* The worker died or could not be talked to: say how it ended. */
+  if (waitpid(pid, &status, 0) == pid) {
+    if (WIFSIGNALED(status))
+      rc = mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' was killed by "
+                    "signal %d before it reported", path, WTERMSIG(status));
+    else if (rc == MPX_EBROKEN || rc == 0)
+      rc = mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' exited with code "
+                    "%d before it reported", path, WEXITSTATUS(status));
+  }
+  goto out;
+reap:
+  waitpid(pid, &status, 0); /* the worker exits after reporting */
+out:
+  if (pidfd >= 0) close(pidfd);
+  close(sv[0]);
+  return rc;
+}
+
+static void worker_reply(int sock, int rc, const char *msg) {
+  mpx__buf_t b = {0};
+  if (mpx__buf_put_u64(&b, (uint64_t)(int64_t)rc) == 0 &&
+      mpx__buf_put_str(&b, msg) == 0)
+    mpx__msg_send(sock, &b, NULL, 0);
+  mpx__buf_free(&b);
+}
+
+int mpx__worker_main(int argc, char **argv) {
+  char *data = NULL, *end;
+  size_t len, nfds, args_len;
+  const char *name, *identity, *pname, *spec;
+  const void *args;
+  uint64_t ppid, daemon, level;
+  mpx__rd_t r;
+  mpx_target_fn fn;
+  void *copy = NULL;
+  long sock;
+  int rc, ppidfd;
+
+  if (argc != 3 || strcmp(argv[1], "--ctl") != 0 ||
+      (sock = strtol(argv[2], &end, 10)) < 0 || *end != '\0') {
+    fprintf(stderr, "mpx-worker: started by mpx for the spawn start method; "
+                    "not meant to be run by hand\n");
+    return 2;
+  }
+  fcntl((int)sock, F_SETFD, FD_CLOEXEC);
+  if (mpx__msg_recv((int)sock, &data, &len, NULL, 0, &nfds) != 0) return 2;
+  r.p = data;
+  r.end = data + len;
+  if (mpx__rd_str(&r, &name) || mpx__rd_str(&r, &identity) ||
+      mpx__rd_str(&r, &pname) || mpx__rd_u64(&r, &ppid) ||
+      mpx__rd_u64(&r, &daemon) || mpx__rd_u64(&r, &level) ||
+      mpx__rd_str(&r, &spec) || mpx__rd_field(&r, &args, &args_len)) {
+    worker_reply((int)sock, MPX_EPROTO, "malformed request");
+    return 2;
+  }
+  if (daemon) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if ((uint64_t)getppid() != ppid) _exit(128 + SIGKILL);
+  }
+  ppidfd = mpx__pidfd_open((pid_t)ppid);
+  if (ppidfd >= 0 && (uint64_t)getppid() != ppid) {
+    close(ppidfd);
+    ppidfd = -1;
+  }
+  mpx_log_set_level((mpx_log_level_t)level);
+  mpx__process_set_identity(name, daemon != 0, identity, (pid_t)ppid, ppidfd,
+                            pname);
+  rc = mpx__target_resolve_spec(spec, &fn);
+  worker_reply((int)sock, rc, rc ? mpx_last_error() : "");
+  close((int)sock);
+  if (rc) return 127;
+  if (args_len) {
+    /* The target gets its own copy, as under fork. */
+    copy = malloc(args_len);
+    if (copy == NULL) return 127;
+    memcpy(copy, args, args_len);
+  }
+  free(data);
+  mpx__child_run(fn, copy, args_len);
+}

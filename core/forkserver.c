@@ -383,7 +383,6 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
     for (i = 0; i < nkids; i++) close(kids[i].status_w);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGINT, SIG_DFL);
     if (daemon) {
       /* Our parent is this single-threaded server: the death signal is
        * reliable, and the server kills daemons when its caller dies. */
@@ -475,11 +474,14 @@ static void fs_main(int sock, int argc, char **argv, char **envp) {
   mpx__process_set_identity("mpx-forkserver", false, "", parent_pid, -1, "");
   parent_pidfd = mpx__pidfd_open(parent_pid);
   if (parent_pidfd < 0 || getppid() != parent_pid) _exit(0);
-  /* Ctrl-C at a terminal is for the caller; children get it back. */
-  signal(SIGINT, SIG_IGN);
+  /* Ctrl-C at a terminal is for the caller, so SIGINT stays blocked here.
+   * Blocked, not ignored: a child unblocks it, and a SIGINT sent to a child
+   * before that is delivered then rather than lost. */
   sigemptyset(&chld);
+  sigaddset(&chld, SIGINT);
   sigaddset(&chld, SIGCHLD);
   sigprocmask(SIG_BLOCK, &chld, NULL);
+  sigdelset(&chld, SIGINT);
   sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sigfd < 0) _exit(127);
 

@@ -67,15 +67,23 @@ const char *mpx__process_current_name(void) { return self.name; }
 void mpx__process_set_identity(const char *name, bool daemon,
                                const char *identity, pid_t parent_pid,
                                int parent_pidfd, const char *parent_name) {
-  /* Strings are copied once per child; the old ones belong to the parent's
-   * copy of memory and are left alone. */
-  self.name = strdup(name);
-  self.identity = strdup(identity);
+  /* After the first call the strings are ours; before, they are literals. */
+  static bool owned;
+  char *n = strdup(name), *id = strdup(identity);
+  char *pn = strdup(parent_name ? parent_name : "");
+  if (n == NULL || id == NULL || pn == NULL) _exit(127);
+  if (owned) {
+    free(self.name);
+    free(self.identity);
+    free(parent.name);
+  }
+  owned = true;
+  self.name = n;
+  self.identity = id;
   self.daemon = daemon;
   self.pid = getpid();
-  if (self.name == NULL || self.identity == NULL) _exit(127);
   prctl(PR_SET_NAME, self.name);
-  parent.name = strdup(parent_name ? parent_name : "");
+  parent.name = pn;
   parent.identity = "";
   parent.pid = parent_pid;
   parent.pidfd = parent_pidfd;

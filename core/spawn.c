@@ -169,6 +169,7 @@ int mpx__worker_main(int argc, char **argv) {
       mpx__rd_u64(&r, &daemon) || mpx__rd_u64(&r, &level) ||
       mpx__rd_str(&r, &spec) || mpx__rd_field(&r, &args, &args_len)) {
     worker_reply((int)sock, MPX_EPROTO, "malformed request");
+    free(data);
     return 2;
   }
   if (daemon) {
@@ -186,7 +187,10 @@ int mpx__worker_main(int argc, char **argv) {
   rc = mpx__target_resolve_spec(spec, &fn);
   worker_reply((int)sock, rc, rc ? mpx_last_error() : "");
   close((int)sock);
-  if (rc) return 127;
+  if (rc) {
+    free(data);
+    return 127;
+  }
   if (args_len) {
     /* The target gets its own copy, as under fork. */
     copy = malloc(args_len);

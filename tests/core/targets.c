@@ -1,0 +1,98 @@
+#define _GNU_SOURCE
+#include "targets.h"
+
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+pthread_mutex_t mpx_test_global_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static mpx_test_args_t get(const void *a, size_t n) {
+  mpx_test_args_t t;
+  memset(&t, 0, sizeof t);
+  if (n == sizeof t) memcpy(&t, a, sizeof t);
+  return t;
+}
+
+int tt_return_value(const void *a, size_t n) { return get(a, n).value; }
+
+int tt_exit_value(const void *a, size_t n) { exit(get(a, n).value); }
+
+int tt_abort(const void *a, size_t n) {
+  (void)a, (void)n;
+  abort();
+}
+
+int tt_kill_self(const void *a, size_t n) {
+  (void)a, (void)n;
+  raise(SIGKILL);
+  return 99;
+}
+
+int tt_pause(const void *a, size_t n) {
+  (void)a, (void)n;
+  for (;;) pause();
+}
+
+int tt_wait_fd(const void *a, size_t n) {
+  char c;
+  return read(get(a, n).fd, &c, 1) == 1 ? 0 : 1;
+}
+
+int tt_write_fd(const void *a, size_t n) {
+  return write(get(a, n).fd, "ok", 2) == 2 ? 0 : 1;
+}
+
+int tt_check_pattern(const void *a, size_t n) {
+  const unsigned char *p = a;
+  size_t i;
+  if (n == 0) return 2;
+  for (i = 0; i < n; i++)
+    if (p[i] != (unsigned char)(i * 7 % 251)) return 1;
+  return 0;
+}
+
+int tt_identity(const void *a, size_t n) {
+  mpx_test_args_t t = get(a, n);
+  mpx_process_t *self = mpx_current_process(), *parent = mpx_parent_process();
+  if (strcmp(mpx_process_name(self), t.name) != 0) return 10;
+  if (mpx_process_pid(self) != getpid()) return 11;
+  if (parent == NULL) return 12;
+  if (mpx_process_pid(parent) != t.pid) return 13;
+  if (mpx_process_is_alive(parent) != 1) return 14;
+  if (mpx_process_daemon(self) != (t.value != 0)) return 15;
+  return 0;
+}
+
+int tt_take_lock(const void *a, size_t n) {
+  (void)a, (void)n;
+  pthread_mutex_lock(&mpx_test_global_lock);
+  pthread_mutex_unlock(&mpx_test_global_lock);
+  return 0;
+}
+
+int tt_cpu_count(const void *a, size_t n) {
+  cpu_set_t set;
+  (void)a, (void)n;
+  CPU_ZERO(&set);
+  CPU_SET(0, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) return 100;
+  return mpx_cpu_count();
+}
+
+int tt_daemon_parent(const void *a, size_t n) {
+  mpx_test_args_t t = get(a, n);
+  mpx_process_opts_t o;
+  mpx_process_t *p;
+  pid_t pid;
+  memset(&o, 0, sizeof o);
+  o.target = tt_pause;
+  o.daemon = true;
+  o.start_method = (mpx_start_method_t)t.method;
+  if (mpx_process_new(&p, &o) != 0 || mpx_process_start(p) != 0) return 20;
+  pid = mpx_process_pid(p);
+  if (write(t.fd, &pid, sizeof pid) != (ssize_t)sizeof pid) return 21;
+  for (;;) pause();
+}

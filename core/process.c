@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,6 +60,7 @@ static struct mpx_process_s self = {
 static struct mpx_process_s parent = {.state = ST_SELF, .pidfd = -1,
                                       .status_fd = -1};
 static bool have_parent;
+static bool parent_checked; /* lazily opened parent.pidfd was tried */
 
 /* ---- identity ---------------------------------------------------------- */
 
@@ -89,6 +91,7 @@ void mpx__process_set_identity(const char *name, bool daemon,
   parent.pidfd = parent_pidfd;
   parent.state = ST_SELF;
   have_parent = true;
+  parent_checked = parent_pidfd >= 0;
 }
 
 void mpx__process_after_fork_child(void) {
@@ -107,7 +110,19 @@ mpx_process_t *mpx_current_process(void) {
 }
 
 mpx_process_t *mpx_parent_process(void) {
-  return have_parent ? &parent : NULL;
+  if (!have_parent) return NULL;
+  if (parent.pidfd < 0 && !parent_checked) {
+    /* Only valid while the parent is still ours: if it died first, the pid
+     * may already name another process, and getppid() has changed. */
+    int fd = mpx__pidfd_open(parent.pid);
+    if (fd >= 0 && getppid() != parent.pid) {
+      close(fd);
+      fd = -1;
+    }
+    parent.pidfd = fd;
+    parent_checked = true;
+  }
+  return &parent;
 }
 
 /* ---- start methods ----------------------------------------------------- */
@@ -304,31 +319,16 @@ static int try_reap(struct mpx_process_s *p) {
   return r;
 }
 
-/* Logs once when fork() is used by a multi-threaded process. */
+/* Logs once when fork() is used by a multi-threaded process. The link count
+ * of /proc/self/task is the thread count plus two: one stat(), no open. */
 static void warn_threads_once(void) {
   static int warned;
-  char buf[512], *s;
-  long threads = 1;
-  int fd, i;
-  ssize_t k;
-
-  if (warned) return;
-  fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  k = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (k <= 0) return;
-  buf[k] = '\0';
-  s = strrchr(buf, ')');
-  /* Field 20 (num_threads) is the 18th after the ")" that ends comm. */
-  for (i = 0; s != NULL && i < 18; i++) s = strchr(s + 1, ' ');
-  if (s != NULL) threads = strtol(s + 1, NULL, 10);
-  if (threads > 1) {
-    warned = 1;
-    MPX__WARN("fork start method used by a process with %ld threads: a "
-              "child may inherit a lock another thread held; prefer "
-              "forkserver", threads);
-  }
+  struct stat st;
+  if (warned || stat("/proc/self/task", &st) != 0 || st.st_nlink <= 3) return;
+  warned = 1;
+  MPX__WARN("fork start method used by a process with %ld threads: a child "
+            "may inherit a lock another thread held; prefer forkserver",
+            (long)st.st_nlink - 2);
 }
 
 static int start_fork(struct mpx_process_s *p, mpx_target_fn fn) {
@@ -342,20 +342,13 @@ static int start_fork(struct mpx_process_s *p, mpx_target_fn fn) {
   pid = fork();
   if (pid < 0) return mpx__err_errno("fork failed");
   if (pid == 0) {
-    int ppidfd;
     mpx__process_after_fork_child();
     if (p->daemon) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != ppid) _exit(128 + SIGKILL);
     }
-    ppidfd = mpx__pidfd_open(ppid);
-    /* The parent may have died before pidfd_open: then the pid could name
-     * another process. Still our parent afterwards means it was the one. */
-    if (ppidfd >= 0 && getppid() != ppid) {
-      close(ppidfd);
-      ppidfd = -1;
-    }
-    mpx__process_set_identity(p->name, p->daemon, p->identity, ppid, ppidfd,
+    /* The parent's pidfd is opened on first use (mpx_parent_process). */
+    mpx__process_set_identity(p->name, p->daemon, p->identity, ppid, -1,
                               self.name);
     mpx__child_run(fn, p->args, p->args_len);
   }

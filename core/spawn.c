@@ -152,7 +152,7 @@ int mpx__worker_main(int argc, char **argv) {
   mpx_target_fn fn;
   void *copy = NULL;
   long sock;
-  int rc, ppidfd;
+  int rc;
 
   if (argc != 3 || strcmp(argv[1], "--ctl") != 0 ||
       (sock = strtol(argv[2], &end, 10)) < 0 || *end != '\0') {
@@ -176,13 +176,8 @@ int mpx__worker_main(int argc, char **argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if ((uint64_t)getppid() != ppid) _exit(128 + SIGKILL);
   }
-  ppidfd = mpx__pidfd_open((pid_t)ppid);
-  if (ppidfd >= 0 && (uint64_t)getppid() != ppid) {
-    close(ppidfd);
-    ppidfd = -1;
-  }
   mpx_log_set_level((mpx_log_level_t)level);
-  mpx__process_set_identity(name, daemon != 0, identity, (pid_t)ppid, ppidfd,
+  mpx__process_set_identity(name, daemon != 0, identity, (pid_t)ppid, -1,
                             pname);
   rc = mpx__target_resolve_spec(spec, &fn);
   worker_reply((int)sock, rc, rc ? mpx_last_error() : "");

@@ -328,7 +328,7 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
   size_t args_len;
   uint64_t daemon, offset, nwant, want[FS_MAX_FDS];
   mpx__rd_t r;
-  pid_t pid;
+  pid_t pid, server;
   int rc, pidfd;
 
   rc = mpx__msg_recv(sock, &data, &len, fds, 16, &nfds);
@@ -368,6 +368,7 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
     goto out;
   }
 
+  server = getpid();
   pid = fork();
   if (pid < 0) {
     fs_reply(sock, -errno, 0, "fork failed", NULL, 0);
@@ -387,7 +388,7 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
       /* Our parent is this single-threaded server: the death signal is
        * reliable, and the server kills daemons when its caller dies. */
       prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() == 1) _exit(128 + SIGKILL);
+      if (getppid() != server) raise(SIGKILL); /* as the death signal would */
     }
     place_fds(fds, want, nfds);
     mpx__process_set_identity(name, daemon != 0, identity, parent_pid,
@@ -471,6 +472,10 @@ static void fs_main(int sock, int argc, char **argv, char **envp) {
   struct link_map *lm = NULL;
 
   fcntl(sock, F_SETFD, FD_CLOEXEC);
+  /* Whatever the caller left open without close-on-exec is not for the
+   * children: they get stdio and their pass_fds only. */
+  if (sock > 3) close_range(3, (unsigned)sock - 1, 0);
+  close_range((unsigned)sock + 1, ~0U, 0);
   mpx__process_set_identity("mpx-forkserver", false, "", parent_pid, -1, "");
   parent_pidfd = mpx__pidfd_open(parent_pid);
   if (parent_pidfd < 0 || getppid() != parent_pid) _exit(0);

@@ -345,7 +345,7 @@ static int start_fork(struct mpx_process_s *p, mpx_target_fn fn) {
     mpx__process_after_fork_child();
     if (p->daemon) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != ppid) _exit(128 + SIGKILL);
+      if (getppid() != ppid) raise(SIGKILL); /* as the death signal would */
     }
     /* The parent's pidfd is opened on first use (mpx_parent_process). */
     mpx__process_set_identity(p->name, p->daemon, p->identity, ppid, -1,

@@ -174,7 +174,7 @@ int mpx__worker_main(int argc, char **argv) {
   }
   if (daemon) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if ((uint64_t)getppid() != ppid) _exit(128 + SIGKILL);
+    if ((uint64_t)getppid() != ppid) raise(SIGKILL); /* as the death signal would */
   }
   mpx_log_set_level((mpx_log_level_t)level);
   mpx__process_set_identity(name, daemon != 0, identity, (pid_t)ppid, -1,

@@ -61,11 +61,16 @@ typedef struct {
   const void *args;   /* copied by mpx_process_new */
   size_t args_len;
   const char *name;   /* copied; default "Process-N" ("Process-N:M" nested) */
-  bool daemon;        /* killed when its parent dies, even by SIGKILL */
+  /* Killed when its parent dies, even by SIGKILL. Under fork and spawn the
+   * kernel's death signal follows the *thread* that started the child:
+   * start daemons from a long-lived thread (forkserver has no such limit). */
+  bool daemon;
   mpx_start_method_t start_method;
   /* File descriptors the child gets at the same numbers. Under fork every
-   * descriptor is inherited anyway; forkserver and spawn children get only
-   * stdin/stdout/stderr and these. The caller keeps ownership. */
+   * descriptor is inherited anyway; forkserver children get only
+   * stdin/stdout/stderr and these; spawn children also get whatever the
+   * caller left without close-on-exec. At most 14 under forkserver. The
+   * caller keeps ownership. */
   const int *pass_fds;
   size_t n_pass_fds;
 } mpx_process_opts_t;

@@ -201,6 +201,19 @@ static int fs_ensure_locked(void) {
   return fs_launch_locked();
 }
 
+static bool fs_sock_dead(void) {
+  struct pollfd pfd = {.fd = fs_sock, .events = POLLIN};
+  return poll(&pfd, 1, 0) != 0;
+}
+
+/* Forgets a dead server; the next request launches a new one. */
+static void fs_drop_locked(void) {
+  MPX__WARN("forkserver (pid %d) died; starting a new one", (int)fs_pid);
+  close(fs_sock);
+  fs_sock = -1;
+  waitpid(fs_pid, NULL, WNOHANG);
+}
+
 int mpx_forkserver_start(void) {
   int rc;
   pthread_mutex_lock(&fs_lock);
@@ -236,18 +249,28 @@ int mpx__forkserver_fork(const mpx__fs_request_t *req, pid_t *pid,
   }
 
   pthread_mutex_lock(&fs_lock);
-  rc = fs_ensure_locked();
-  if (!rc) {
+  for (int attempt = 0;; attempt++) {
+    rc = fs_ensure_locked();
+    if (rc) break;
+    /* The server never speaks first: a readable socket means it died. A
+     * failed send means it never saw the request, so asking a new server
+     * cannot start the child twice; a failed receive might, so no retry. */
+    if (fs_sock_dead()) {
+      fs_drop_locked();
+      continue;
+    }
     rc = mpx__msg_send(fs_sock, &b, req->pass_fds, req->n_pass_fds);
+    if (rc && attempt == 0) {
+      fs_drop_locked();
+      continue;
+    }
     if (!rc) rc = mpx__msg_recv(fs_sock, &data, &len, fds, 4, &nfds);
     if (rc) {
-      /* The server is gone: drop it, the next start launches another. */
-      close(fs_sock);
-      fs_sock = -1;
-      waitpid(fs_pid, NULL, WNOHANG);
-      rc = mpx__err(MPX_EBROKEN, "forkserver (pid %d) is gone",
-                    (int)fs_pid);
+      rc = mpx__err(MPX_EBROKEN, "forkserver (pid %d) died while starting "
+                    "%s", (int)fs_pid, req->name);
+      fs_drop_locked();
     }
+    break;
   }
   pthread_mutex_unlock(&fs_lock);
   mpx__buf_free(&b);

@@ -45,6 +45,7 @@ struct mpx_process_s {
   int exitcode;
   int exit_err;     /* nonzero when the exit status was lost */
   bool detached;    /* freed by its owner while running */
+  bool lost_status; /* its forkserver died: only the pidfd tells the end */
   struct mpx_process_s *prev, *next;
 };
 
@@ -266,18 +267,30 @@ static void free_handle(struct mpx_process_s *p) {
 static int reap_locked(struct mpx_process_s *p) {
   if (p->state != ST_RUNNING) return p->state == ST_EXITED;
 
-  if (p->status_fd >= 0) {
+  if (p->status_fd >= 0 || p->lost_status) {
     int status;
     ssize_t k;
-    do
-      k = read(p->status_fd, &status, sizeof status);
-    while (k < 0 && errno == EINTR);
-    if (k < 0 && errno == EAGAIN) return 0;
-    if (k == (ssize_t)sizeof status) {
-      p->exitcode = WIFSIGNALED(status) ? -WTERMSIG(status)
-                                        : WEXITSTATUS(status);
-    } else {
-      /* The forkserver died before it could reap the child. */
+    if (!p->lost_status) {
+      do
+        k = read(p->status_fd, &status, sizeof status);
+      while (k < 0 && errno == EINTR);
+      if (k < 0 && errno == EAGAIN) return 0;
+      if (k == (ssize_t)sizeof status) {
+        p->exitcode = WIFSIGNALED(status) ? -WTERMSIG(status)
+                                          : WEXITSTATUS(status);
+        goto exited;
+      }
+      /* The forkserver died: the child lives on, orphaned, and its exit
+       * status will reach nobody. Watch its pidfd from now on. */
+      close(p->status_fd);
+      p->status_fd = -1;
+      p->lost_status = true;
+      MPX__WARN("forkserver died; the exit status of %s (pid %d) will be "
+                "lost", p->name, (int)p->pid);
+    }
+    {
+      struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+      if (poll(&pfd, 1, 0) == 0) return 0;
       p->exit_err = MPX_EBROKEN;
     }
   } else {
@@ -294,6 +307,7 @@ static int reap_locked(struct mpx_process_s *p) {
       p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     }
   }
+exited:
   p->state = ST_EXITED;
   /* Unlink from the registry: an exited child is not active. */
   if (p->prev) p->prev->next = p->next;
@@ -448,7 +462,7 @@ int mpx_process_join(mpx_process_t *p, double timeout) {
     return mpx__err(MPX_ESTATE, "process '%s' was not started", p->name);
 
   /* A blocking join of a direct child is a single waitid(). */
-  if (timeout < 0 && p->status_fd < 0) {
+  if (timeout < 0 && p->status_fd < 0 && !p->lost_status) {
     siginfo_t si;
     int r;
     memset(&si, 0, sizeof si);
@@ -459,11 +473,12 @@ int mpx_process_join(mpx_process_t *p, double timeout) {
   }
 
   deadline = mpx__deadline(timeout);
-  pfd.fd = p->status_fd >= 0 ? p->status_fd : p->pidfd;
   pfd.events = POLLIN;
   for (;;) {
     int ms;
     if (try_reap(p)) return 0;
+    /* Re-chosen each time: a lost forkserver moves the wait to the pidfd. */
+    pfd.fd = p->status_fd >= 0 ? p->status_fd : p->pidfd;
     ms = mpx__poll_ms(deadline);
     if (ms == 0) return MPX_ETIMEDOUT;
     if (poll(&pfd, 1, ms) < 0 && errno != EINTR)

@@ -343,6 +343,50 @@ static void test_forkserver_calls_program_functions(void) {
   CU_ASSERT_EQUAL(finish(p), 9);
 }
 
+static pid_t ppid_of(pid_t pid) {
+  char path[64], buf[512], *s;
+  FILE *f;
+  int ppid = -1;
+  size_t n;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  f = fopen(path, "r");
+  if (f == NULL) return -1;
+  n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  s = strrchr(buf, ')');
+  if (s == NULL || sscanf(s + 2, "%*c %d", &ppid) != 1) return -1;
+  return ppid;
+}
+
+static void test_forkserver_killed(void) {
+  /* SIGKILL the forkserver under a running child: the child runs on, its
+   * handle says so, its end is still seen (with the status lost), and the
+   * next start launches a new server. */
+  mpx_process_t *orphan = start(MPX_START_FORKSERVER, tt_pause, NULL);
+  pid_t server = ppid_of(mpx_process_pid(orphan)), server2;
+  int code, status;
+  mpx_process_t *p;
+  mpx_log_level_t lvl = mpx_log_get_level();
+
+  CU_ASSERT_FATAL(server > 1 && server != getpid());
+  CU_ASSERT_EQUAL_FATAL(kill(server, SIGKILL), 0);
+  CU_ASSERT_EQUAL(waitpid(server, &status, 0), server);
+  mpx_log_set_level(MPX_LOG_ERROR); /* the expected "status lost" warning */
+  CU_ASSERT_EQUAL(mpx_process_join(orphan, 0.1), MPX_ETIMEDOUT);
+  CU_ASSERT_EQUAL(mpx_process_is_alive(orphan), 1);
+  p = start(MPX_START_FORKSERVER, tt_return_value, NULL);
+  mpx_log_set_level(lvl);
+  server2 = ppid_of(mpx_process_pid(p));
+  CU_ASSERT(server2 > 1 && server2 != server);
+  CU_ASSERT_EQUAL(finish(p), 0);
+
+  CU_ASSERT_EQUAL(mpx_process_kill(orphan), 0);
+  CU_ASSERT_EQUAL(mpx_process_join(orphan, 30), 0);
+  CU_ASSERT_EQUAL(mpx_process_exitcode(orphan, &code), MPX_EBROKEN);
+  mpx_process_free(orphan);
+}
+
 static void test_active_children(void) {
   mpx_process_t *live, *done[2], *list[4];
   int fds[2], code, i;
@@ -553,6 +597,7 @@ MPX_TEST_MAIN("process",
               MPX_TEST(test_spawn_missing_object_and_symbol),
               MPX_TEST(test_spawn_needs_shared_object),
               MPX_TEST(test_forkserver_calls_program_functions),
+              MPX_TEST(test_forkserver_killed),
               MPX_TEST(test_active_children),
               MPX_TEST(test_free_running_detaches),
               MPX_TEST(test_cpu_count),

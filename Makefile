@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps configure build run test test-asan bench install clean
+.PHONY: all deps configure build run test test-asan test-tsan bench install clean
 
 all: build
 
@@ -30,6 +30,11 @@ test: build
 test-asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan BUILD_TYPE=Debug \
 	  CMAKE_FLAGS="-DMPX_SANITIZE=address"
+
+# And under ThreadSanitizer.
+test-tsan:
+	@$(MAKE) --no-print-directory test BUILD=build-tsan BUILD_TYPE=Debug \
+	  CMAKE_FLAGS="-DMPX_SANITIZE=thread"
 
 bench: build
 	tools/bench/run

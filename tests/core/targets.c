@@ -1,7 +1,10 @@
 #define _GNU_SOURCE
 #include "targets.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,4 +98,37 @@ int tt_daemon_parent(const void *a, size_t n) {
   pid = mpx_process_pid(p);
   if (write(t.fd, &pid, sizeof pid) != (ssize_t)sizeof pid) return 21;
   for (;;) pause();
+}
+
+int tt_fd_closed(const void *a, size_t n) {
+  /* Closed, or reused by mpx for something that is not a pipe. */
+  char path[64], link[64] = "";
+  snprintf(path, sizeof path, "/proc/self/fd/%d", get(a, n).fd);
+  if (fcntl(get(a, n).fd, F_GETFD) < 0) return errno == EBADF ? 0 : 2;
+  if (readlink(path, link, sizeof link - 1) < 0) return 3;
+  return strncmp(link, "pipe:", 5) == 0 ? 1 : 0;
+}
+
+int tt_forkserver_fd_check(const void *a, size_t n) {
+  /* In a process whose forkserver is not started yet: a descriptor left
+   * without close-on-exec must not reach forkserver children. */
+  int fds[2];
+  mpx_test_args_t t;
+  mpx_process_opts_t o;
+  mpx_process_t *p;
+  int code = 100;
+  (void)a, (void)n;
+  if (pipe(fds) != 0) return 101;
+  memset(&t, 0, sizeof t);
+  t.fd = fds[0];
+  memset(&o, 0, sizeof o);
+  o.target = tt_fd_closed;
+  o.args = &t;
+  o.args_len = sizeof t;
+  o.start_method = MPX_START_FORKSERVER;
+  if (mpx_process_new(&p, &o) != 0 || mpx_process_start(p) != 0) return 102;
+  if (mpx_process_join(p, -1) != 0 || mpx_process_exitcode(p, &code) != 0)
+    return 103;
+  mpx_process_free(p);
+  return code;
 }

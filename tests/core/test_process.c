@@ -387,6 +387,21 @@ static void test_forkserver_killed(void) {
   mpx_process_free(orphan);
 }
 
+static void test_forkserver_closes_inherited_fds(void) {
+  int fds[2];
+  mpx_test_args_t a;
+  /* In a fresh fork child, whose own forkserver starts after the pipe. */
+  CU_ASSERT_EQUAL(run(MPX_START_FORK, tt_forkserver_fd_check, 0), 0);
+  /* The check can fail: a passed descriptor is open in the child. */
+  CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
+  memset(&a, 0, sizeof a);
+  a.fd = fds[0];
+  CU_ASSERT_EQUAL(finish(start_full(MPX_START_FORKSERVER, tt_fd_closed, &a,
+                                    sizeof a, false, &fds[0], 1)), 1);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 static void test_active_children(void) {
   mpx_process_t *live, *done[2], *list[4];
   int fds[2], code, i;
@@ -598,6 +613,7 @@ MPX_TEST_MAIN("process",
               MPX_TEST(test_spawn_needs_shared_object),
               MPX_TEST(test_forkserver_calls_program_functions),
               MPX_TEST(test_forkserver_killed),
+              MPX_TEST(test_forkserver_closes_inherited_fds),
               MPX_TEST(test_active_children),
               MPX_TEST(test_free_running_detaches),
               MPX_TEST(test_cpu_count),

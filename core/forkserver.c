@@ -415,7 +415,7 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
     }
     place_fds(fds, want, nfds);
     mpx__process_set_identity(name, daemon != 0, identity, parent_pid,
-                              parent_pidfd, pname);
+                              parent_pidfd, pname, false);
     if (mpx__target_from_loc(object, (uintptr_t)offset, &fn) != 0) {
       MPX__ERROR("forkserver child: %s", mpx_last_error());
       _exit(127);
@@ -499,7 +499,8 @@ static void fs_main(int sock, int argc, char **argv, char **envp) {
    * children: they get stdio and their pass_fds only. */
   if (sock > 3) close_range(3, (unsigned)sock - 1, 0);
   close_range((unsigned)sock + 1, ~0U, 0);
-  mpx__process_set_identity("mpx-forkserver", false, "", parent_pid, -1, "");
+  mpx__process_set_identity("mpx-forkserver", false, "", parent_pid, -1, "",
+                            false);
   parent_pidfd = mpx__pidfd_open(parent_pid);
   if (parent_pidfd < 0 || getppid() != parent_pid) _exit(0);
   /* Ctrl-C at a terminal is for the caller, so SIGINT stays blocked here.

@@ -50,7 +50,8 @@ int mpx__pidfd_send_signal(int pidfd, int sig);
 /* Identity of the current process, set in every child mpx starts. */
 void mpx__process_set_identity(const char *name, bool daemon,
                                const char *identity, pid_t parent_pid,
-                               int parent_pidfd, const char *parent_name);
+                               int parent_pidfd, const char *parent_name,
+                               bool borrow);
 const char *mpx__process_current_name(void);
 /* Resets per-process state in a fresh child: the children registry, the
  * forkserver connection. */

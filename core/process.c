@@ -69,18 +69,23 @@ const char *mpx__process_current_name(void) { return self.name; }
 
 void mpx__process_set_identity(const char *name, bool daemon,
                                const char *identity, pid_t parent_pid,
-                               int parent_pidfd, const char *parent_name) {
-  /* After the first call the strings are ours; before, they are literals. */
+                               int parent_pidfd, const char *parent_name,
+                               bool borrow) {
+  /* The strings are copied, except in a fork child (borrow): there they
+   * sit in the child's own copy of the parent's heap and stay valid, and
+   * not writing to the heap saves copy-on-write page faults. */
   static bool owned;
-  char *n = strdup(name), *id = strdup(identity);
-  char *pn = strdup(parent_name ? parent_name : "");
+  char *n = borrow ? (char *)name : strdup(name);
+  char *id = borrow ? (char *)identity : strdup(identity);
+  const char *pname = parent_name ? parent_name : "";
+  char *pn = borrow ? (char *)pname : strdup(pname);
   if (n == NULL || id == NULL || pn == NULL) _exit(127);
   if (owned) {
     free(self.name);
     free(self.identity);
     free(parent.name);
   }
-  owned = true;
+  owned = !borrow;
   self.name = n;
   self.identity = id;
   self.daemon = daemon;
@@ -349,7 +354,6 @@ static int start_fork(struct mpx_process_s *p, mpx_target_fn fn) {
   pid_t ppid = getpid(), pid;
   int pidfd;
 
-  warn_threads_once();
   /* Flush first, so the child does not write the parent's pending output
    * a second time. */
   fflush(NULL);
@@ -363,10 +367,12 @@ static int start_fork(struct mpx_process_s *p, mpx_target_fn fn) {
     }
     /* The parent's pidfd is opened on first use (mpx_parent_process). */
     mpx__process_set_identity(p->name, p->daemon, p->identity, ppid, -1,
-                              self.name);
+                              self.name, true);
     mpx__child_run(fn, p->args, p->args_len);
   }
   pidfd = mpx__pidfd_open(pid);
+  /* After the fork, so the check overlaps the child's start. */
+  warn_threads_once();
   if (pidfd < 0) {
     int rc = mpx__err(pidfd, "pidfd_open(%d) failed", (int)pid);
     kill(pid, SIGKILL);

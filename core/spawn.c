@@ -178,7 +178,7 @@ int mpx__worker_main(int argc, char **argv) {
   }
   mpx_log_set_level((mpx_log_level_t)level);
   mpx__process_set_identity(name, daemon != 0, identity, (pid_t)ppid, -1,
-                            pname);
+                            pname, false);
   rc = mpx__target_resolve_spec(spec, &fn);
   worker_reply((int)sock, rc, rc ? mpx_last_error() : "");
   close((int)sock);

@@ -7,6 +7,7 @@
  * where <method> is bare_fork, fork, forkserver or spawn.
  *
  *   bench_process [--runs N] */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,11 +46,18 @@ static void die(const char *what) {
   exit(1);
 }
 
+static mpx_target_fn noop;
+
+/* fork and forkserver take the target as a pointer, as a C caller would;
+ * spawn names it "lib.so:symbol", which it needs. */
 static mpx_process_t *start(mpx_start_method_t m) {
   mpx_process_opts_t o;
   mpx_process_t *p;
   memset(&o, 0, sizeof o);
-  o.target_spec = BENCH_TARGETS_SO ":bench_noop";
+  if (m == MPX_START_SPAWN)
+    o.target_spec = BENCH_TARGETS_SO ":bench_noop";
+  else
+    o.target = noop;
   o.start_method = m;
   if (mpx_process_new(&p, &o) != 0 || mpx_process_start(p) != 0) die("start");
   return p;
@@ -109,6 +117,13 @@ int main(int argc, char **argv) {
   if (runs < 10) runs = 10;
   t = malloc(sizeof *t * (size_t)runs);
   if (t == NULL) return 1;
+  {
+    void *h = dlopen(BENCH_TARGETS_SO, RTLD_NOW);
+    if (h == NULL || (*(void **)&noop = dlsym(h, "bench_noop")) == NULL) {
+      fprintf(stderr, "bench_process: %s\n", dlerror());
+      return 1;
+    }
+  }
   bare_fork(t, runs);
   method(MPX_START_FORK, t, runs);
   method(MPX_START_FORKSERVER, t, runs);

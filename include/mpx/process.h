@@ -47,8 +47,10 @@ typedef enum {
 
 /* The child's entry point. `args` is the child's own copy of the bytes given
  * at creation (NULL when args_len is 0). The return value is the exit code
- * (0..255). Returning from it flushes stdio and ends the child with _exit():
- * atexit handlers copied from a fork parent do not run twice. */
+ * (0..255). Returning from it flushes stdout and stderr and ends the child
+ * with _exit(), so atexit handlers copied from a fork parent do not run
+ * twice; other FILE streams the target wrote must be closed by it (or it
+ * can call exit() itself, which flushes everything). */
 typedef int (*mpx_target_fn)(const void *args, size_t len);
 
 typedef struct {

@@ -31,6 +31,7 @@ int tt_check_pattern(const void *a, size_t n);  /* 0 iff bytes[i]==i*7%251 */
 int tt_identity(const void *a, size_t n);       /* 0 iff name/parent match */
 int tt_take_lock(const void *a, size_t n);      /* lock+unlock global lock */
 int tt_cpu_count(const void *a, size_t n);      /* pin to CPU 0, count */
+int tt_print(const void *a, size_t n);          /* printf to args.fd as stdout */
 int tt_fd_closed(const void *a, size_t n);      /* 0 iff args.fd is closed */
 /* Opens a pipe without close-on-exec, returns the exit code of a
  * forkserver child running tt_fd_closed on it. */

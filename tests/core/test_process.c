@@ -538,6 +538,25 @@ static void test_pass_fds(void) {
   }
 }
 
+static void test_stdout_flushed(void) {
+  mpx_start_method_t m;
+  FOR_EACH_METHOD(m) {
+    int fds[2];
+    char got[32] = {0};
+    mpx_test_args_t a;
+    CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
+    memset(&a, 0, sizeof a);
+    a.fd = fds[1];
+    a.value = 7;
+    CU_ASSERT_EQUAL(finish(start_full(m, tt_print, &a, sizeof a, false,
+                                      &fds[1], 1)), 0);
+    close(fds[1]);
+    CU_ASSERT_EQUAL(read(fds[0], got, sizeof got - 1), 7);
+    CU_ASSERT_STRING_EQUAL(got, "hello-7");
+    close(fds[0]);
+  }
+}
+
 static void test_identity(void) {
   mpx_start_method_t m;
   CU_ASSERT_STRING_EQUAL(mpx_process_name(mpx_current_process()),
@@ -620,6 +639,7 @@ MPX_TEST_MAIN("process",
               MPX_TEST(test_sentinel),
               MPX_TEST(test_large_args),
               MPX_TEST(test_pass_fds),
+              MPX_TEST(test_stdout_flushed),
               MPX_TEST(test_identity),
               MPX_TEST(test_default_names),
               MPX_TEST(test_start_method_default))

@@ -321,15 +321,24 @@ static void fs_reply(int sock, int64_t status, pid_t pid, const char *msg,
   mpx__buf_free(&b);
 }
 
-/* In the child: puts the received fds at the numbers the caller wanted. */
-static void place_fds(const int *got, const uint64_t *want, size_t n) {
+/* In the child: puts the received fds at the numbers the caller wanted.
+ * *keep (the parent's pidfd, which the child keeps) moves out of their way
+ * too: a wanted number may be the one it has in the server. */
+static void place_fds(const int *got, const uint64_t *want, size_t n,
+                      int *keep) {
   int tmp[FS_MAX_FDS];
   int floor = 3;
   size_t i;
   for (i = 0; i < n; i++)
     if ((int)want[i] >= floor) floor = (int)want[i] + 1;
   /* Move everything above every wanted number first, so no dup2 below can
-   * clobber a descriptor that is still to be placed. */
+   * clobber a descriptor that is still to be placed or kept. */
+  if (n > 0 && *keep >= 0) {
+    int moved = fcntl(*keep, F_DUPFD_CLOEXEC, floor);
+    if (moved < 0) _exit(127);
+    close(*keep);
+    *keep = moved;
+  }
   for (i = 0; i < n; i++) {
     tmp[i] = fcntl(got[i], F_DUPFD_CLOEXEC, floor);
     if (tmp[i] < 0) _exit(127);
@@ -413,7 +422,7 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != server) raise(SIGKILL); /* as the death signal would */
     }
-    place_fds(fds, want, nfds);
+    place_fds(fds, want, nfds, &parent_pidfd);
     mpx__process_set_identity(name, daemon != 0, identity, parent_pid,
                               parent_pidfd, pname, false);
     if (mpx__target_from_loc(object, (uintptr_t)offset, &fn) != 0) {

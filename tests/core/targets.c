@@ -140,3 +140,43 @@ int tt_print(const void *a, size_t n) {
   printf("hello-%d", t.value); /* no newline: stays in the buffer */
   return 0;
 }
+
+static int is_pipe(int fd) {
+  char path[64], link[64] = "";
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return readlink(path, link, sizeof link - 1) > 0 &&
+         strncmp(link, "pipe:", 5) == 0;
+}
+
+int tt_low_fds(const void *a, size_t n) {
+  mpx_process_t *parent = mpx_parent_process();
+  int s;
+  (void)a, (void)n;
+  if (!is_pipe(3) || !is_pipe(4)) return 1;
+  if (parent == NULL) return 2;
+  s = mpx_process_sentinel(parent);
+  if (s < 0 || s == 3 || s == 4 || is_pipe(s)) return 3;
+  return mpx_process_is_alive(parent) == 1 ? 0 : 4;
+}
+
+int tt_forkserver_low_fds_check(const void *a, size_t n) {
+  /* Pass fds 3 and 4, the numbers the server's own descriptors are likely
+   * to have, to a forkserver child. */
+  static const int want[2] = {3, 4};
+  mpx_process_opts_t o;
+  mpx_process_t *p;
+  int fds[2], code = 100;
+  (void)a, (void)n;
+  if (pipe(fds) != 0 || dup2(fds[1], 3) < 0 || dup2(fds[1], 4) < 0)
+    return 101;
+  memset(&o, 0, sizeof o);
+  o.target = tt_low_fds;
+  o.start_method = MPX_START_FORKSERVER;
+  o.pass_fds = want;
+  o.n_pass_fds = 2;
+  if (mpx_process_new(&p, &o) != 0 || mpx_process_start(p) != 0) return 102;
+  if (mpx_process_join(p, -1) != 0 || mpx_process_exitcode(p, &code) != 0)
+    return 103;
+  mpx_process_free(p);
+  return code;
+}

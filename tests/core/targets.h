@@ -32,6 +32,10 @@ int tt_identity(const void *a, size_t n);       /* 0 iff name/parent match */
 int tt_take_lock(const void *a, size_t n);      /* lock+unlock global lock */
 int tt_cpu_count(const void *a, size_t n);      /* pin to CPU 0, count */
 int tt_print(const void *a, size_t n);          /* printf to args.fd as stdout */
+/* In a fork child: passes fds 3 and 4 to a forkserver child, which checks
+ * that they are pipes and that its parent's pidfd survived; 0 when so. */
+int tt_forkserver_low_fds_check(const void *a, size_t n);
+int tt_low_fds(const void *a, size_t n);
 int tt_fd_closed(const void *a, size_t n);      /* 0 iff args.fd is closed */
 /* Opens a pipe without close-on-exec, returns the exit code of a
  * forkserver child running tt_fd_closed on it. */

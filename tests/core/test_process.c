@@ -30,6 +30,14 @@ static double now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Target arguments naming one descriptor, everything else zero. */
+static mpx_test_args_t fd_args(int fd) {
+  mpx_test_args_t a;
+  memset(&a, 0, sizeof a);
+  a.fd = fd;
+  return a;
+}
+
 static mpx_process_t *start_full(mpx_start_method_t m, mpx_target_fn fn,
                                  const void *args, size_t len, bool daemon,
                                  const int *fds, size_t nfds) {
@@ -188,8 +196,7 @@ static void daemon_dies_with_parent(mpx_start_method_t m) {
 
   CU_ASSERT_EQUAL_FATAL(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
-  memset(&a, 0, sizeof a);
-  a.fd = fds[1];
+  a = fd_args(fds[1]);
   a.method = (int)m;
   mid = start_full(MPX_START_FORK, tt_daemon_parent, &a, sizeof a, false,
                    NULL, 0);
@@ -394,12 +401,15 @@ static void test_forkserver_closes_inherited_fds(void) {
   CU_ASSERT_EQUAL(run(MPX_START_FORK, tt_forkserver_fd_check, 0), 0);
   /* The check can fail: a passed descriptor is open in the child. */
   CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
-  memset(&a, 0, sizeof a);
-  a.fd = fds[0];
+  a = fd_args(fds[0]);
   CU_ASSERT_EQUAL(finish(start_full(MPX_START_FORKSERVER, tt_fd_closed, &a,
                                     sizeof a, false, &fds[0], 1)), 1);
   close(fds[0]);
   close(fds[1]);
+}
+
+static void test_forkserver_pass_fds_keep_parent(void) {
+  CU_ASSERT_EQUAL(run(MPX_START_FORK, tt_forkserver_low_fds_check, 0), 0);
 }
 
 static void test_active_children(void) {
@@ -412,8 +422,7 @@ static void test_active_children(void) {
 
   CU_ASSERT_EQUAL(mpx_active_children(NULL, 0), 0);
   CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
-  memset(&a, 0, sizeof a);
-  a.fd = fds[0];
+  a = fd_args(fds[0]);
   live = start_full(MPX_START_FORK, tt_wait_fd, &a, sizeof a, false, NULL, 0);
   for (i = 0; i < 2; i++) {
     done[i] = start(i ? MPX_START_FORKSERVER : MPX_START_FORK,
@@ -484,8 +493,7 @@ static void test_sentinel(void) {
     mpx_process_t *p;
     struct pollfd pfd;
     CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
-    memset(&a, 0, sizeof a);
-    a.fd = fds[0];
+    a = fd_args(fds[0]);
     p = start_full(m, tt_wait_fd, &a, sizeof a, false, &fds[0], 1);
     pfd.fd = mpx_process_sentinel(p);
     pfd.events = POLLIN;
@@ -526,8 +534,7 @@ static void test_pass_fds(void) {
     /* A high number, unlikely to exist in the forkserver already. */
     hi = fcntl(fds[1], F_DUPFD_CLOEXEC, 200);
     CU_ASSERT_FATAL(hi >= 200);
-    memset(&a, 0, sizeof a);
-    a.fd = hi;
+    a = fd_args(hi);
     CU_ASSERT_EQUAL(finish(start_full(m, tt_write_fd, &a, sizeof a, false,
                                       &hi, 1)), 0);
     close(hi);
@@ -545,8 +552,7 @@ static void test_stdout_flushed(void) {
     char got[32] = {0};
     mpx_test_args_t a;
     CU_ASSERT_EQUAL_FATAL(pipe2(fds, O_CLOEXEC), 0);
-    memset(&a, 0, sizeof a);
-    a.fd = fds[1];
+    a = fd_args(fds[1]);
     a.value = 7;
     CU_ASSERT_EQUAL(finish(start_full(m, tt_print, &a, sizeof a, false,
                                       &fds[1], 1)), 0);
@@ -633,6 +639,7 @@ MPX_TEST_MAIN("process",
               MPX_TEST(test_forkserver_calls_program_functions),
               MPX_TEST(test_forkserver_killed),
               MPX_TEST(test_forkserver_closes_inherited_fds),
+              MPX_TEST(test_forkserver_pass_fds_keep_parent),
               MPX_TEST(test_active_children),
               MPX_TEST(test_free_running_detaches),
               MPX_TEST(test_cpu_count),

@@ -6,5 +6,7 @@
 #include "mpx/error.h"
 #include "mpx/log.h"
 #include "mpx/process.h"
+#include "mpx/shm.h"
+#include "mpx/sync.h"
 
 #endif /* MPX_H */

@@ -67,6 +67,7 @@
   XX(EROFS, "read-only file system")                                         \
   XX(ESPIPE, "invalid seek")                                                 \
   XX(ESRCH, "no such process")                                               \
+  XX(ESTALE, "stale reference")                                              \
   XX(ETIMEDOUT, "timed out")                                                 \
   XX(ETXTBSY, "text file is busy")                                           \
   XX(EXDEV, "cross-device link")

@@ -1,0 +1,275 @@
+/* mpx: shared memory. Segments (anonymous, memfd-backed), the arena
+ * allocator inside them, shared values and arrays (Python's sharedctypes),
+ * and named shared memory (Python's SharedMemory) with a registry that
+ * lets a supervisor unlink what its children created.
+ *
+ * Handles (mpx_segment_t, mpx_arena_t, ...) are process-local and not
+ * thread-safe unless a function says so; the memory they describe is
+ * shared. Arena calls are thread- and process-safe. */
+#ifndef MPX_SHM_H
+#define MPX_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "common.h"
+#include "sync.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Segments --------------------------------------------------------- */
+
+/* A segment is a memfd mapped MAP_SHARED. It has no name in any file
+ * system, so nothing is left in /dev/shm whatever way the processes end;
+ * the memory is freed when the last mapping and descriptor are gone.
+ * Fork children inherit the mapping at the same address; other processes
+ * receive the descriptor (mpx_segment_send/recv, or pass_fds) and attach. */
+typedef struct mpx_segment_s mpx_segment_t;
+
+enum {
+  /* Touch every page now (MADV_POPULATE_WRITE), so later first touches do
+   * not fault: a page fault costs about 14 us on small VMs. */
+  MPX_SEGMENT_PREFAULT = 1u << 0,
+  /* Back the segment with huge pages: hugetlbfs pages when the system has
+   * some reserved (size rounded up to 2 MiB), else transparent huge pages
+   * where shmem allows them. mpx_segment_flags() says what was achieved. */
+  MPX_SEGMENT_HUGEPAGES = 1u << 1,
+  /* Set by mpx_segment_flags() when hugetlbfs pages back the segment. */
+  MPX_SEGMENT_HUGETLB = 1u << 2,
+};
+
+typedef struct {
+  size_t size;         /* bytes, > 0; rounded up to the page size */
+  unsigned flags;      /* MPX_SEGMENT_* */
+  const char *name;    /* memfd name shown in /proc/PID/fd; default "mpx" */
+} mpx_segment_opts_t;
+
+MPX_API int mpx_segment_new(mpx_segment_t **out, const mpx_segment_opts_t *opts);
+/* Map an existing segment descriptor (e.g. received from another process).
+ * The descriptor is duplicated: the caller keeps its own. flags: PREFAULT
+ * maps the pages now. MPX_EINVAL when fd is not a memfd segment. */
+MPX_API int mpx_segment_attach(mpx_segment_t **out, int fd, unsigned flags);
+/* The mapping in this process, its size, and its descriptor (owned by the
+ * segment: dup it to keep it past mpx_segment_free). */
+MPX_API void *mpx_segment_base(const mpx_segment_t *s);
+MPX_API size_t mpx_segment_size(const mpx_segment_t *s);
+MPX_API int mpx_segment_fd(const mpx_segment_t *s);
+/* The MPX_SEGMENT_* options in effect (HUGETLB when hugetlbfs backs it). */
+MPX_API unsigned mpx_segment_flags(const mpx_segment_t *s);
+/* Fault in [off, off+len) now, for writing. */
+MPX_API int mpx_segment_prefault(mpx_segment_t *s, size_t off, size_t len);
+/* Send the segment's descriptor over a Unix socket (SCM_RIGHTS) / receive
+ * one and attach it. */
+MPX_API int mpx_segment_send(int sock, const mpx_segment_t *s);
+MPX_API int mpx_segment_recv(int sock, mpx_segment_t **out, unsigned flags);
+/* Unmap and close. Other processes' mappings are unaffected. */
+MPX_API void mpx_segment_free(mpx_segment_t *s);
+
+/* ---- Arena allocator ---------------------------------------------------- */
+
+/* An allocator whose heap lives in a segment, usable by every process that
+ * maps it. Blocks are named by references, never pointers: a reference is
+ * the block's offset from the arena start (low 48 bits) and its generation
+ * (high 16 bits), so a stale reference to a freed or reused block is
+ * caught (MPX_ESTALE) instead of corrupting memory. 0 is never a valid
+ * reference. Each block carries a size, an owner pid and a refcount.
+ *
+ * The heap is guarded by a robust process-shared lock: a process killed
+ * while holding it does not wedge the others; the next one in rebuilds the
+ * free lists from the block headers, which are always left walkable.
+ * Blocks of a dead process stay allocated until mpx_arena_reclaim(pid). */
+typedef struct mpx_arena_s mpx_arena_t;
+typedef uint64_t mpx_ref_t;
+
+typedef struct {
+  size_t size;            /* heap bytes; default 64 MiB */
+  unsigned segment_flags; /* MPX_SEGMENT_* for the arena's own segment */
+} mpx_arena_opts_t;
+
+typedef struct {
+  size_t capacity;      /* bytes the heap manages, headers included */
+  size_t used;          /* bytes in allocated blocks, headers included */
+  size_t free;          /* capacity - used */
+  size_t largest_free;  /* the largest block mpx_arena_alloc could return now */
+  size_t n_allocated;   /* allocated blocks */
+  size_t n_free;        /* free blocks */
+  unsigned waiting;     /* mpx_arena_alloc calls waiting for space now */
+  uint64_t recoveries;  /* times a dead lock holder's work was repaired */
+} mpx_arena_stats_t;
+
+/* A new arena in a new segment of its own (send mpx_arena_segment() to
+ * other processes; fork children inherit it). */
+MPX_API int mpx_arena_new(mpx_arena_t **out, const mpx_arena_opts_t *opts);
+/* Format a new arena in [offset, offset+size) of an existing segment, or
+ * attach to one formatted there before. The segment is borrowed: it must
+ * outlive the arena handle. offset: 64-byte aligned. */
+MPX_API int mpx_arena_format(mpx_arena_t **out, mpx_segment_t *seg,
+                             size_t offset, size_t size);
+MPX_API int mpx_arena_attach(mpx_arena_t **out, mpx_segment_t *seg,
+                             size_t offset);
+MPX_API mpx_segment_t *mpx_arena_segment(const mpx_arena_t *a);
+/* Allocate `size` bytes (16-byte aligned, refcount 1, owned by the caller's
+ * pid). A full arena waits up to `timeout` for space: MPX_ENOSPC when there
+ * still is none, MPX_E2BIG when the request could never fit. */
+MPX_API int mpx_arena_alloc(mpx_arena_t *a, size_t size, double timeout,
+                            mpx_ref_t *out);
+/* The block's memory in this process, or NULL for a reference that is not
+ * a live block. The pointer is valid while the caller holds a reference. */
+MPX_API void *mpx_arena_ptr(const mpx_arena_t *a, mpx_ref_t ref);
+/* Usable bytes of a live block (>= the size asked for), 0 if not live. */
+MPX_API size_t mpx_arena_block_size(const mpx_arena_t *a, mpx_ref_t ref);
+/* Add / drop a reference. The last release frees the block. MPX_ESTALE
+ * for a reference that is not a live block (double free, use after free),
+ * MPX_EINVAL for one that is not a block reference at all. */
+MPX_API int mpx_arena_retain(mpx_arena_t *a, mpx_ref_t ref);
+MPX_API int mpx_arena_release(mpx_arena_t *a, mpx_ref_t ref);
+/* Hand the block to another process: mpx_arena_reclaim(pid) then frees it
+ * when that process dies, no longer when the old owner does. */
+MPX_API int mpx_arena_give(mpx_arena_t *a, mpx_ref_t ref, pid_t owner);
+MPX_API pid_t mpx_arena_owner(const mpx_arena_t *a, mpx_ref_t ref);
+/* Free every block owned by `pid` (a process that is gone), whatever its
+ * refcount; references to them become stale. Returns the number freed. */
+MPX_API int mpx_arena_reclaim(mpx_arena_t *a, pid_t pid);
+MPX_API int mpx_arena_stats(mpx_arena_t *a, mpx_arena_stats_t *st);
+/* Check every invariant (blocks tile the heap without overlap, headers
+ * valid, no two free neighbours, free lists hold exactly the free blocks,
+ * accounting adds up). 0, or MPX_EBROKEN with mpx_last_error() naming the
+ * first violation. Takes the lock; for tests and debugging. */
+MPX_API int mpx_arena_check(mpx_arena_t *a);
+/* Release this process's handle (and the arena's own segment, if it made
+ * one). Blocks are not freed. */
+MPX_API void mpx_arena_free(mpx_arena_t *a);
+
+/* ---- Shared values and arrays (sharedctypes) ---------------------------- */
+
+typedef enum {
+  MPX_CT_INT8 = 1, MPX_CT_UINT8, MPX_CT_INT16, MPX_CT_UINT16,
+  MPX_CT_INT32, MPX_CT_UINT32, MPX_CT_INT64, MPX_CT_UINT64,
+  MPX_CT_FLOAT, MPX_CT_DOUBLE,
+  MPX_CT_CHAR  /* one byte; an array of it is a byte string */
+} mpx_ctype_t;
+
+/* Bytes per element (0 for an unknown type), the C name ("int64"...). */
+MPX_API size_t mpx_ctype_size(mpx_ctype_t t);
+MPX_API const char *mpx_ctype_name(mpx_ctype_t t);
+/* Python's array/ctypes typecodes: b B h H i I l L q Q f d c. 0 if unknown. */
+MPX_API mpx_ctype_t mpx_ctype_from_code(char code);
+
+typedef enum {
+  MPX_SHARED_RLOCK = 0, /* default: a new recursive lock, like Python */
+  MPX_SHARED_LOCK,      /* a new non-recursive lock */
+  MPX_SHARED_RAW,       /* no lock (RawValue / RawArray) */
+  MPX_SHARED_USER_LOCK  /* opts.lock, supplied by the caller */
+} mpx_shared_lock_t;
+
+typedef struct {
+  /* Where the data lives: NULL for the process's default shared heap (an
+   * arena created on first use and inherited by fork children). */
+  mpx_arena_t *arena;
+  mpx_shared_lock_t lock_kind;
+  /* For MPX_SHARED_USER_LOCK: a lock in shared memory that outlives the
+   * value; it is used, not owned. */
+  mpx_lock_t *lock;
+} mpx_shared_opts_t;
+
+typedef struct mpx_shared_value_s mpx_shared_value_t;
+typedef struct mpx_shared_array_s mpx_shared_array_t;
+
+/* A scalar in shared memory, initialised from *init (NULL: zero). */
+MPX_API int mpx_shared_value_new(mpx_shared_value_t **out, mpx_ctype_t type,
+                                 const void *init,
+                                 const mpx_shared_opts_t *opts);
+/* Attach in a process that did not inherit it: the arena and the value's
+ * reference (mpx_shared_value_ref). Needs the lock to live in the value's
+ * block (not MPX_SHARED_USER_LOCK). */
+MPX_API int mpx_shared_value_attach(mpx_shared_value_t **out,
+                                    mpx_arena_t *arena, mpx_ref_t ref);
+MPX_API mpx_ref_t mpx_shared_value_ref(const mpx_shared_value_t *v);
+MPX_API mpx_ctype_t mpx_shared_value_type(const mpx_shared_value_t *v);
+/* The value's memory (lock it yourself for read-modify-write: `+= 1` is
+ * never atomic on its own) and its lock (NULL when raw). */
+MPX_API void *mpx_shared_value_ptr(mpx_shared_value_t *v);
+MPX_API mpx_lock_t *mpx_shared_value_lock(mpx_shared_value_t *v);
+/* Copy the value out / in under the lock. */
+MPX_API int mpx_shared_value_get(mpx_shared_value_t *v, void *out);
+MPX_API int mpx_shared_value_set(mpx_shared_value_t *v, const void *in);
+/* Drop this handle's reference; the block is freed with the last one. */
+MPX_API void mpx_shared_value_free(mpx_shared_value_t *v);
+
+/* An array of `len` elements, initialised from init[0..len) (NULL: zero). */
+MPX_API int mpx_shared_array_new(mpx_shared_array_t **out, mpx_ctype_t type,
+                                 size_t len, const void *init,
+                                 const mpx_shared_opts_t *opts);
+MPX_API int mpx_shared_array_attach(mpx_shared_array_t **out,
+                                    mpx_arena_t *arena, mpx_ref_t ref);
+MPX_API mpx_ref_t mpx_shared_array_ref(const mpx_shared_array_t *a);
+MPX_API mpx_ctype_t mpx_shared_array_type(const mpx_shared_array_t *a);
+MPX_API size_t mpx_shared_array_len(const mpx_shared_array_t *a);
+MPX_API void *mpx_shared_array_ptr(mpx_shared_array_t *a);
+MPX_API mpx_lock_t *mpx_shared_array_lock(mpx_shared_array_t *a);
+/* Copy elements [start, start+n) out / in under the lock; MPX_ERANGE when
+ * the range does not fit. */
+MPX_API int mpx_shared_array_read(mpx_shared_array_t *a, size_t start,
+                                  size_t n, void *out);
+MPX_API int mpx_shared_array_write(mpx_shared_array_t *a, size_t start,
+                                   size_t n, const void *in);
+MPX_API void mpx_shared_array_free(mpx_shared_array_t *a);
+
+/* ---- Named shared memory (Python's SharedMemory) ----------------------- */
+
+/* A POSIX shm object (/dev/shm/NAME, mode 0600) mapped in this process.
+ * Python's SharedMemory(name) can attach to it and the other way round.
+ * Attaching never unlinks (unlike Python's resource tracker): only
+ * mpx_shm_unlink() removes the name, and the creator decides when. */
+typedef struct mpx_shm_s mpx_shm_t;
+
+enum {
+  /* Do not record the name in the installed registry. */
+  MPX_SHM_UNTRACKED = 1u << 0,
+  MPX_SHM_PREFAULT = 1u << 1,
+};
+
+/* name: without or with a leading '/', at most 250 bytes, no other '/';
+ * NULL picks a fresh "mpx_<random>". MPX_EEXIST when the name exists. */
+MPX_API int mpx_shm_create(mpx_shm_t **out, const char *name, size_t size,
+                           unsigned flags);
+/* MPX_ENOENT when there is no such name. */
+MPX_API int mpx_shm_attach(mpx_shm_t **out, const char *name, unsigned flags);
+/* The name without the leading '/' (owned by the handle). */
+MPX_API const char *mpx_shm_name(const mpx_shm_t *m);
+MPX_API void *mpx_shm_buf(const mpx_shm_t *m);
+MPX_API size_t mpx_shm_size(const mpx_shm_t *m);
+/* Unmap and free the handle; the name stays. */
+MPX_API void mpx_shm_close(mpx_shm_t *m);
+/* Remove the name (mappings stay valid until closed) and its registry
+ * entry. MPX_ENOENT when there is no such name. */
+MPX_API int mpx_shm_unlink(const char *name);
+
+/* A registry of named shm objects and the pids that created them, kept in
+ * a segment shared by a supervisor and its children. Once installed in a
+ * process, every tracked mpx_shm_create() in that process and in its fork
+ * children records (pid, name) there; mpx_shm_unlink() removes the entry.
+ * A supervisor calls mpx_shm_registry_reap(pid) when a child dies to
+ * unlink what it left behind. Other processes attach via the fd. */
+typedef struct mpx_shm_registry_s mpx_shm_registry_t;
+
+/* capacity: entries (default 1024 when 0). */
+MPX_API int mpx_shm_registry_new(mpx_shm_registry_t **out, size_t capacity);
+MPX_API int mpx_shm_registry_attach(mpx_shm_registry_t **out, int fd);
+MPX_API int mpx_shm_registry_fd(const mpx_shm_registry_t *r);
+/* Make it this process's registry (NULL: none). The handle is borrowed and
+ * must stay alive while installed. */
+MPX_API void mpx_shm_registry_install(mpx_shm_registry_t *r);
+/* Unlink every name recorded for `pid` (every name when pid is 0). Returns
+ * how many names it removed. */
+MPX_API int mpx_shm_registry_reap(mpx_shm_registry_t *r, pid_t pid);
+/* Number of names recorded for `pid` (all when 0). */
+MPX_API int mpx_shm_registry_count(mpx_shm_registry_t *r, pid_t pid);
+MPX_API void mpx_shm_registry_free(mpx_shm_registry_t *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPX_SHM_H */

@@ -195,7 +195,10 @@ MPX_API mpx_lock_t *mpx_shared_value_lock(mpx_shared_value_t *v);
 /* Copy the value out / in under the lock. */
 MPX_API int mpx_shared_value_get(mpx_shared_value_t *v, void *out);
 MPX_API int mpx_shared_value_set(mpx_shared_value_t *v, const void *in);
-/* Drop this handle's reference; the block is freed with the last one. */
+/* Drop this handle's reference; the block is freed with the last one. A
+ * handle holds a reference only in the process that created or attached
+ * it: a fork child's inherited copy holds none, so freeing it there frees
+ * only the copy and never the parent's value. */
 MPX_API void mpx_shared_value_free(mpx_shared_value_t *v);
 
 /* An array of `len` elements, initialised from init[0..len) (NULL: zero). */
@@ -215,6 +218,7 @@ MPX_API int mpx_shared_array_read(mpx_shared_array_t *a, size_t start,
                                   size_t n, void *out);
 MPX_API int mpx_shared_array_write(mpx_shared_array_t *a, size_t start,
                                    size_t n, const void *in);
+/* As mpx_shared_value_free. */
 MPX_API void mpx_shared_array_free(mpx_shared_array_t *a);
 
 /* ---- Named shared memory (Python's SharedMemory) ----------------------- */

@@ -31,6 +31,7 @@
 
 #include "../core/internal.h"
 #include "futex.h"
+#include "lock_internal.h"
 #include "mpx/shm.h"
 
 #define ARENA_MAGIC 0x6d707841u /* "mpxA" */
@@ -313,7 +314,7 @@ static void take_block(mpx_arena_t *a, uint64_t off, uint64_t need,
   h->used += b->size;
   h->n_used++;
   b->req = (uint32_t)(req > UINT32_MAX ? UINT32_MAX : req);
-  atomic_store_explicit(&b->owner, (int32_t)getpid(), memory_order_relaxed);
+  atomic_store_explicit(&b->owner, (int32_t)mpx__pid(), memory_order_relaxed);
   uint64_t st = atomic_load_explicit(&b->st, memory_order_relaxed);
   atomic_store_explicit(&b->st, ST(ST_GEN(st), ST_USED, 1),
                         memory_order_release);

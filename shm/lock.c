@@ -62,10 +62,13 @@ static __thread __attribute__((tls_model("initial-exec"))) struct robust_list_he
 static __thread __attribute__((tls_model("initial-exec"))) own_head_t tls_own_head;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+static _Atomic pid_t cached_pid;
+
 static void on_fork_child(void) {
   /* The surviving thread has a new tid; the robust head is glibc's, at
    * the same address, and glibc re-registered it in the child. */
   tls_tid = 0;
+  atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
 }
 
 static void register_atfork(void) {
@@ -110,6 +113,16 @@ static inline int ensure_thread(void) {
 }
 
 int mpx__robust_ok(void) { return ensure_thread(); }
+
+pid_t mpx__pid(void) {
+  pid_t p = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+  if (__builtin_expect(p == 0, 0)) {
+    pthread_once(&atfork_once, register_atfork);
+    p = getpid();
+    atomic_store_explicit(&cached_pid, p, memory_order_relaxed);
+  }
+  return p;
+}
 
 pid_t mpx__tid(void) {
   if (tls_tid == 0) ensure_thread();

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../core/internal.h"
+#include "lock_internal.h"
 #include "mpx/shm.h"
 
 #define VALUE_MAGIC 0x6d707856u /* "mpxV" */
@@ -144,7 +145,7 @@ static int create(shared_t *s, mpx_ctype_t type, size_t len, const void *init,
                                          : &s->h->lock;
   s->type = type;
   s->len = len;
-  s->pid = getpid();
+  s->pid = mpx__pid();
   __atomic_store_n(&s->h->magic, VALUE_MAGIC, __ATOMIC_RELEASE);
   return 0;
 }
@@ -174,12 +175,12 @@ static int attach(shared_t *s, mpx_arena_t *a, mpx_ref_t ref) {
   s->lock = h->lock_kind == MPX_SHARED_RAW ? NULL : &h->lock;
   s->type = (mpx_ctype_t)h->type;
   s->len = (size_t)h->len;
-  s->pid = getpid();
+  s->pid = mpx__pid();
   return 0;
 }
 
 static void drop(shared_t *s) {
-  if (s->pid == getpid()) mpx_arena_release(s->arena, s->ref);
+  if (s->pid == mpx__pid()) mpx_arena_release(s->arena, s->ref);
 }
 
 static int lock(shared_t *s) {
@@ -198,6 +199,7 @@ static void unlock(shared_t *s) {
   if (s->lock) mpx_lock_release(s->lock);
 }
 
+/* Copies n elements at `start` out (to `out`) or in (from `in`). */
 static int copy(shared_t *s, size_t start, size_t n, void *out,
                 const void *in) {
   size_t esz = mpx_ctype_size(s->type);
@@ -205,10 +207,11 @@ static int copy(shared_t *s, size_t start, size_t n, void *out,
   if (start > s->len || n > s->len - start)
     return mpx__err(MPX_ERANGE, "elements [%zu, %zu) of an array of %zu",
                     start, start + n, s->len);
-  if ((out == NULL && in == NULL) || n == 0) return n ? MPX_EINVAL : 0;
+  if (n == 0) return 0;
   if ((rc = lock(s)) != 0) return rc;
-  if (out) memcpy(out, s->data + start * esz, n * esz);
-  else memcpy(s->data + start * esz, in, n * esz);
+  char *p = s->data + start * esz;
+  if (out != NULL) memcpy(out, p, n * esz);
+  else if (in != NULL) memcpy(p, in, n * esz);
   unlock(s);
   return 0;
 }

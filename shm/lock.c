@@ -181,8 +181,16 @@ static int init_kind(mpx_lock_t *l, uint32_t kind) {
 int mpx_lock_init(mpx_lock_t *l) { return init_kind(l, KIND_LOCK); }
 int mpx_rlock_init(mpx_lock_t *l) { return init_kind(l, KIND_RLOCK); }
 
-/* The lock is ours now (word = tid, possibly with WAITERS). */
+/* The lock is ours now (word = tid, possibly with WAITERS), unless it was
+ * declared unrecoverable: then it goes straight back. */
 static inline int took(lock_t *k, uint32_t old) {
+  if (__builtin_expect(atomic_load_explicit(&k->state, memory_order_relaxed)
+                           == ST_NOTRECOVERABLE, 0)) {
+    uint32_t w = atomic_exchange_explicit(&k->word, 0, memory_order_release);
+    set_pending(NULL);
+    if (w & FUTEX_WAITERS) mpx__futex_wake(&k->word, INT_MAX);
+    return MPX_ENOTRECOVERABLE;
+  }
   list_add(k);
   set_pending(NULL);
   k->count = 1;
@@ -244,8 +252,15 @@ int mpx_lock_acquire(mpx_lock_t *l, double timeout) {
     return mpx__err(MPX_EINVAL, "not an initialised lock");
   if ((rc = ensure_thread()) != 0) return rc;
   pid_t tid = tls_tid;
-  uint32_t w = atomic_load_explicit(&k->word, memory_order_relaxed);
+  /* Try first: the common case is a free, consistent lock. */
+  set_pending(k);
+  uint32_t w = 0;
+  if (__builtin_expect(atomic_compare_exchange_strong_explicit(
+                           &k->word, &w, (uint32_t)tid,
+                           memory_order_acquire, memory_order_relaxed), 1))
+    return took(k, 0);
   if (__builtin_expect((w & FUTEX_TID_MASK) == (uint32_t)tid, 0)) {
+    set_pending(NULL);
     if (k->kind != KIND_RLOCK)
       return mpx__err(MPX_EDEADLK, "lock already held by this thread");
     if (k->count == INT32_MAX)
@@ -253,15 +268,6 @@ int mpx_lock_acquire(mpx_lock_t *l, double timeout) {
     k->count++;
     return 0;
   }
-  if (__builtin_expect(atomic_load_explicit(&k->state, memory_order_relaxed)
-                           == ST_NOTRECOVERABLE, 0))
-    return MPX_ENOTRECOVERABLE;
-  set_pending(k);
-  uint32_t zero = 0;
-  if (__builtin_expect(atomic_compare_exchange_strong_explicit(
-                           &k->word, &zero, (uint32_t)tid,
-                           memory_order_acquire, memory_order_relaxed), 1))
-    return took(k, 0);
   return acquire_slow(k, tid, timeout);
 }
 

@@ -25,7 +25,9 @@ extern "C" {
  * system, so nothing is left in /dev/shm whatever way the processes end;
  * the memory is freed when the last mapping and descriptor are gone.
  * Fork children inherit the mapping at the same address; other processes
- * receive the descriptor (mpx_segment_send/recv, or pass_fds) and attach. */
+ * receive the descriptor (mpx_segment_send/recv, or pass_fds) and attach.
+ * The size is sealed (F_SEAL_SHRINK | F_SEAL_GROW): no process can shrink
+ * the memfd and make the others' accesses die of SIGBUS. */
 typedef struct mpx_segment_s mpx_segment_t;
 
 enum {
@@ -34,7 +36,9 @@ enum {
   MPX_SEGMENT_PREFAULT = 1u << 0,
   /* Back the segment with huge pages: hugetlbfs pages when the system has
    * some reserved (size rounded up to 2 MiB), else transparent huge pages
-   * where shmem allows them. mpx_segment_flags() says what was achieved. */
+   * where shmem allows them. mpx_segment_flags() says what was achieved:
+   * HUGEPAGES stays set only with hugetlbfs, or when MADV_HUGEPAGE was
+   * accepted and the shmem THP policy is not "never" or "deny". */
   MPX_SEGMENT_HUGEPAGES = 1u << 1,
   /* Set by mpx_segment_flags() when hugetlbfs pages back the segment. */
   MPX_SEGMENT_HUGETLB = 1u << 2,
@@ -46,10 +50,15 @@ typedef struct {
   const char *name;    /* memfd name shown in /proc/PID/fd; default "mpx" */
 } mpx_segment_opts_t;
 
+/* MPX_EINVAL for size 0 or unknown flags, MPX_EOVERFLOW when the size
+ * cannot be rounded up; else the failing system call's code, named in
+ * mpx_last_error(). */
 MPX_API int mpx_segment_new(mpx_segment_t **out, const mpx_segment_opts_t *opts);
 /* Map an existing segment descriptor (e.g. received from another process).
  * The descriptor is duplicated: the caller keeps its own. flags: PREFAULT
- * maps the pages now. MPX_EINVAL when fd is not a memfd segment. */
+ * maps the pages now (the others are ignored: the memfd decides its page
+ * size). MPX_EINVAL when fd is not a memfd (a pipe, a file with a path,
+ * /dev/shm included) or is empty. */
 MPX_API int mpx_segment_attach(mpx_segment_t **out, int fd, unsigned flags);
 /* The mapping in this process, its size, and its descriptor (owned by the
  * segment: dup it to keep it past mpx_segment_free). */
@@ -58,10 +67,12 @@ MPX_API size_t mpx_segment_size(const mpx_segment_t *s);
 MPX_API int mpx_segment_fd(const mpx_segment_t *s);
 /* The MPX_SEGMENT_* options in effect (HUGETLB when hugetlbfs backs it). */
 MPX_API unsigned mpx_segment_flags(const mpx_segment_t *s);
-/* Fault in [off, off+len) now, for writing. */
+/* Fault in [off, off+len) now, for writing; contents are unchanged.
+ * MPX_ERANGE when the range does not fit in the segment. */
 MPX_API int mpx_segment_prefault(mpx_segment_t *s, size_t off, size_t len);
-/* Send the segment's descriptor over a Unix socket (SCM_RIGHTS) / receive
- * one and attach it. */
+/* Send the segment's descriptor and size over a Unix socket (SCM_RIGHTS) /
+ * receive them and attach. recv: MPX_EPROTO when the message is not a
+ * segment or the sizes disagree, MPX_EPIPE when the peer has closed. */
 MPX_API int mpx_segment_send(int sock, const mpx_segment_t *s);
 MPX_API int mpx_segment_recv(int sock, mpx_segment_t **out, unsigned flags);
 /* Unmap and close. Other processes' mappings are unaffected. */
@@ -226,7 +237,9 @@ MPX_API void mpx_shared_array_free(mpx_shared_array_t *a);
 /* A POSIX shm object (/dev/shm/NAME, mode 0600) mapped in this process.
  * Python's SharedMemory(name) can attach to it and the other way round.
  * Attaching never unlinks (unlike Python's resource tracker): only
- * mpx_shm_unlink() removes the name, and the creator decides when. */
+ * mpx_shm_unlink() removes the name, and the creator decides when. (A
+ * Python before 3.13 that attaches unlinks the name when it exits unless
+ * it calls resource_tracker.unregister(shm._name, "shared_memory").) */
 typedef struct mpx_shm_s mpx_shm_t;
 
 enum {
@@ -236,10 +249,14 @@ enum {
 };
 
 /* name: without or with a leading '/', at most 250 bytes, no other '/';
- * NULL picks a fresh "mpx_<random>". MPX_EEXIST when the name exists. */
+ * NULL picks a fresh "mpx_<16 hex digits>". size: exact, > 0. MPX_EEXIST
+ * when the name exists, MPX_EINVAL for size 0 or a bad name,
+ * MPX_ENAMETOOLONG past 250 bytes. MPX_ENOSPC when the installed registry
+ * is full (and the create is tracked): then nothing is created, so no
+ * untracked name ever exists. */
 MPX_API int mpx_shm_create(mpx_shm_t **out, const char *name, size_t size,
                            unsigned flags);
-/* MPX_ENOENT when there is no such name. */
+/* MPX_ENOENT when there is no such name. The size is the object's. */
 MPX_API int mpx_shm_attach(mpx_shm_t **out, const char *name, unsigned flags);
 /* The name without the leading '/' (owned by the handle). */
 MPX_API const char *mpx_shm_name(const mpx_shm_t *m);
@@ -256,21 +273,27 @@ MPX_API int mpx_shm_unlink(const char *name);
  * process, every tracked mpx_shm_create() in that process and in its fork
  * children records (pid, name) there; mpx_shm_unlink() removes the entry.
  * A supervisor calls mpx_shm_registry_reap(pid) when a child dies to
- * unlink what it left behind. Other processes attach via the fd. */
+ * unlink what it left behind. Other processes attach via the fd. Calls
+ * are thread- and process-safe (a robust lock in the segment); a process
+ * killed at any point, even in the middle of mpx_shm_create(), leaves
+ * nothing that a reap of its pid misses. */
 typedef struct mpx_shm_registry_s mpx_shm_registry_t;
 
-/* capacity: entries (default 1024 when 0). */
+/* capacity: entries (default 1024 when 0, at most INT32_MAX). */
 MPX_API int mpx_shm_registry_new(mpx_shm_registry_t **out, size_t capacity);
+/* MPX_EINVAL when fd is not a registry segment. */
 MPX_API int mpx_shm_registry_attach(mpx_shm_registry_t **out, int fd);
 MPX_API int mpx_shm_registry_fd(const mpx_shm_registry_t *r);
 /* Make it this process's registry (NULL: none). The handle is borrowed and
  * must stay alive while installed. */
 MPX_API void mpx_shm_registry_install(mpx_shm_registry_t *r);
-/* Unlink every name recorded for `pid` (every name when pid is 0). Returns
- * how many names it removed. */
+/* Unlink every name recorded for `pid` (every name when pid is 0) and drop
+ * the entries. Returns how many names it removed: a name already gone
+ * only loses its entry and is not counted. */
 MPX_API int mpx_shm_registry_reap(mpx_shm_registry_t *r, pid_t pid);
 /* Number of names recorded for `pid` (all when 0). */
 MPX_API int mpx_shm_registry_count(mpx_shm_registry_t *r, pid_t pid);
+/* Unmap this handle (uninstalling it if installed). Reaps nothing. */
 MPX_API void mpx_shm_registry_free(mpx_shm_registry_t *r);
 
 #ifdef __cplusplus

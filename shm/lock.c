@@ -248,8 +248,9 @@ static int acquire_slow(lock_t *k, pid_t tid, double timeout) {
 int mpx_lock_acquire(mpx_lock_t *l, double timeout) {
   lock_t *k = L(l);
   int rc;
-  if (__builtin_expect(k->magic != LOCK_MAGIC, 0))
-    return mpx__err(MPX_EINVAL, "not an initialised lock");
+  if (__builtin_expect(k->magic != LOCK_MAGIC || timeout != timeout, 0))
+    return mpx__err(MPX_EINVAL, timeout != timeout ? "timeout is NaN"
+                                                   : "not an initialised lock");
   if ((rc = ensure_thread()) != 0) return rc;
   pid_t tid = tls_tid;
   /* Try first: the common case is a free, consistent lock. */

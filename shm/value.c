@@ -108,6 +108,11 @@ static int heap_of(const mpx_shared_opts_t *o, mpx_arena_t **a) {
   return default_heap_rc;
 }
 
+int mpx_shared_heap(mpx_arena_t **out) {
+  if (out == NULL) return mpx__err(MPX_EINVAL, "NULL argument");
+  return heap_of(NULL, out);
+}
+
 /* ---- common ------------------------------------------------------------ */
 
 static int create(shared_t *s, mpx_ctype_t type, size_t len, const void *init,

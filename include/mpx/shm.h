@@ -84,7 +84,11 @@ MPX_API void mpx_segment_free(mpx_segment_t *s);
  * maps it. Blocks are named by references, never pointers: a reference is
  * the block's offset from the arena start (low 48 bits) and its generation
  * (high 16 bits), so a stale reference to a freed or reused block is
- * caught (MPX_ESTALE) instead of corrupting memory. 0 is never a valid
+ * caught (MPX_ESTALE) instead of corrupting memory. That is certain for a
+ * double free or a use after free while the block's header is still in
+ * place, and very likely otherwise (the generation is 16 bits; a
+ * reference into the middle of a block that absorbed the freed one is
+ * checked against whatever bytes lie there). 0 is never a valid
  * reference. Each block carries a size, an owner pid and a refcount.
  *
  * The heap is guarded by a robust process-shared lock: a process killed
@@ -106,16 +110,19 @@ typedef struct {
   size_t largest_free;  /* the largest block mpx_arena_alloc could return now */
   size_t n_allocated;   /* allocated blocks */
   size_t n_free;        /* free blocks */
-  unsigned waiting;     /* mpx_arena_alloc calls waiting for space now */
+  unsigned waiting;     /* mpx_arena_alloc calls waiting for space now (a
+                           waiter killed while asleep stays counted: it
+                           only costs extra wake-ups) */
   uint64_t recoveries;  /* times a dead lock holder's work was repaired */
 } mpx_arena_stats_t;
 
 /* A new arena in a new segment of its own (send mpx_arena_segment() to
  * other processes; fork children inherit it). */
 MPX_API int mpx_arena_new(mpx_arena_t **out, const mpx_arena_opts_t *opts);
-/* Format a new arena in [offset, offset+size) of an existing segment, or
- * attach to one formatted there before. The segment is borrowed: it must
- * outlive the arena handle. offset: 64-byte aligned. */
+/* Format a new arena in [offset, offset+size) of an existing segment
+ * (size 0: the rest of the segment), or attach to one formatted there
+ * before. The segment is borrowed: it must outlive the arena handle.
+ * offset: 64-byte aligned. */
 MPX_API int mpx_arena_format(mpx_arena_t **out, mpx_segment_t *seg,
                              size_t offset, size_t size);
 MPX_API int mpx_arena_attach(mpx_arena_t **out, mpx_segment_t *seg,
@@ -140,8 +147,10 @@ MPX_API int mpx_arena_release(mpx_arena_t *a, mpx_ref_t ref);
  * when that process dies, no longer when the old owner does. */
 MPX_API int mpx_arena_give(mpx_arena_t *a, mpx_ref_t ref, pid_t owner);
 MPX_API pid_t mpx_arena_owner(const mpx_arena_t *a, mpx_ref_t ref);
-/* Free every block owned by `pid` (a process that is gone), whatever its
- * refcount; references to them become stale. Returns the number freed. */
+/* Free every block owned by `pid`, whatever its refcount, and every block
+ * whose last reference was dropped by a process that died before freeing
+ * it; references to them become stale. Returns the number freed. The
+ * caller vouches that `pid` is gone (a supervisor that reaped it). */
 MPX_API int mpx_arena_reclaim(mpx_arena_t *a, pid_t pid);
 MPX_API int mpx_arena_stats(mpx_arena_t *a, mpx_arena_stats_t *st);
 /* Check every invariant (blocks tile the heap without overlap, headers
@@ -175,9 +184,14 @@ typedef enum {
   MPX_SHARED_USER_LOCK  /* opts.lock, supplied by the caller */
 } mpx_shared_lock_t;
 
+/* The process's default shared heap: an arena created on first use
+ * (MPX_HEAP_SIZE bytes from the environment, default 64 MiB), inherited
+ * by fork children. Borrowed: never free it. Send its segment to let
+ * unrelated processes attach values by reference. */
+MPX_API int mpx_shared_heap(mpx_arena_t **out);
+
 typedef struct {
-  /* Where the data lives: NULL for the process's default shared heap (an
-   * arena created on first use and inherited by fork children). */
+  /* Where the data lives: NULL for the process's default shared heap. */
   mpx_arena_t *arena;
   mpx_shared_lock_t lock_kind;
   /* For MPX_SHARED_USER_LOCK: a lock in shared memory that outlives the
@@ -238,8 +252,9 @@ MPX_API void mpx_shared_array_free(mpx_shared_array_t *a);
  * Python's SharedMemory(name) can attach to it and the other way round.
  * Attaching never unlinks (unlike Python's resource tracker): only
  * mpx_shm_unlink() removes the name, and the creator decides when. (A
- * Python before 3.13 that attaches unlinks the name when it exits unless
- * it calls resource_tracker.unregister(shm._name, "shared_memory").) */
+ * Python process that attaches still unlinks the name when it exits,
+ * through its resource tracker, unless it passes track=False (3.13+) or
+ * calls resource_tracker.unregister(shm._name, "shared_memory").) */
 typedef struct mpx_shm_s mpx_shm_t;
 
 enum {

@@ -56,14 +56,16 @@ MPX_API int mpx_rlock_init(mpx_lock_t *l);
 /* 0, MPX_ETIMEDOUT, MPX_EDEADLK (Lock already held by this thread),
  * MPX_EOWNERDEAD (acquired; see the robustness note above),
  * MPX_ENOTRECOVERABLE, MPX_EOVERFLOW (RLock recursion past 2^31),
- * MPX_EINVAL (not an initialised lock). */
+ * MPX_EINVAL (not an initialised lock, or a NaN timeout). */
 MPX_API int mpx_lock_acquire(mpx_lock_t *l, double timeout);
-/* 0, or MPX_EPERM when the calling thread does not hold the lock. */
+/* 0, MPX_EPERM when the calling thread does not hold the lock, MPX_EINVAL
+ * when it is not an initialised lock. */
 MPX_API int mpx_lock_release(mpx_lock_t *l);
 /* After MPX_EOWNERDEAD: mark the guarded state repaired. 0, or MPX_EINVAL
  * when the lock is not in that state or not held by the caller. */
 MPX_API int mpx_lock_consistent(mpx_lock_t *l);
-/* 1 when some thread holds the lock, else 0 (Python 3.14's locked()). */
+/* 1 when some thread holds the lock, else 0 (Python 3.14's locked()). A
+ * lock whose owner died reads 0: the next acquire takes it at once. */
 MPX_API int mpx_lock_locked(const mpx_lock_t *l);
 /* 1 when the calling thread holds it. */
 MPX_API int mpx_lock_is_mine(const mpx_lock_t *l);
@@ -85,7 +87,8 @@ MPX_API int mpx_bsem_init(mpx_sem_t *s, unsigned value);
 /* Decrement, waiting while the count is 0. 0 or MPX_ETIMEDOUT. */
 MPX_API int mpx_sem_acquire(mpx_sem_t *s, double timeout);
 /* Increment and wake one waiter. MPX_EOVERFLOW for a bounded semaphore
- * already at its initial value (the count is unchanged). */
+ * already at its initial value, or any semaphore at INT32_MAX (the count
+ * is unchanged). */
 MPX_API int mpx_sem_release(mpx_sem_t *s);
 MPX_API unsigned mpx_sem_value(const mpx_sem_t *s);
 /* 1 when the count is 0 (an acquire would block). */
@@ -126,7 +129,9 @@ MPX_API int mpx_cond_release(mpx_cond_t *c);
 /* The caller must hold the lock (MPX_EPERM otherwise). Releases it fully
  * (an RLock at any depth), sleeps until notified or timed out, and
  * reacquires it at the same depth before returning: 0 when notified,
- * MPX_ETIMEDOUT when not. Never wakes without a notify. */
+ * MPX_ETIMEDOUT when not. Never wakes without a notify. When the lock's
+ * owner died meanwhile, MPX_EOWNERDEAD with the lock held (see above);
+ * any other lock error returns with the lock not held. */
 MPX_API int mpx_cond_wait(mpx_cond_t *c, double timeout);
 /* Wait until pred(arg) returns nonzero (checked first under the lock, then
  * after each wake-up). 0 when it holds, MPX_ETIMEDOUT when the timeout ran

@@ -51,7 +51,13 @@ static void test_value_counter_default_heap(void) {
   CU_ASSERT_EQUAL(mpx_lock_release(mpx_shared_value_lock(v)), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(mpx_shared_value_lock(v)), 0);
   CU_ASSERT_EQUAL(*(int64_t *)mpx_shared_value_ptr(v), 5);
+  /* It lives in the default heap, which the caller may ask for. */
+  mpx_arena_t *heap = NULL;
+  CU_ASSERT_EQUAL(mpx_shared_heap(&heap), 0);
+  mpx_ref_t ref = mpx_shared_value_ref(v);
+  CU_ASSERT_PTR_NOT_NULL(mpx_arena_ptr(heap, ref));
   mpx_shared_value_free(v);
+  CU_ASSERT_PTR_NULL(mpx_arena_ptr(heap, ref));
 }
 
 static void test_value_user_lock_and_raw(void) {

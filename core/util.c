@@ -24,7 +24,9 @@ double mpx__now(void) {
 }
 
 double mpx__deadline(double timeout) {
-  return timeout < 0 ? -1.0 : mpx__now() + timeout;
+  /* Beyond ~30 years (INFINITY included) is forever: no clock conversion
+   * of such a deadline would fit a time_t or an int of milliseconds. */
+  return timeout < 0 || timeout > 1e9 ? -1.0 : mpx__now() + timeout;
 }
 
 int mpx__poll_ms(double deadline) {

@@ -107,7 +107,9 @@ MPX_API int mpx_event_init(mpx_event_t *e);
 MPX_API void mpx_event_set(mpx_event_t *e);
 MPX_API void mpx_event_clear(mpx_event_t *e);
 MPX_API int mpx_event_is_set(const mpx_event_t *e);
-/* 0 once the flag is set (at once if it is), or MPX_ETIMEDOUT. */
+/* 0 once the flag is set (at once if it is), or MPX_ETIMEDOUT. Like
+ * Python's, a wait that saw a set returns 0 even if a clear came before it
+ * ran again. */
 MPX_API int mpx_event_wait(mpx_event_t *e, double timeout);
 MPX_API void mpx_event_destroy(mpx_event_t *e);
 
@@ -152,9 +154,10 @@ typedef struct mpx_barrier_s {
 } mpx_barrier_t;
 
 /* An action runs in the last process to arrive, before the others are
- * released; a nonzero return breaks the barrier and is what that wait
- * returns. Stored as addresses: valid in the creator and its fork
- * children; other processes should pass NULL and act on the index. */
+ * released; a nonzero return (a negative code, by convention) breaks the
+ * barrier and is what that wait returns. Stored as addresses: valid in
+ * the creator and its fork children; other processes should pass NULL and
+ * act on the index. */
 typedef int (*mpx_barrier_action_t)(void *arg);
 
 /* parties >= 1. action may be NULL. */

@@ -305,6 +305,37 @@ static void test_threads_and_processes(void) {
   munmap(s, sizeof *s);
 }
 
+/* Huge and infinite timeouts mean forever, not a spin or an error. */
+static void test_infinite_timeout(void) {
+  shared_t *s = map_shared();
+  CU_ASSERT_EQUAL_FATAL(mpx_lock_init(&s->lock), 0);
+  pid_t pid = child_holding(s, &s->lock);
+  pid_t killer = fork();
+  if (killer == 0) {
+    usleep(100000);
+    kill(pid, SIGKILL);
+    _exit(0);
+  }
+  CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1.0 / 0.0), MPX_EOWNERDEAD);
+  CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
+  CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
+  CU_ASSERT_EQUAL(wait_exit(killer), 0);
+  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  pid = child_holding(s, &s->lock);
+  killer = fork();
+  if (killer == 0) {
+    usleep(100000);
+    kill(pid, SIGKILL);
+    _exit(0);
+  }
+  CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1e300), MPX_EOWNERDEAD);
+  CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
+  CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
+  CU_ASSERT_EQUAL(wait_exit(killer), 0);
+  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  munmap(s, sizeof *s);
+}
+
 MPX_TEST_MAIN("lock", MPX_TEST(test_counter_n_processes),
               MPX_TEST(test_lock_errors), MPX_TEST(test_rlock),
               MPX_TEST(test_owner_killed),
@@ -312,4 +343,5 @@ MPX_TEST_MAIN("lock", MPX_TEST(test_counter_n_processes),
               MPX_TEST(test_not_recoverable),
               MPX_TEST(test_shares_robust_list_with_glibc),
               MPX_TEST(test_thread_exit_holding),
-              MPX_TEST(test_threads_and_processes))
+              MPX_TEST(test_threads_and_processes),
+              MPX_TEST(test_infinite_timeout))

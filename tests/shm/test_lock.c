@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -305,6 +306,13 @@ static void test_threads_and_processes(void) {
   munmap(s, sizeof *s);
 }
 
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 /* Huge and infinite timeouts mean forever, not a spin or an error. */
 static void test_infinite_timeout(void) {
   shared_t *s = map_shared();
@@ -316,7 +324,10 @@ static void test_infinite_timeout(void) {
     kill(pid, SIGKILL);
     _exit(0);
   }
+  /* Asleep, not spinning: the wait burns (almost) no CPU time. */
+  double cpu0 = cpu_seconds();
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1.0 / 0.0), MPX_EOWNERDEAD);
+  CU_ASSERT_TRUE(cpu_seconds() - cpu0 < 0.05);
   CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
   CU_ASSERT_EQUAL(wait_exit(killer), 0);

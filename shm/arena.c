@@ -182,7 +182,7 @@ static uint64_t find_fit(mpx_arena_t *a, uint64_t need) {
 static int check_walk(mpx_arena_t *a, int repair);
 
 static int lock_arena(mpx_arena_t *a) {
-  int rc = mpx_lock_acquire(&a->h->lock, -1);
+  int rc = mpx__lock_acquire(&a->h->lock, -1);
   if (rc == MPX_EOWNERDEAD) {
     /* The last holder died inside an operation: rebuild from the walk. */
     rc = check_walk(a, 1);
@@ -195,13 +195,13 @@ static int lock_arena(mpx_arena_t *a) {
   }
   if (rc != 0) return rc;
   if (a->h->broken) {
-    mpx_lock_release(&a->h->lock);
+    mpx__lock_release(&a->h->lock);
     return mpx__err(MPX_EBROKEN, "arena is corrupt");
   }
   return 0;
 }
 
-static void unlock_arena(mpx_arena_t *a) { mpx_lock_release(&a->h->lock); }
+static void unlock_arena(mpx_arena_t *a) { mpx__lock_release(&a->h->lock); }
 
 /* ---- blocks ----------------------------------------------------------- */
 
@@ -527,7 +527,7 @@ int mpx_arena_alloc(mpx_arena_t *a, size_t size, double timeout,
   hdr_t *h = a->h;
   if (out == NULL) return mpx__err(MPX_EINVAL, "NULL argument");
   *out = 0;
-  if ((rc = mpx__timeout_check(timeout)) != 0) return rc;
+  if (timeout != timeout) return mpx__timeout_check(timeout);
   uint64_t cap = h->heap_end - h->heap_off;
   if (size == 0) size = 1;
   if (size > cap - HDR)

@@ -245,7 +245,7 @@ static int acquire_slow(lock_t *k, pid_t tid, double timeout) {
   return MPX_ETIMEDOUT;
 }
 
-int mpx_lock_acquire(mpx_lock_t *l, double timeout) {
+int mpx__lock_acquire(mpx_lock_t *l, double timeout) {
   lock_t *k = L(l);
   int rc;
   if (__builtin_expect(k->magic != LOCK_MAGIC || timeout != timeout, 0))
@@ -272,7 +272,7 @@ int mpx_lock_acquire(mpx_lock_t *l, double timeout) {
   return acquire_slow(k, tid, timeout);
 }
 
-int mpx_lock_release(mpx_lock_t *l) {
+int mpx__lock_release(mpx_lock_t *l) {
   lock_t *k = L(l);
   if (__builtin_expect(k->magic != LOCK_MAGIC, 0))
     return mpx__err(MPX_EINVAL, "not an initialised lock");
@@ -333,3 +333,9 @@ unsigned mpx_lock_count(const mpx_lock_t *l) {
 void mpx_lock_destroy(mpx_lock_t *l) {
   if (l != NULL) L(l)->magic = 0;
 }
+
+/* The exported names are aliases, so mpx's own callers (the arena, the
+ * other primitives) reach the code without a PLT hop. */
+int mpx_lock_acquire(mpx_lock_t *l, double timeout)
+    __attribute__((alias("mpx__lock_acquire")));
+int mpx_lock_release(mpx_lock_t *l) __attribute__((alias("mpx__lock_release")));

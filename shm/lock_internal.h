@@ -7,6 +7,9 @@
 
 /* The calling thread's kernel thread id, cached (and reset after fork). */
 pid_t mpx__tid(void);
+/* mpx_lock_acquire / mpx_lock_release, bound inside the library. */
+int mpx__lock_acquire(mpx_lock_t *l, double timeout);
+int mpx__lock_release(mpx_lock_t *l);
 /* getpid(), cached (glibc makes it a system call), reset after fork. */
 pid_t mpx__pid(void);
 /* 0 when this thread can own robust locks, else MPX_ENOTSUP. */

@@ -39,6 +39,7 @@ typedef struct {
   size_t len;
 } shared_t;
 
+/* Both public handle types are this struct as its first member. */
 struct mpx_shared_value_s {
   shared_t s;
 };
@@ -221,32 +222,43 @@ static int copy(shared_t *s, size_t start, size_t n, void *out,
   return 0;
 }
 
-/* ---- values -------------------------------------------------------------- */
-
-int mpx_shared_value_new(mpx_shared_value_t **out, mpx_ctype_t type,
-                         const void *init, const mpx_shared_opts_t *opts) {
+/* The handle types both wrap a shared_t: one allocation path for both. */
+static int new_handle(shared_t **out, mpx_ctype_t type, size_t len,
+                      const void *init, const mpx_shared_opts_t *opts,
+                      mpx_arena_t *arena, mpx_ref_t ref) {
   int rc;
-  if (out == NULL) return mpx__err(MPX_EINVAL, "NULL argument");
   *out = calloc(1, sizeof **out);
-  if (*out == NULL) return mpx__err(MPX_ENOMEM, "value handle");
-  if ((rc = create(&(*out)->s, type, 1, init, opts)) != 0) {
+  if (*out == NULL) return mpx__err(MPX_ENOMEM, "shared value handle");
+  rc = arena ? attach(*out, arena, ref) : create(*out, type, len, init, opts);
+  if (rc != 0) {
     free(*out);
     *out = NULL;
   }
   return rc;
 }
 
+/* The public handles are a shared_t with another name. */
+#define NEW_HANDLE(out, T, ...)                                        \
+  do {                                                                 \
+    shared_t *h_;                                                      \
+    int rc_;                                                           \
+    if ((out) == NULL) return mpx__err(MPX_EINVAL, "NULL argument");   \
+    rc_ = new_handle(&h_, __VA_ARGS__);                                \
+    *(out) = (T *)h_;                                                  \
+    return rc_;                                                        \
+  } while (0)
+
+/* ---- values -------------------------------------------------------------- */
+
+int mpx_shared_value_new(mpx_shared_value_t **out, mpx_ctype_t type,
+                         const void *init, const mpx_shared_opts_t *opts) {
+  NEW_HANDLE(out, mpx_shared_value_t, type, 1, init, opts, NULL, 0);
+}
+
 int mpx_shared_value_attach(mpx_shared_value_t **out, mpx_arena_t *arena,
                             mpx_ref_t ref) {
-  int rc;
-  if (out == NULL) return mpx__err(MPX_EINVAL, "NULL argument");
-  *out = calloc(1, sizeof **out);
-  if (*out == NULL) return mpx__err(MPX_ENOMEM, "value handle");
-  if ((rc = attach(&(*out)->s, arena, ref)) != 0) {
-    free(*out);
-    *out = NULL;
-  }
-  return rc;
+  if (arena == NULL) return mpx__err(MPX_EINVAL, "NULL arena");
+  NEW_HANDLE(out, mpx_shared_value_t, 0, 0, NULL, NULL, arena, ref);
 }
 
 mpx_ref_t mpx_shared_value_ref(const mpx_shared_value_t *v) { return v->s.ref; }
@@ -276,28 +288,13 @@ void mpx_shared_value_free(mpx_shared_value_t *v) {
 int mpx_shared_array_new(mpx_shared_array_t **out, mpx_ctype_t type,
                          size_t len, const void *init,
                          const mpx_shared_opts_t *opts) {
-  int rc;
-  if (out == NULL) return mpx__err(MPX_EINVAL, "NULL argument");
-  *out = calloc(1, sizeof **out);
-  if (*out == NULL) return mpx__err(MPX_ENOMEM, "array handle");
-  if ((rc = create(&(*out)->s, type, len, init, opts)) != 0) {
-    free(*out);
-    *out = NULL;
-  }
-  return rc;
+  NEW_HANDLE(out, mpx_shared_array_t, type, len, init, opts, NULL, 0);
 }
 
 int mpx_shared_array_attach(mpx_shared_array_t **out, mpx_arena_t *arena,
                             mpx_ref_t ref) {
-  int rc;
-  if (out == NULL) return mpx__err(MPX_EINVAL, "NULL argument");
-  *out = calloc(1, sizeof **out);
-  if (*out == NULL) return mpx__err(MPX_ENOMEM, "array handle");
-  if ((rc = attach(&(*out)->s, arena, ref)) != 0) {
-    free(*out);
-    *out = NULL;
-  }
-  return rc;
+  if (arena == NULL) return mpx__err(MPX_EINVAL, "NULL arena");
+  NEW_HANDLE(out, mpx_shared_array_t, 0, 0, NULL, NULL, arena, ref);
 }
 
 mpx_ref_t mpx_shared_array_ref(const mpx_shared_array_t *a) { return a->s.ref; }

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 
 typedef struct {
   const char *name;
@@ -20,6 +22,14 @@ typedef struct {
 } mpx_test_t;
 
 #define MPX_TEST(fn) {#fn, fn}
+
+/* Reaps a child: its exit code, minus the signal number that killed it,
+ * or -1000 when waitpid fails. */
+static inline int mpx_test_wait_exit(pid_t pid) {
+  int st;
+  if (waitpid(pid, &st, 0) != pid) return -1000;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
 
 static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
                                 const mpx_test_t *tests) {

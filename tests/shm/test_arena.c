@@ -14,12 +14,6 @@
 #include "mpx.h"
 #include "../mpx_test.h"
 
-static int wait_exit(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, 0) != pid) return -1000;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-}
-
 static mpx_arena_t *new_arena(size_t size) {
   mpx_arena_opts_t o = {0};
   mpx_arena_t *a = NULL;
@@ -127,7 +121,7 @@ static void test_full_and_too_big(void) {
   for (int i = 0; i < 2000 && stats(a).waiting != 1; i++) usleep(1000);
   CU_ASSERT_EQUAL(stats(a).waiting, 1);
   CU_ASSERT_EQUAL(mpx_arena_release(a, refs[--n]), 0);
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(stats(a).waiting, 0);
   while (n > 0) CU_ASSERT_EQUAL(mpx_arena_release(a, refs[--n]), 0);
   CU_ASSERT_EQUAL(stats(a).used, 0);
@@ -151,7 +145,7 @@ static void test_reclaim_and_give(void) {
     *given = r;
     _exit(0); /* leaks 9 blocks */
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(stats(a).n_allocated, 11);
   CU_ASSERT_EQUAL(mpx_arena_owner(a, *given), getpid());
   CU_ASSERT_EQUAL(mpx_arena_reclaim(a, pid), 9);
@@ -247,7 +241,7 @@ static void test_killed_holding_lock(void) {
       if (mpx_arena_release(b, r2) != 0) _exit(3);
       _exit(4); /* the crash point was not reached */
     }
-    CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+    CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
     /* The next operation recovers, and everything adds up afterwards. */
     mpx_ref_t r;
     CU_ASSERT_EQUAL(mpx_arena_alloc(a, 50, 0, &r), 0);
@@ -291,7 +285,7 @@ static void test_killed_at_random(void) {
     }
     usleep(2000 + (unsigned)(rand() % 20000));
     kill(pid, SIGKILL);
-    CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+    CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
     CU_ASSERT_EQUAL(mpx_arena_check(a), 0);
     CU_ASSERT_TRUE(mpx_arena_reclaim(a, pid) >= 0);
     CU_ASSERT_EQUAL(mpx_arena_check(a), 0);
@@ -370,8 +364,8 @@ static void test_two_processes_random(void) {
   }
   int mine = hammer(a, bd, 7);
   CU_ASSERT_EQUAL(mine, 0);
-  CU_ASSERT_EQUAL(wait_exit(stopper), 0);
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(stopper), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(mpx_arena_check(a), 0);
   size_t left = 0;
   for (int i = 0; i < SLOTS; i++) {

@@ -28,12 +28,6 @@ static shared_t *map_shared(void) {
   return p;
 }
 
-static int wait_exit(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, 0) != pid) return -1000;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-}
-
 static void test_counter_n_processes(void) {
   enum { N = 4, M = 20000 };
   shared_t *s = map_shared();
@@ -52,7 +46,7 @@ static void test_counter_n_processes(void) {
       _exit(0);
     }
   }
-  for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(wait_exit(pids[i]), 0);
+  for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(mpx_test_wait_exit(pids[i]), 0);
   CU_ASSERT_EQUAL(s->counter, (long)N * M);
   CU_ASSERT_EQUAL(mpx_lock_locked(&s->lock), 0);
   munmap(s, sizeof *s);
@@ -81,7 +75,7 @@ static void test_lock_errors(void) {
     if (mpx_lock_acquire(&s->lock, 0.0 / 0.0) != MPX_EINVAL) _exit(5);
     _exit(0);
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), MPX_EPERM);
   CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), MPX_EINVAL);
@@ -111,7 +105,7 @@ static void test_rlock(void) {
   CU_ASSERT_EQUAL(mpx_lock_release(&s->rlock), 0);
   CU_ASSERT_EQUAL(mpx_lock_locked(&s->rlock), 1);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->rlock), 0);
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(mpx_lock_locked(&s->rlock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->rlock), MPX_EPERM);
   munmap(s, sizeof *s);
@@ -136,7 +130,7 @@ static void test_owner_killed(void) {
   pid_t pid = child_holding(s, &s->lock);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 0.05), MPX_ETIMEDOUT);
   kill(pid, SIGKILL);
-  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 5), MPX_EOWNERDEAD);
   CU_ASSERT_EQUAL(mpx_lock_is_mine(&s->lock), 1);
   CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
@@ -149,7 +143,7 @@ static void test_owner_killed(void) {
     int rc = mpx_lock_acquire(&s->lock, 1);
     _exit(rc == 0 && mpx_lock_release(&s->lock) == 0 ? 0 : 1);
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   munmap(s, sizeof *s);
 }
 
@@ -168,8 +162,8 @@ static void test_waiter_woken_by_owner_death(void) {
   }
   usleep(100000); /* let the waiter go to sleep */
   kill(owner, SIGKILL);
-  CU_ASSERT_EQUAL(wait_exit(owner), -SIGKILL);
-  CU_ASSERT_EQUAL(wait_exit(waiter), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(owner), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(waiter), 0);
   CU_ASSERT_EQUAL(s->counter, 42);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->rlock, 0), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->rlock), 0);
@@ -181,7 +175,7 @@ static void test_not_recoverable(void) {
   CU_ASSERT_EQUAL_FATAL(mpx_lock_init(&s->lock), 0);
   pid_t pid = child_holding(s, &s->lock);
   kill(pid, SIGKILL);
-  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1), MPX_EOWNERDEAD);
   /* Released without mpx_lock_consistent: nobody may trust it again. */
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
@@ -241,7 +235,7 @@ static void test_shares_robust_list_with_glibc(void) {
   }
   while (s->flag == 0) usleep(1000);
   kill(pid, SIGKILL);
-  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1), MPX_EOWNERDEAD);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->rlock, 1), MPX_EOWNERDEAD);
   CU_ASSERT_EQUAL(pthread_mutex_lock(&s->pm), EOWNERDEAD);
@@ -301,7 +295,7 @@ static void test_threads_and_processes(void) {
     pthread_join(t[i], &r);
     CU_ASSERT_PTR_NULL(r);
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(s->counter, 60000);
   munmap(s, sizeof *s);
 }
@@ -330,8 +324,8 @@ static void test_infinite_timeout(void) {
   CU_ASSERT_TRUE(cpu_seconds() - cpu0 < 0.05);
   CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
-  CU_ASSERT_EQUAL(wait_exit(killer), 0);
-  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(killer), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   pid = child_holding(s, &s->lock);
   killer = fork();
   if (killer == 0) {
@@ -342,8 +336,8 @@ static void test_infinite_timeout(void) {
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1e300), MPX_EOWNERDEAD);
   CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);
-  CU_ASSERT_EQUAL(wait_exit(killer), 0);
-  CU_ASSERT_EQUAL(wait_exit(pid), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(killer), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   munmap(s, sizeof *s);
 }
 

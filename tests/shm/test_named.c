@@ -36,12 +36,6 @@ static int exists(const char *name) {
   return stat(path, &st) == 0;
 }
 
-static int wait_exit(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, 0) != pid) return -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static mpx_shm_t *create(const char *name, size_t size, unsigned flags) {
   mpx_shm_t *m = NULL;
   int rc = mpx_shm_create(&m, name, size, flags);
@@ -108,7 +102,7 @@ static void test_attach_never_unlinks(void) {
     mpx_shm_close(a);
     _exit(0);
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT(exists(name));
   CU_ASSERT_STRING_EQUAL(mpx_shm_buf(m), "child");
   mpx_shm_close(m);
@@ -246,11 +240,11 @@ static void test_registry_reap(void) {
 
   mpx_shm_registry_install(r);
   p1 = child_creates(1, 3, 0, 0);
-  CU_ASSERT_EQUAL(wait_exit(p1), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(p1), 0);
   p2 = child_creates(2, 3, 0, 1);
-  CU_ASSERT_EQUAL(wait_exit(p2), 128 + SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(p2), -SIGKILL);
   p3 = child_creates(3, 2, MPX_SHM_UNTRACKED, 0);
-  CU_ASSERT_EQUAL(wait_exit(p3), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(p3), 0);
   mine = create(tname("parent"), 10, 0);
 
   CU_ASSERT_EQUAL(mpx_shm_registry_count(r, p1), 3);
@@ -295,7 +289,7 @@ static void test_registry_reap(void) {
 
   /* reap(0) takes everything. */
   p1 = child_creates(4, 2, 0, 0);
-  CU_ASSERT_EQUAL(wait_exit(p1), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(p1), 0);
   mine = create(tname("parent2"), 10, 0);
   mpx_shm_close(mine);
   CU_ASSERT_EQUAL(mpx_shm_registry_reap(r, 0), 3);
@@ -420,7 +414,7 @@ static void test_registry_killed_children(void) {
     nanosleep(&ts, NULL);
     for (k = 0; k < 2; k++) {
       kill(pids[k], SIGKILL);
-      if (wait_exit(pids[k]) != 128 + SIGKILL) ok = 0;
+      if (mpx_test_wait_exit(pids[k]) != -SIGKILL) ok = 0;
     }
     for (k = 0; k < 2; k++) {
       int j;

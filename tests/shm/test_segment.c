@@ -32,12 +32,6 @@ static mpx_segment_t *make(size_t size, unsigned flags, const char *name) {
   return s;
 }
 
-static int wait_exit(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, 0) != pid) return -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static long minflt(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -114,7 +108,7 @@ static void test_fork_child_writes(void) {
     for (i = 0; i < MiB; i++) p[i] = (unsigned char)(i * 7 + 3);
     _exit(0);
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   for (i = 0; i < MiB; i++) bad += p[i] != (unsigned char)(i * 7 + 3);
   CU_ASSERT_EQUAL(bad, 0);
   mpx_segment_free(s);
@@ -148,7 +142,7 @@ static void test_send_recv(void) {
   }
   close(sv[1]);
   CU_ASSERT_EQUAL(mpx_segment_send(sv[0], s), 0);
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   for (i = 0; i < 2 * MiB; i++) bad += p[i] != (unsigned char)(i ^ 0x5a);
   CU_ASSERT_EQUAL(bad, 0);
   close(sv[0]);
@@ -365,7 +359,7 @@ static void test_nothing_in_dev_shm(void) {
     _exit(0);
   }
   kill(pid, SIGKILL);
-  CU_ASSERT_EQUAL(wait_exit(pid), 128 + SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   mpx_segment_free(s);
   CU_ASSERT_EQUAL(dev_shm_has(name), 0);
 }

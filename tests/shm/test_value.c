@@ -8,12 +8,6 @@
 #include "mpx.h"
 #include "../mpx_test.h"
 
-static int wait_exit(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, 0) != pid) return -1000;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-}
-
 /* N processes x M increments under the value's lock. */
 static void increments(mpx_shared_value_t *v, mpx_lock_t *l) {
   enum { N = 3, M = 20000 };
@@ -31,7 +25,7 @@ static void increments(mpx_shared_value_t *v, mpx_lock_t *l) {
       _exit(0);
     }
   }
-  for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(wait_exit(pids[i]), 0);
+  for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(mpx_test_wait_exit(pids[i]), 0);
   int64_t got = 0;
   CU_ASSERT_EQUAL(mpx_shared_value_get(v, &got), 0);
   CU_ASSERT_EQUAL(got, (int64_t)N * M);
@@ -156,7 +150,7 @@ static void test_array(void) {
     mpx_lock_release(mpx_shared_array_lock(a));
     _exit(0);
   }
-  CU_ASSERT_EQUAL(wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(mpx_shared_array_read(a, 0, 5, out), 0);
   const double want[5] = {2, 40, 60, 8, 10};
   CU_ASSERT_EQUAL(memcmp(out, want, sizeof want), 0);

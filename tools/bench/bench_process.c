@@ -17,25 +17,16 @@
 
 #include <mpx.h>
 
+#include "bench.h"
+
 #ifndef BENCH_TARGETS_SO
 #error BENCH_TARGETS_SO must name the benchmark targets library
 #endif
 
 #define BATCH 100
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 static void report(const char *name, double *t, int n) {
-  qsort(t, (size_t)n, sizeof *t, cmp);
+  bench_sort(t, n);
   printf("process.%s.start_join.median %.3f ms\n", name, t[n / 2] * 1e3);
   printf("process.%s.start_join.p90 %.3f ms\n", name, t[n * 9 / 10] * 1e3);
   fflush(stdout);
@@ -77,18 +68,18 @@ static void bare_fork(double *t, int runs) {
   int i;
   for (i = 0; i < runs; i++) {
     pid_t pid;
-    t0 = now();
+    t0 = bench_now();
     pid = fork();
     if (pid == 0) _exit(0);
     waitpid(pid, NULL, 0);
-    t[i] = now() - t0;
+    t[i] = bench_now() - t0;
   }
   report("bare_fork", t, runs);
-  t0 = now();
+  t0 = bench_now();
   for (i = 0; i < BATCH; i++)
     if ((pids[i] = fork()) == 0) _exit(0);
   for (i = 0; i < BATCH; i++) waitpid(pids[i], NULL, 0);
-  printf("process.bare_fork.batch100 %.3f ms\n", (now() - t0) * 1e3);
+  printf("process.bare_fork.batch100 %.3f ms\n", (bench_now() - t0) * 1e3);
 }
 
 static void method(mpx_start_method_t m, double *t, int runs) {
@@ -97,16 +88,16 @@ static void method(mpx_start_method_t m, double *t, int runs) {
   int i;
   finish(start(m)); /* warm up: forkserver launch, page cache */
   for (i = 0; i < runs; i++) {
-    t0 = now();
+    t0 = bench_now();
     finish(start(m));
-    t[i] = now() - t0;
+    t[i] = bench_now() - t0;
   }
   report(mpx_start_method_name(m), t, runs);
-  t0 = now();
+  t0 = bench_now();
   for (i = 0; i < BATCH; i++) ps[i] = start(m);
   for (i = 0; i < BATCH; i++) finish(ps[i]);
   printf("process.%s.batch100 %.3f ms\n", mpx_start_method_name(m),
-         (now() - t0) * 1e3);
+         (bench_now() - t0) * 1e3);
   fflush(stdout);
 }
 

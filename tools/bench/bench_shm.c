@@ -25,19 +25,10 @@
 
 #include <mpx.h>
 
+#include "bench.h"
+
 static int runs = 5;
 static double scale = 1.0; /* --quick shrinks the work */
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "bench_shm: %s: %s (%s)\n", what, mpx_strerror(rc),
@@ -59,7 +50,7 @@ static void report(const char *name, const char *unit, double div,
   double r[64];
   int n = runs < 64 ? runs : 64;
   for (int i = 0; i < n; i++) r[i] = fn(arg);
-  qsort(r, (size_t)n, sizeof r[0], cmp);
+  bench_sort(r, n);
   printf("%s %.2f %s\n", name, r[n / 2] / div, unit);
   fflush(stdout);
 }
@@ -75,23 +66,23 @@ static int wait_exit(pid_t pid) {
 static double lock_pairs(void *arg) {
   mpx_lock_t *l = arg;
   long n = (long)(2e7 * scale);
-  double t = now();
+  double t = bench_now();
   for (long i = 0; i < n; i++) {
     mpx_lock_acquire(l, -1);
     mpx_lock_release(l);
   }
-  return (double)n / (now() - t);
+  return (double)n / (bench_now() - t);
 }
 
 static double pthread_pairs(void *arg) {
   pthread_mutex_t *m = arg;
   long n = (long)(2e7 * scale);
-  double t = now();
+  double t = bench_now();
   for (long i = 0; i < n; i++) {
     pthread_mutex_lock(m);
     pthread_mutex_unlock(m);
   }
-  return (double)n / (now() - t);
+  return (double)n / (bench_now() - t);
 }
 
 /* ---- shared value ---------------------------------------------------- */
@@ -101,7 +92,7 @@ static double value_incr(void *arg) {
   long per = (long)(2e6 * scale);
   int64_t zero = 0;
   mpx_shared_value_set(v, &zero);
-  double t = now();
+  double t = bench_now();
   pid_t kids[2];
   for (int k = 0; k < 2; k++) {
     kids[k] = fork();
@@ -117,7 +108,7 @@ static double value_incr(void *arg) {
     }
   }
   for (int k = 0; k < 2; k++) wait_exit(kids[k]);
-  double dt = now() - t;
+  double dt = bench_now() - t;
   int64_t got;
   mpx_shared_value_get(v, &got);
   if (got != 2 * per) die("value_incr: lost increments", MPX_EUNKNOWN);
@@ -144,13 +135,13 @@ static double event_pingpong(void *arg) {
     }
     _exit(0);
   }
-  double t = now();
+  double t = bench_now();
   for (long i = 0; i < n; i++) {
     mpx_event_set(&pp->ping);
     if (mpx_event_wait(&pp->pong, 10) != 0) die("pingpong", MPX_ETIMEDOUT);
     mpx_event_clear(&pp->pong);
   }
-  double dt = now() - t;
+  double dt = bench_now() - t;
   if (wait_exit(kid) != 0) die("pingpong child", MPX_EUNKNOWN);
   return (double)n / dt;
 }
@@ -178,15 +169,15 @@ static long arena_loop(arena_arg_t *x, long n) {
 
 static double arena_uncontended(void *arg) {
   long n = (long)(2e6 * scale);
-  double t = now();
+  double t = bench_now();
   n = arena_loop(arg, n);
-  return (double)n / (now() - t);
+  return (double)n / (bench_now() - t);
 }
 
 static double arena_contended(void *arg) {
   long per = (long)(1e6 * scale);
   pid_t kids[2];
-  double t = now();
+  double t = bench_now();
   for (int k = 0; k < 2; k++) {
     kids[k] = fork();
     if (kids[k] == 0) {
@@ -195,55 +186,36 @@ static double arena_contended(void *arg) {
     }
   }
   for (int k = 0; k < 2; k++) wait_exit(kids[k]);
-  return (double)(2 * per) / (now() - t);
+  return (double)(2 * per) / (bench_now() - t);
 }
 
 /* ---- segments ---------------------------------------------------------- */
 
 static size_t seg_bytes(void) { return scale < 1 ? (size_t)64 << 20 : (size_t)256 << 20; }
 
-static double seg_cold(void *arg) {
-  (void)arg;
+/* Writes (or pre-faults) a fresh segment; returns bytes per second of the
+ * timed part. mode: 0 write a cold segment, 1 pre-fault it (timed),
+ * 2 write a segment created with MPX_SEGMENT_PREFAULT. */
+static double seg_run(int mode) {
   mpx_segment_opts_t o = {0};
   mpx_segment_t *s;
   int rc;
   o.size = seg_bytes();
+  o.flags = mode == 2 ? MPX_SEGMENT_PREFAULT : 0;
+  double t = bench_now();
   if ((rc = mpx_segment_new(&s, &o)) != 0) die("segment", rc);
-  double t = now();
-  memset(mpx_segment_base(s), 1, o.size);
-  double dt = now() - t;
+  if (mode != 1) t = bench_now();
+  if (mode == 1) rc = mpx_segment_prefault(s, 0, o.size);
+  else memset(mpx_segment_base(s), 1, o.size);
+  double dt = bench_now() - t;
+  if (rc != 0) die("prefault", rc);
   mpx_segment_free(s);
   return (double)o.size / dt;
 }
 
-static double seg_prefault(void *arg) {
-  (void)arg;
-  mpx_segment_opts_t o = {0};
-  mpx_segment_t *s;
-  int rc;
-  o.size = seg_bytes();
-  double t = now();
-  if ((rc = mpx_segment_new(&s, &o)) != 0) die("segment", rc);
-  if ((rc = mpx_segment_prefault(s, 0, o.size)) != 0) die("prefault", rc);
-  double dt = now() - t;
-  mpx_segment_free(s);
-  return (double)o.size / dt;
-}
-
-static double seg_warm(void *arg) {
-  (void)arg;
-  mpx_segment_opts_t o = {0};
-  mpx_segment_t *s;
-  int rc;
-  o.size = seg_bytes();
-  o.flags = MPX_SEGMENT_PREFAULT;
-  if ((rc = mpx_segment_new(&s, &o)) != 0) die("segment", rc);
-  double t = now();
-  memset(mpx_segment_base(s), 1, o.size);
-  double dt = now() - t;
-  mpx_segment_free(s);
-  return (double)o.size / dt;
-}
+static double seg_cold(void *arg) { (void)arg; return seg_run(0); }
+static double seg_prefault(void *arg) { (void)arg; return seg_run(1); }
+static double seg_warm(void *arg) { (void)arg; return seg_run(2); }
 
 int main(int argc, char **argv) {
   int rc;

@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps configure build run test test-asan test-tsan bench install clean
+.PHONY: all deps configure build run test test-asan test-tsan fuzz bench install clean
 
 all: build
 
@@ -36,6 +36,11 @@ test-tsan:
 	@$(MAKE) --no-print-directory test BUILD=build-tsan BUILD_TYPE=Debug \
 	  CMAKE_FLAGS="-DMPX_SANITIZE=thread"
 
+# The libFuzzer targets (clang) from their seed corpora, FUZZ_SECONDS each
+# (default 30).
+fuzz: deps
+	tools/fuzz.sh
+
 bench: build
 	tools/bench/run
 
@@ -43,4 +48,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

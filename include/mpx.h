@@ -8,5 +8,7 @@
 #include "mpx/process.h"
 #include "mpx/shm.h"
 #include "mpx/sync.h"
+#include "mpx/obj.h"
+#include "mpx/codec.h"
 
 #endif /* MPX_H */

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common.h"
+#include "error.h"
 #include "obj.h"
 
 #ifdef __cplusplus

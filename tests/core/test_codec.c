@@ -1,6 +1,7 @@
 /* The codec loader: finding codecs by name and path, refusing broken ones
  * with messages that name the file and the fault, and the wbuf. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,24 @@ static void test_load_shipped_by_name(void) {
     CU_ASSERT_EQUAL(mpx_codec_check(c, "test"), 0);
     CU_ASSERT_EQUAL(mpx_codec_load(&again, names[i]), 0);
     CU_ASSERT_PTR_EQUAL(again, c);
+  }
+}
+
+/* Run by ctest from an installed tree (MPX_TEST_EXPECT_PLUGIN_DIR set):
+ * every shipped codec must come from that tree's plugin directory. */
+static void test_load_location(void) {
+  const char *want = getenv("MPX_TEST_EXPECT_PLUGIN_DIR");
+  const char *names[] = {"raw", "msgpack", "json", "pickle"};
+  for (int i = 0; i < 4; i++) {
+    const mpx_codec_t *c = NULL;
+    Dl_info info;
+    CU_ASSERT_EQUAL_FATAL(mpx_codec_load(&c, names[i]), 0);
+    CU_ASSERT_FATAL(dladdr(c, &info) != 0);
+    if (want != NULL) {
+      CU_ASSERT_EQUAL(strncmp(info.dli_fname, want, strlen(want)), 0);
+      if (strncmp(info.dli_fname, want, strlen(want)) != 0)
+        printf("%s loaded from %s\n", names[i], info.dli_fname);
+    }
   }
 }
 
@@ -103,5 +122,6 @@ static void test_wbuf(void) {
 }
 
 MPX_TEST_MAIN("codec", MPX_TEST(test_load_shipped_by_name),
+              MPX_TEST(test_load_location),
               MPX_TEST(test_missing), MPX_TEST(test_broken_plugins),
               MPX_TEST(test_plugin_path), MPX_TEST(test_wbuf))

@@ -100,7 +100,8 @@ typedef struct mpx_codec_s {
   const char *content_type; /* "application/msgpack" */
   const char *description;
   /* Required. Append the encoding of obj to out. 0, MPX_ECODEC (fill
-   * err: e.g. a type the format cannot carry), MPX_ENOMEM, MPX_ENOBUFS. */
+   * err: e.g. a type the format cannot carry, or nesting deeper than 200,
+   * which the shipped encoders refuse), MPX_ENOMEM, MPX_ENOBUFS. */
   int (*encode)(const mpx_obj_t *obj, mpx_wbuf_t *out,
                 const mpx_encode_opts_t *opts, mpx_codec_error_t *err);
   /* Required. Decode exactly one value filling data[0..len) (trailing

@@ -88,8 +88,8 @@ MPX_API mpx_obj_t *mpx_obj_bytes_arena(mpx_arena_t *a, mpx_ref_t ref,
 MPX_API mpx_obj_t *mpx_obj_array(size_t cap);
 MPX_API mpx_obj_t *mpx_obj_tuple(size_t cap);
 MPX_API mpx_obj_t *mpx_obj_map(size_t cap);
-/* An opaque object. Copies module and name; steals args (may be NULL:
- * none) and state (NULL: none). */
+/* An opaque object. Copies module and name (C strings); steals args (may
+ * be NULL: none) and state (NULL: none), even when it fails. */
 MPX_API mpx_obj_t *mpx_obj_opaque(mpx_opaque_kind_t kind, const char *module,
                                   const char *name, mpx_obj_t *args,
                                   mpx_obj_t *state);
@@ -108,7 +108,7 @@ MPX_API int mpx_obj_map_set_str(mpx_obj_t *map, const char *key,
 
 /* ---- reference counting ------------------------------------------------- */
 
-/* Returns o (NULL-safe). */
+/* Returns o. Both accept NULL and do nothing with it. */
 MPX_API mpx_obj_t *mpx_obj_retain(mpx_obj_t *o);
 MPX_API void mpx_obj_release(mpx_obj_t *o);
 

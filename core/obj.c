@@ -189,7 +189,8 @@ mpx_obj_t *mpx_obj_bigint(const void *le, size_t n) {
 static mpx_obj_t *seq(mpx_obj_type_t t, size_t cap) {
   mpx_obj_t *o = alloc(t, 0);
   if (o && cap) {
-    o->u.a.v = malloc(cap * sizeof *o->u.a.v);
+    o->u.a.v = cap <= SIZE_MAX / sizeof *o->u.a.v
+                   ? malloc(cap * sizeof *o->u.a.v) : NULL;
     if (o->u.a.v == NULL) {
       free(o);
       mpx__err(MPX_ENOMEM, "array of %zu", cap);
@@ -206,7 +207,8 @@ mpx_obj_t *mpx_obj_tuple(size_t cap) { return seq(MPX_OBJ_TUPLE, cap); }
 mpx_obj_t *mpx_obj_map(size_t cap) {
   mpx_obj_t *o = alloc(MPX_OBJ_MAP, 0);
   if (o && cap) {
-    o->u.m.kv = malloc(2 * cap * sizeof *o->u.m.kv);
+    o->u.m.kv = cap <= SIZE_MAX / 2 / sizeof *o->u.m.kv
+                    ? malloc(2 * cap * sizeof *o->u.m.kv) : NULL;
     if (o->u.m.kv == NULL) {
       free(o);
       mpx__err(MPX_ENOMEM, "map of %zu", cap);
@@ -227,6 +229,10 @@ mpx_obj_t *mpx_obj_opaque(mpx_opaque_kind_t kind, const char *module,
     mpx__err(MPX_EINVAL, "opaque object needs a kind, module and name");
     return NULL;
   }
+  /* The null object and NULL both mean "none", so that formats with only
+   * one way to say it round-trip equal. */
+  if (args == &null_obj) args = NULL;
+  if (state == &null_obj) state = NULL;
   lm = strlen(module);
   ln = strlen(name);
   mpx_obj_t *o = alloc(MPX_OBJ_OPAQUE, lm + ln + 2);

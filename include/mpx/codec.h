@@ -80,7 +80,8 @@ enum {
 typedef struct {
   unsigned flags;     /* MPX_DECODE_* */
   unsigned max_depth; /* nesting; 0: 200 */
-  size_t max_items;   /* elements in all containers together; 0: 2^24 */
+  size_t max_items;   /* array/tuple elements plus map entries, in all
+                         containers together; 0: 2^24 */
   size_t max_bytes;   /* total str/bytes payload; 0: 1 GiB */
 } mpx_decode_opts_t;
 
@@ -105,17 +106,19 @@ typedef struct mpx_codec_s {
   int (*encode)(const mpx_obj_t *obj, mpx_wbuf_t *out,
                 const mpx_encode_opts_t *opts, mpx_codec_error_t *err);
   /* Required. Decode exactly one value filling data[0..len) (trailing
-   * bytes are an error). 0 with *out a new reference, or MPX_ECODEC with
-   * err filled (never a crash, whatever the bytes), MPX_ENOMEM. Must
-   * honour opts' limits. */
+   * bytes are an error; data may be NULL when len is 0). 0 with *out a
+   * new reference, or MPX_ECODEC with err filled (never a crash, whatever
+   * the bytes), MPX_ENOMEM. Must honour opts' limits. */
   int (*decode)(const void *data, size_t len, const mpx_decode_opts_t *opts,
                 mpx_obj_t **out, mpx_codec_error_t *err);
   /* Optional (NULL). An upper bound on the encoded size, or 0 when the
    * codec cannot tell cheaply. */
   size_t (*size_hint)(const mpx_obj_t *obj, const mpx_encode_opts_t *opts);
   /* Optional (NULL). For formats that delimit themselves: 0 with *need
-   * the length of the complete value at the start of data (which may be
-   * more than len: read more), or MPX_ECODEC. */
+   * the length of the complete value at the start of data when it is all
+   * there (*need <= len), or else a lower bound above len (read at least
+   * that much, then ask again); MPX_ECODEC for bytes that cannot start a
+   * value. */
   int (*frame_len)(const void *data, size_t len, size_t *need,
                    mpx_codec_error_t *err);
 } mpx_codec_t;

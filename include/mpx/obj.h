@@ -89,7 +89,8 @@ MPX_API mpx_obj_t *mpx_obj_array(size_t cap);
 MPX_API mpx_obj_t *mpx_obj_tuple(size_t cap);
 MPX_API mpx_obj_t *mpx_obj_map(size_t cap);
 /* An opaque object. Copies module and name (C strings); steals args (may
- * be NULL: none) and state (NULL: none), even when it fails. */
+ * be NULL: none) and state (NULL: none), even when it fails. The null
+ * object given as args or state is stored as NULL. */
 MPX_API mpx_obj_t *mpx_obj_opaque(mpx_opaque_kind_t kind, const char *module,
                                   const char *name, mpx_obj_t *args,
                                   mpx_obj_t *state);

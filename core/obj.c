@@ -380,17 +380,53 @@ mpx_obj_t *mpx_obj_retain(mpx_obj_t *o) {
 
 /* Drops one reference; returns 1 when that was the last. */
 static int unref(mpx_obj_t *o) {
-  if (atomic_load_explicit(&o->rc, memory_order_relaxed) == IMMORTAL)
-    return 0;
+  uint32_t rc = atomic_load_explicit(&o->rc, memory_order_acquire);
+  if (rc == IMMORTAL) return 0;
+  /* The only reference is ours: nobody else can touch the count, so the
+   * locked decrement (the dearest step of freeing a tree) is skipped. */
+  if (rc == 1) return 1;
   return atomic_fetch_sub_explicit(&o->rc, 1, memory_order_acq_rel) == 1;
 }
 
-/* Frees o's own memory and pushes its children on the work stack. */
-static void destroy(mpx_obj_t *o, mpx_obj_t ***stack, size_t *n,
-                    size_t *cap) {
-  mpx_obj_t **kids = NULL;
-  size_t nk = 0;
-  mpx_obj_t *two[2];
+/* The work list of a release: a small array on the caller's stack that
+ * moves to the heap only for wide or deep structures. */
+typedef struct {
+  mpx_obj_t **v;
+  size_t n, cap;
+  mpx_obj_t *local[32];
+} work_t;
+
+static int work_push(work_t *w, mpx_obj_t *o) {
+  if (w->n == w->cap) {
+    size_t cap = w->cap * 2;
+    mpx_obj_t **v = w->v == w->local ? malloc(cap * sizeof *v)
+                                      : realloc(w->v, cap * sizeof *v);
+    if (v == NULL) return MPX_ENOMEM;
+    if (w->v == w->local) memcpy(v, w->local, sizeof w->local);
+    w->v = v;
+    w->cap = cap;
+  }
+  w->v[w->n++] = o;
+  return 0;
+}
+
+static void destroy(mpx_obj_t *o, work_t *w);
+
+/* Drops a child's reference; a child that dies joins the work list (or,
+ * with no memory for the list, is destroyed right here). */
+static void drop_child(mpx_obj_t *k, work_t *w) {
+  if (k == NULL || !unref(k)) return;
+  if (work_push(w, k) != 0) {
+    work_t w2 = {NULL, 0, 32, {0}};
+    w2.v = w2.local;
+    destroy(k, &w2);
+    while (w2.n > 0) destroy(w2.v[--w2.n], &w2);
+    if (w2.v != w2.local) free(w2.v);
+  }
+}
+
+/* Frees o's own memory and hands its children to the work list. */
+static void destroy(mpx_obj_t *o, work_t *w) {
   switch (o->type) {
     case MPX_OBJ_STR: case MPX_OBJ_BYTES: case MPX_OBJ_BIGINT:
       if ((o->flags & F_EXTERNAL) && o->u.s.release)
@@ -398,48 +434,33 @@ static void destroy(mpx_obj_t *o, mpx_obj_t ***stack, size_t *n,
       if (o->flags & F_ARENA) mpx_arena_release(o->u.s.ctx, o->u.s.ref);
       break;
     case MPX_OBJ_ARRAY: case MPX_OBJ_TUPLE:
-      kids = o->u.a.v;
-      nk = o->u.a.len;
+      for (size_t i = 0; i < o->u.a.len; i++) drop_child(o->u.a.v[i], w);
+      free(o->u.a.v);
       break;
     case MPX_OBJ_MAP:
-      kids = o->u.m.kv;
-      nk = 2 * o->u.m.len;
+      for (size_t i = 0; i < 2 * o->u.m.len; i++) drop_child(o->u.m.kv[i], w);
+      free(o->u.m.kv);
       free(o->u.m.index);
       break;
     case MPX_OBJ_OPAQUE:
-      two[0] = o->u.o.args;
-      two[1] = o->u.o.state;
-      kids = two;
-      nk = 2;
+      drop_child(o->u.o.args, w);
+      drop_child(o->u.o.state, w);
       break;
     default:
       break;
   }
-  for (size_t i = 0; i < nk; i++) {
-    mpx_obj_t *k = kids[i];
-    if (k == NULL || !unref(k)) continue;
-    if (*n == *cap && grow((void **)stack, cap, *n + 1, sizeof **stack) != 0) {
-      /* No memory for the work list: recurse instead. */
-      size_t n2 = 0, cap2 = 0;
-      mpx_obj_t **s2 = NULL;
-      destroy(k, &s2, &n2, &cap2);
-      while (n2 > 0) destroy(s2[--n2], &s2, &n2, &cap2);
-      free(s2);
-      continue;
-    }
-    (*stack)[(*n)++] = k;
-  }
-  if (kids != two) free(kids);
   free(o);
 }
 
 void mpx_obj_release(mpx_obj_t *o) {
-  mpx_obj_t **stack = NULL;
-  size_t n = 0, cap = 0;
+  work_t w;
   if (o == NULL || !unref(o)) return;
-  destroy(o, &stack, &n, &cap);
-  while (n > 0) destroy(stack[--n], &stack, &n, &cap);
-  free(stack);
+  w.v = w.local;
+  w.n = 0;
+  w.cap = 32;
+  destroy(o, &w);
+  while (w.n > 0) destroy(w.v[--w.n], &w);
+  if (w.v != w.local) free(w.v);
 }
 
 /* ---- accessors ---------------------------------------------------------- */

@@ -78,7 +78,15 @@ typedef struct {
 
 static int sink_write(void *data, const char *buf, size_t len) {
   sink_t *s = data;
-  int rc = mpx_wbuf_append(s->out, buf, len);
+  mpx_wbuf_t *b = s->out;
+  /* msgpack-c writes token by token: copy in place while there is room,
+   * and call into libmpx only to grow. */
+  if (b->cap - b->len >= len) {
+    memcpy(b->data + b->len, buf, len);
+    b->len += len;
+    return 0;
+  }
+  int rc = mpx_wbuf_append(b, buf, len);
   if (rc != 0) {
     s->rc = rc;
     return -1;
@@ -93,16 +101,24 @@ typedef struct {
   int kind;
 } eframe_t;
 
+/* Frames start in `local`, so shallow values never touch the heap. */
 typedef struct {
   eframe_t *f;
   size_t n, cap;
+  eframe_t local[8];
 } estack_t;
 
 static eframe_t *epush(estack_t *st) {
+  if (st->f == NULL) {
+    st->f = st->local;
+    st->cap = sizeof st->local / sizeof st->local[0];
+  }
   if (st->n == st->cap) {
-    size_t cap = st->cap ? st->cap * 2 : 16;
-    eframe_t *f = realloc(st->f, cap * sizeof(*f));
+    size_t cap = st->cap * 2;
+    eframe_t *f = st->f == st->local ? malloc(cap * sizeof(*f))
+                                     : realloc(st->f, cap * sizeof(*f));
     if (f == NULL) return NULL;
+    if (st->f == st->local) memcpy(f, st->local, sizeof st->local);
     st->f = f;
     st->cap = cap;
   }
@@ -257,7 +273,7 @@ static int mp_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
                      const mpx_encode_opts_t *opts, mpx_codec_error_t *err) {
   sink_t sink = {out, 0};
   msgpack_packer pk;
-  estack_t st = {NULL, 0, 0};
+  estack_t st = {NULL, 0, 0, {{0}}};
   size_t start = out->len;
   const mpx_obj_t *v = obj;
   int rc;
@@ -284,10 +300,10 @@ static int mp_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
     }
   }
 done:
-  free(st.f);
+  if (st.f != st.local) free(st.f);
   return 0;
 failed:
-  free(st.f);
+  if (st.f != st.local) free(st.f);
   if (rc == -1) rc = sink.rc != 0 ? sink.rc : MPX_ENOMEM;
   if (out->len > start) out->len = start; /* no half-written value */
   return rc;
@@ -391,9 +407,10 @@ typedef struct {
   unsigned flags, max_depth;
   size_t max_items, max_bytes, items, bytes;
   size_t need; /* values the open containers still expect */
-  dframe_t *st;
+  dframe_t *st; /* starts at local: shallow values never touch the heap */
   size_t nst, cap;
   mpx_codec_error_t *err;
+  dframe_t local[8];
 } rd_t;
 
 static size_t off(const rd_t *r, const uint8_t *p) {
@@ -449,13 +466,19 @@ static int rd_open(rd_t *r, int kind, size_t count, size_t at,
     break;
   }
   if (o == NULL) return MPX_ENOMEM;
+  if (r->st == NULL) {
+    r->st = r->local;
+    r->cap = sizeof r->local / sizeof r->local[0];
+  }
   if (r->nst == r->cap) {
-    size_t cap = r->cap ? r->cap * 2 : 16;
-    dframe_t *st = realloc(r->st, cap * sizeof(*st));
+    size_t cap = r->cap * 2;
+    dframe_t *st = r->st == r->local ? malloc(cap * sizeof(*st))
+                                     : realloc(r->st, cap * sizeof(*st));
     if (st == NULL) {
       mpx_obj_release(o);
       return MPX_ENOMEM;
     }
+    if (r->st == r->local) memcpy(st, r->local, sizeof r->local);
     r->st = st, r->cap = cap;
   }
   f = &r->st[r->nst++];
@@ -746,7 +769,7 @@ static int mp_decode(const void *data, size_t len,
     }
   }
 done:
-  free(r.st);
+  if (r.st != r.local) free(r.st);
   if (r.p != r.end) {
     mpx_obj_release(v);
     return fail(err, off(&r, r.p), "%zu trailing bytes after the value",
@@ -760,7 +783,7 @@ failed:
     mpx_obj_release(r.st[r.nst].key);
     mpx_obj_release(r.st[r.nst].obj);
   }
-  free(r.st);
+  if (r.st != r.local) free(r.st);
   return rc;
 }
 

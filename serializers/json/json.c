@@ -421,7 +421,7 @@ static json_t *opaque_json(enc_t *e, const mpx_obj_t *o, unsigned depth) {
 static json_t *to_json(enc_t *e, const mpx_obj_t *o, unsigned depth) {
   const char *s;
   const void *p;
-  size_t n;
+  size_t n = 0;
   json_t *j;
   double d;
 
@@ -789,7 +789,7 @@ static int tag_str(jr_t *r, size_t at, mpx_obj_t *v, int tag, const char **s,
 
 static int untag_b64(jr_t *r, size_t at, int tag, mpx_obj_t *v,
                      mpx_obj_t **out) {
-  const char *s;
+  const char *s = NULL;
   size_t n, m;
   uint8_t *b;
   int rc;
@@ -805,7 +805,7 @@ static int untag_b64(jr_t *r, size_t at, int tag, mpx_obj_t *v,
 }
 
 static int untag_bigint(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
-  const char *s;
+  const char *s = NULL;
   size_t n, i;
   int neg, rc;
   if ((rc = tag_str(r, at, v, T_BIGINT, &s, &n)) != 0) return rc;
@@ -819,8 +819,8 @@ static int untag_bigint(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
 }
 
 static int untag_float(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
-  const char *s;
-  size_t n;
+  const char *s = NULL;
+  size_t n = 0;
   double d;
   int rc;
   if ((rc = tag_str(r, at, v, T_FLOAT, &s, &n)) != 0) return rc;

@@ -794,7 +794,7 @@ static int run(dec_t *d, mpx_obj_t **out) {
   const meta_t scalar = {0, 0, 0}, empty = {1, 0, 0}, empty_set = {3, 2, 0};
   for (;;) {
     uint64_t v;
-    size_t m;
+    size_t m = 0;
     int rc = 0;
     uint8_t op;
     box_t *b;

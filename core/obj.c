@@ -19,6 +19,8 @@
 #define IMMORTAL UINT32_MAX
 #define F_EXTERNAL 1u /* payload not ours: call release(ctx) */
 #define F_ARENA 2u    /* payload in an arena block: release the ref */
+#define F_INLINE 4u   /* container slots live in the object's allocation */
+#define INLINE_SLOTS 16 /* pointers a container may keep inline */
 #define INDEX_MIN 8   /* maps longer than this get a hash index */
 #define MAX_WALK 100000 /* depth past which equal/hash/dump give up */
 
@@ -187,6 +189,16 @@ mpx_obj_t *mpx_obj_bigint(const void *le, size_t n) {
 }
 
 static mpx_obj_t *seq(mpx_obj_type_t t, size_t cap) {
+  if (cap > 0 && cap <= INLINE_SLOTS) {
+    /* Small containers (most decoded records) take one allocation. */
+    mpx_obj_t *o = alloc(t, cap * sizeof(mpx_obj_t *));
+    if (o) {
+      o->flags = F_INLINE;
+      o->u.a.v = (mpx_obj_t **)(o + 1);
+      o->u.a.cap = cap;
+    }
+    return o;
+  }
   mpx_obj_t *o = alloc(t, 0);
   if (o && cap) {
     o->u.a.v = cap <= SIZE_MAX / sizeof *o->u.a.v
@@ -205,6 +217,15 @@ mpx_obj_t *mpx_obj_array(size_t cap) { return seq(MPX_OBJ_ARRAY, cap); }
 mpx_obj_t *mpx_obj_tuple(size_t cap) { return seq(MPX_OBJ_TUPLE, cap); }
 
 mpx_obj_t *mpx_obj_map(size_t cap) {
+  if (cap > 0 && 2 * cap <= INLINE_SLOTS) {
+    mpx_obj_t *o = alloc(MPX_OBJ_MAP, 2 * cap * sizeof(mpx_obj_t *));
+    if (o) {
+      o->flags = F_INLINE;
+      o->u.m.kv = (mpx_obj_t **)(o + 1);
+      o->u.m.cap = cap;
+    }
+    return o;
+  }
   mpx_obj_t *o = alloc(MPX_OBJ_MAP, 0);
   if (o && cap) {
     o->u.m.kv = cap <= SIZE_MAX / 2 / sizeof *o->u.m.kv
@@ -253,14 +274,22 @@ mpx_obj_t *mpx_obj_opaque(mpx_opaque_kind_t kind, const char *module,
 
 /* ---- containers --------------------------------------------------------- */
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+/* Grows a container's slot array; `inline_` says the slots live in the
+ * object itself (F_INLINE), which moves them to the heap. */
+static int grow(void **p, size_t *cap, size_t need, size_t elem,
+                uint8_t *flags) {
   size_t nc = *cap ? *cap : 4;
   while (nc < need) {
     if (nc > SIZE_MAX / 2 / elem) return MPX_ENOMEM;
     nc *= 2;
   }
-  void *np = realloc(*p, nc * elem);
+  int was_inline = flags && (*flags & F_INLINE);
+  void *np = was_inline ? malloc(nc * elem) : realloc(*p, nc * elem);
   if (np == NULL) return MPX_ENOMEM;
+  if (was_inline) {
+    memcpy(np, *p, *cap * elem);
+    *flags &= (uint8_t)~F_INLINE;
+  }
   *p = np;
   *cap = nc;
   return 0;
@@ -274,7 +303,7 @@ int mpx_obj_append(mpx_obj_t *s, mpx_obj_t *item) {
   }
   if (s->u.a.len == s->u.a.cap &&
       grow((void **)&s->u.a.v, &s->u.a.cap, s->u.a.len + 1,
-           sizeof *s->u.a.v) != 0) {
+           sizeof *s->u.a.v, &s->flags) != 0) {
     mpx_obj_release(item);
     return mpx__err(MPX_ENOMEM, "append: array of %zu", s->u.a.len + 1);
   }
@@ -337,7 +366,7 @@ int mpx_obj_map_set(mpx_obj_t *m, mpx_obj_t *key, mpx_obj_t *val) {
   if (m->u.m.len >= UINT32_MAX - 1 ||
       (m->u.m.len == m->u.m.cap &&
        grow((void **)&m->u.m.kv, &m->u.m.cap, m->u.m.len + 1,
-            2 * sizeof *m->u.m.kv) != 0)) {
+            2 * sizeof *m->u.m.kv, &m->flags) != 0)) {
     mpx_obj_release(key);
     mpx_obj_release(val);
     return mpx__err(MPX_ENOMEM, "map of %zu entries", m->u.m.len + 1);
@@ -435,11 +464,11 @@ static void destroy(mpx_obj_t *o, work_t *w) {
       break;
     case MPX_OBJ_ARRAY: case MPX_OBJ_TUPLE:
       for (size_t i = 0; i < o->u.a.len; i++) drop_child(o->u.a.v[i], w);
-      free(o->u.a.v);
+      if (!(o->flags & F_INLINE)) free(o->u.a.v);
       break;
     case MPX_OBJ_MAP:
       for (size_t i = 0; i < 2 * o->u.m.len; i++) drop_child(o->u.m.kv[i], w);
-      free(o->u.m.kv);
+      if (!(o->flags & F_INLINE)) free(o->u.m.kv);
       free(o->u.m.index);
       break;
     case MPX_OBJ_OPAQUE:

@@ -204,6 +204,26 @@ static void test_opaque(void) {
   mpx_obj_release(o);
 }
 
+/* Small containers keep their slots inline and move them to the heap as
+ * they grow; contents survive the move. */
+static void test_growth(void) {
+  mpx_obj_t *a = mpx_obj_array(2), *m = mpx_obj_map(3);
+  for (int i = 0; i < 100; i++) {
+    CU_ASSERT_EQUAL(mpx_obj_append(a, mpx_obj_int(i)), 0);
+    CU_ASSERT_EQUAL(mpx_obj_map_set(m, mpx_obj_int(i), mpx_obj_int(-i)), 0);
+  }
+  int ok = 1;
+  for (int i = 0; i < 100; i++)
+    if (mpx_obj_get_int(mpx_obj_item(a, (size_t)i)) != i ||
+        mpx_obj_get_int(mpx_obj_map_value(m, (size_t)i)) != -i)
+      ok = 0;
+  CU_ASSERT_TRUE(ok);
+  CU_ASSERT_EQUAL(mpx_obj_len(a), 100);
+  CU_ASSERT_EQUAL(mpx_obj_len(m), 100);
+  mpx_obj_release(a);
+  mpx_obj_release(m);
+}
+
 /* A million nested arrays die without exhausting the stack. */
 static void test_deep_release(void) {
   mpx_obj_t *top = mpx_obj_array(1), *cur = top;
@@ -228,5 +248,5 @@ static void test_utf8(void) {
 
 MPX_TEST_MAIN("obj", MPX_TEST(test_scalars), MPX_TEST(test_equality_and_hash),
               MPX_TEST(test_strings), MPX_TEST(test_bigint), MPX_TEST(test_map),
-              MPX_TEST(test_external_and_arena), MPX_TEST(test_opaque),
+              MPX_TEST(test_external_and_arena), MPX_TEST(test_opaque), MPX_TEST(test_growth),
               MPX_TEST(test_deep_release), MPX_TEST(test_utf8))

@@ -40,6 +40,7 @@
  * len (read at least that much and ask again). It trusts declared
  * lengths, so callers cap the message size themselves. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,7 +274,9 @@ static int mp_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
                      const mpx_encode_opts_t *opts, mpx_codec_error_t *err) {
   sink_t sink = {out, 0};
   msgpack_packer pk;
-  estack_t st = {NULL, 0, 0, {{0}}};
+  estack_t st; /* the frames need no clearing: only st.f[0..n) is read */
+  st.f = NULL;
+  st.n = st.cap = 0;
   size_t start = out->len;
   const mpx_obj_t *v = obj;
   int rc;
@@ -740,7 +743,7 @@ static int mp_decode(const void *data, size_t len,
   int rc;
 
   if (len == 0) return fail(err, 0, "empty input");
-  memset(&r, 0, sizeof(r));
+  memset(&r, 0, offsetof(rd_t, local)); /* the frames need no clearing */
   r.base = r.p = data;
   r.lim = r.end = r.base + len;
   r.err = err;

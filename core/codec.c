@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,18 @@ int mpx_codec_load(const mpx_codec_t **out, const char *name) {
 done:
   pthread_mutex_unlock(&load_lock);
   return rc;
+}
+
+int mpx_codec_fail(mpx_codec_error_t *err, size_t offset, const char *fmt,
+                   ...) {
+  va_list ap;
+  if (err != NULL) {
+    err->offset = offset;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return MPX_ECODEC;
 }
 
 /* Turns a codec's error record into mpx_last_error(). */

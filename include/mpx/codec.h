@@ -123,6 +123,11 @@ typedef struct mpx_codec_s {
                    mpx_codec_error_t *err);
 } mpx_codec_t;
 
+/* For codec authors: fill err (NULL-safe) with offset and a printf-style
+ * message, and return MPX_ECODEC. */
+MPX_API int mpx_codec_fail(mpx_codec_error_t *err, size_t offset,
+                           const char *fmt, ...) MPX_PRINTF(3, 4);
+
 #define MPX_CODEC_HEADER                                      \
   MPX_CODEC_MAGIC, MPX_CODEC_ABI_MAJOR, MPX_CODEC_ABI_MINOR,  \
       (uint32_t)sizeof(mpx_codec_t)

@@ -66,18 +66,6 @@
 #define ENC_MAX_DEPTH 1000u
 #define MAX_DIGITS 4300
 
-static int fail(mpx_codec_error_t *err, size_t off, const char *fmt, ...)
-    MPX_PRINTF(3, 4);
-static int fail(mpx_codec_error_t *err, size_t off, const char *fmt, ...) {
-  va_list ap;
-  if (err != NULL) {
-    err->offset = off;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-  }
-  return MPX_ECODEC;
-}
 
 /* ---- tags ------------------------------------------------------------ */
 
@@ -516,7 +504,7 @@ static int js_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
                          JSON_COMPACT | JSON_ENCODE_ANY |
                              JSON_PRESERVE_ORDER) != 0) {
     rc = sink.rc != 0 ? sink.rc
-                      : fail(err, SIZE_MAX, "jansson could not dump the value");
+                      : mpx_codec_fail(err, SIZE_MAX, "jansson could not dump the value");
     if (out->len > start) out->len = start; /* no half-written value */
   }
   json_decref(root);
@@ -551,12 +539,12 @@ static void skip_ws(jr_t *r) {
 
 static int unexpected(jr_t *r, const char *wanted) {
   if (r->p >= r->end)
-    return fail(r->err, pos(r), "unexpected end of input, %s expected",
+    return mpx_codec_fail(r->err, pos(r), "unexpected end of input, %s expected",
                 wanted);
   if (*r->p >= 0x20 && *r->p < 0x7f)
-    return fail(r->err, pos(r), "unexpected '%c', %s expected", *r->p,
+    return mpx_codec_fail(r->err, pos(r), "unexpected '%c', %s expected", *r->p,
                 wanted);
-  return fail(r->err, pos(r), "unexpected byte 0x%02x, %s expected", *r->p,
+  return mpx_codec_fail(r->err, pos(r), "unexpected byte 0x%02x, %s expected", *r->p,
               wanted);
 }
 
@@ -613,12 +601,12 @@ static int parse_string(jr_t *r, mpx_obj_t **v) {
   for (;;) {
     if (q >= r->end) {
       r->p = q;
-      return fail(r->err, at, "unterminated string");
+      return mpx_codec_fail(r->err, at, "unterminated string");
     }
     if (*q == '"') break;
     if (*q < 0x20) {
       r->p = q;
-      return fail(r->err, pos(r), "control character 0x%02x in string", *q);
+      return mpx_codec_fail(r->err, pos(r), "control character 0x%02x in string", *q);
     }
     if (*q == '\\') {
       escaped = 1;
@@ -647,12 +635,12 @@ static int parse_string(jr_t *r, mpx_obj_t **v) {
       default:
         r->p = s;
         free(buf);
-        return fail(r->err, pos(r), "invalid escape");
+        return mpx_codec_fail(r->err, pos(r), "invalid escape");
       }
       if (q - s < 6 || hex4(s + 2, &cp) != 0) {
         r->p = s;
         free(buf);
-        return fail(r->err, pos(r), "invalid \\u escape");
+        return mpx_codec_fail(r->err, pos(r), "invalid \\u escape");
       }
       if (cp >= 0xdc00 && cp <= 0xdfff) goto lone;
       if (cp >= 0xd800 && cp <= 0xdbff) {
@@ -668,17 +656,17 @@ static int parse_string(jr_t *r, mpx_obj_t **v) {
     lone:
       r->p = s;
       free(buf);
-      return fail(r->err, pos(r), "lone surrogate in \\u escape");
+      return mpx_codec_fail(r->err, pos(r), "lone surrogate in \\u escape");
     }
     n = (size_t)(o - buf);
   }
   if (!mpx_utf8_valid(escaped ? (const char *)buf : (const char *)start, n)) {
     free(buf);
-    return fail(r->err, at, "string is not valid UTF-8");
+    return mpx_codec_fail(r->err, at, "string is not valid UTF-8");
   }
   if (n > r->max_bytes - r->bytes) {
     free(buf);
-    return fail(r->err, at, "more than max_bytes %zu bytes of strings",
+    return mpx_codec_fail(r->err, at, "more than max_bytes %zu bytes of strings",
                 r->max_bytes);
   }
   r->bytes += n;
@@ -701,7 +689,7 @@ static int make_integer(jr_t *r, size_t at, const char *digits, size_t n,
   uint8_t *le;
   int rc;
   if (n > MAX_DIGITS)
-    return fail(r->err, at, "integer of more than %d digits", MAX_DIGITS);
+    return mpx_codec_fail(r->err, at, "integer of more than %d digits", MAX_DIGITS);
   if (n <= 19) { /* 19 digits fit a uint64 */
     for (i = 0; i < n; i++) mag = mag * 10 + (uint64_t)(digits[i] - '0');
     if (mag <= INT64_MAX) {
@@ -722,7 +710,7 @@ static int make_integer(jr_t *r, size_t at, const char *digits, size_t n,
 static int expect_word(jr_t *r, const char *w) {
   size_t n = strlen(w);
   if ((size_t)(r->end - r->p) < n || memcmp(r->p, w, n) != 0)
-    return fail(r->err, pos(r), "invalid literal, %s expected", w);
+    return mpx_codec_fail(r->err, pos(r), "invalid literal, %s expected", w);
   r->p += n;
   return 0;
 }
@@ -781,7 +769,7 @@ static int parse_number(jr_t *r, mpx_obj_t **v) {
 static int tag_str(jr_t *r, size_t at, mpx_obj_t *v, int tag, const char **s,
                    size_t *n) {
   if (mpx_obj_type(v) != MPX_OBJ_STR)
-    return fail(r->err, at, "%s wants a str, not %s", tag_names[tag],
+    return mpx_codec_fail(r->err, at, "%s wants a str, not %s", tag_names[tag],
                 mpx_obj_type_name(mpx_obj_type(v)));
   *s = mpx_obj_str_data(v, n);
   return 0;
@@ -797,7 +785,7 @@ static int untag_b64(jr_t *r, size_t at, int tag, mpx_obj_t *v,
   if ((b = malloc(n / 4 * 3 + 1)) == NULL) return MPX_ENOMEM;
   if (b64_decode((const uint8_t *)s, n, b, &m) != 0) {
     free(b);
-    return fail(r->err, at, "%s: invalid base64", tag_names[tag]);
+    return mpx_codec_fail(r->err, at, "%s: invalid base64", tag_names[tag]);
   }
   *out = tag == T_BYTES ? mpx_obj_bytes(b, m) : mpx_obj_str((char *)b, m);
   free(b);
@@ -814,7 +802,7 @@ static int untag_bigint(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
   for (i = 0; i < n; i++)
     if (s[i] < '0' || s[i] > '9') break;
   if (n == 0 || i < n || (s[0] == '0' && n > 1))
-    return fail(r->err, at, "$bigint: not a decimal integer");
+    return mpx_codec_fail(r->err, at, "$bigint: not a decimal integer");
   return make_integer(r, at, s, n, neg, out);
 }
 
@@ -831,7 +819,7 @@ static int untag_float(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
   else if (n == 4 && memcmp(s, "-inf", 4) == 0)
     d = -INFINITY;
   else
-    return fail(r->err, at, "$float: not nan, inf or -inf");
+    return mpx_codec_fail(r->err, at, "$float: not nan, inf or -inf");
   *out = mpx_obj_float(d);
   return *out == NULL ? MPX_ENOMEM : 0;
 }
@@ -842,13 +830,13 @@ static int untag_seq(jr_t *r, size_t at, int tag, mpx_obj_t *v,
   mpx_obj_t *o;
   int rc = 0;
   if (mpx_obj_type(v) != MPX_OBJ_ARRAY)
-    return fail(r->err, at, "%s wants an array, not %s", tag_names[tag],
+    return mpx_codec_fail(r->err, at, "%s wants an array, not %s", tag_names[tag],
                 mpx_obj_type_name(mpx_obj_type(v)));
   if (tag == T_MAP) {
     for (i = 0; i < n; i++) {
       mpx_obj_t *pair = mpx_obj_item(v, i);
       if (mpx_obj_type(pair) != MPX_OBJ_ARRAY || mpx_obj_len(pair) != 2)
-        return fail(r->err, at, "$map: item %zu is not a [key, value] array",
+        return mpx_codec_fail(r->err, at, "$map: item %zu is not a [key, value] array",
                     i);
     }
   }
@@ -880,7 +868,7 @@ static int untag_opaque(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
   const char *s;
 
   if (mpx_obj_type(v) != MPX_OBJ_MAP)
-    return fail(r->err, at, "$opaque wants an object, not %s",
+    return mpx_codec_fail(r->err, at, "$opaque wants an object, not %s",
                 mpx_obj_type_name(mpx_obj_type(v)));
   for (i = 0; i < mpx_obj_len(v); i++) {
     mpx_obj_t *key = mpx_obj_map_key(v, i);
@@ -891,11 +879,11 @@ static int untag_opaque(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
     } else {
       k = 5;
     }
-    if (k == 5) return fail(r->err, at, "$opaque: unexpected key");
+    if (k == 5) return mpx_codec_fail(r->err, at, "$opaque: unexpected key");
     f[k] = mpx_obj_map_value(v, i);
   }
   if (f[0] == NULL || f[1] == NULL || f[2] == NULL)
-    return fail(r->err, at, "$opaque: kind, module and name are required");
+    return mpx_codec_fail(r->err, at, "$opaque: kind, module and name are required");
   if (mpx_obj_type(f[0]) == MPX_OBJ_STR) {
     s = mpx_obj_str_data(f[0], &n);
     for (k = 0; k < 3; k++)
@@ -903,15 +891,15 @@ static int untag_opaque(jr_t *r, size_t at, mpx_obj_t *v, mpx_obj_t **out) {
         kind = (int)k;
   }
   if (kind < 0)
-    return fail(r->err, at, "$opaque: kind is not global, reduce or newobj");
+    return mpx_codec_fail(r->err, at, "$opaque: kind is not global, reduce or newobj");
   for (k = 0; k < 2; k++) {
     if (mpx_obj_type(f[k + 1]) != MPX_OBJ_STR) {
-      rc = fail(r->err, at, "$opaque: %s is not a str", keys[k + 1]);
+      rc = mpx_codec_fail(r->err, at, "$opaque: %s is not a str", keys[k + 1]);
       goto out;
     }
     s = mpx_obj_str_data(f[k + 1], &n);
     if (memchr(s, 0, n) != NULL) {
-      rc = fail(r->err, at, "$opaque: %s contains NUL", keys[k + 1]);
+      rc = mpx_codec_fail(r->err, at, "$opaque: %s contains NUL", keys[k + 1]);
       goto out;
     }
     if ((names[k] = malloc(n + 1)) == NULL) {
@@ -977,7 +965,7 @@ static int push(jr_t *r, int is_map) {
   jframe_t *f;
   mpx_obj_t *o;
   if (r->nst >= r->max_depth)
-    return fail(r->err, pos(r), "nesting deeper than max_depth %u",
+    return mpx_codec_fail(r->err, pos(r), "nesting deeper than max_depth %u",
                 r->max_depth);
   if (r->nst == r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 16;
@@ -995,7 +983,7 @@ static int push(jr_t *r, int is_map) {
 
 static int count_item(jr_t *r) {
   if (r->items >= r->max_items)
-    return fail(r->err, pos(r), "more than max_items %zu items",
+    return mpx_codec_fail(r->err, pos(r), "more than max_items %zu items",
                 r->max_items);
   r->items++;
   return 0;
@@ -1020,7 +1008,7 @@ static int js_decode(const void *data, size_t len,
   jframe_t *f;
   int rc = 0;
 
-  if (len == 0) return fail(err, 0, "empty input");
+  if (len == 0) return mpx_codec_fail(err, 0, "empty input");
   memset(&r, 0, sizeof(r));
   r.base = r.p = data;
   r.end = r.base + len;
@@ -1123,7 +1111,7 @@ done:
   free(r.st);
   skip_ws(&r);
   if (r.p != r.end) {
-    rc = fail(err, pos(&r), "trailing characters after the value");
+    rc = mpx_codec_fail(err, pos(&r), "trailing characters after the value");
     mpx_obj_release(v);
     return rc;
   }

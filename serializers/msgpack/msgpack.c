@@ -57,18 +57,6 @@ enum { K_ARRAY, K_MAP, K_TUPLE, K_OPAQUE };
 #define DEF_MAX_BYTES ((size_t)1 << 30)
 #define EXT_RESERVE 6 /* the largest ext header: c9, len32, type */
 
-static int fail(mpx_codec_error_t *err, size_t off, const char *fmt, ...)
-    MPX_PRINTF(3, 4);
-static int fail(mpx_codec_error_t *err, size_t off, const char *fmt, ...) {
-  va_list ap;
-  if (err != NULL) {
-    err->offset = off;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-  }
-  return MPX_ECODEC;
-}
 
 /* ---- encoding -------------------------------------------------------- */
 
@@ -168,7 +156,7 @@ static int ext_close(mpx_wbuf_t *out, size_t at, int8_t type,
     h[3] = (uint8_t)(plen >> 8), h[4] = (uint8_t)plen, h[5] = (uint8_t)type;
     hl = 6;
   } else {
-    return fail(err, SIZE_MAX, "ext payload of %zu bytes is too large", plen);
+    return mpx_codec_fail(err, SIZE_MAX, "ext payload of %zu bytes is too large", plen);
   }
   memcpy(out->data + at, h, hl);
   if (hl < EXT_RESERVE) {
@@ -179,7 +167,7 @@ static int ext_close(mpx_wbuf_t *out, size_t at, int8_t type,
 }
 
 static int too_long(mpx_codec_error_t *err, const char *what, size_t n) {
-  return fail(err, SIZE_MAX, "%s of %zu bytes is too long for msgpack", what,
+  return mpx_codec_fail(err, SIZE_MAX, "%s of %zu bytes is too long for msgpack", what,
               n);
 }
 
@@ -230,7 +218,7 @@ static int enc_one(msgpack_packer *pk, mpx_wbuf_t *out, const mpx_obj_t *o,
                                             : K_TUPLE;
     n = mpx_obj_len(o);
     if (n > UINT32_MAX)
-      return fail(err, SIZE_MAX, "%zu items are too many for msgpack", n);
+      return mpx_codec_fail(err, SIZE_MAX, "%zu items are too many for msgpack", n);
     at = 0;
     if (kind == K_TUPLE && (rc = ext_open(out, &at)) != 0) return rc;
     rc = kind == K_MAP ? msgpack_pack_map(pk, n) : msgpack_pack_array(pk, n);
@@ -255,7 +243,7 @@ static int enc_one(msgpack_packer *pk, mpx_wbuf_t *out, const mpx_obj_t *o,
     f->obj = o, f->i = 0, f->n = 2, f->ext_at = at, f->kind = K_OPAQUE;
     return 0;
   }
-  return fail(err, SIZE_MAX, "cannot encode type %d", (int)mpx_obj_type(o));
+  return mpx_codec_fail(err, SIZE_MAX, "cannot encode type %d", (int)mpx_obj_type(o));
 }
 
 static const mpx_obj_t *enc_child(const eframe_t *f, size_t i) {
@@ -282,7 +270,7 @@ static int mp_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
   int rc;
   (void)opts;
 
-  if (obj == NULL) return fail(err, SIZE_MAX, "no object (NULL)");
+  if (obj == NULL) return mpx_codec_fail(err, SIZE_MAX, "no object (NULL)");
   msgpack_packer_init(&pk, &sink, sink_write);
   for (;;) {
     if ((rc = enc_one(&pk, out, v, &st, err)) != 0) goto failed;
@@ -431,7 +419,7 @@ static uint64_t be(const uint8_t *p, size_t n) {
 /* n bytes at r->p, or an error naming what was cut short. */
 static int need_bytes(rd_t *r, size_t at, size_t n, const char *what) {
   if (n <= left(r)) return 0;
-  return fail(r->err, at, "truncated %s: %zu bytes needed, %zu left", what,
+  return mpx_codec_fail(r->err, at, "truncated %s: %zu bytes needed, %zu left", what,
               n, left(r));
 }
 
@@ -447,15 +435,15 @@ static int rd_open(rd_t *r, int kind, size_t count, size_t at,
   mpx_obj_t *o;
   dframe_t *f;
   if (r->nst >= r->max_depth)
-    return fail(r->err, at, "nesting deeper than max_depth %u", r->max_depth);
+    return mpx_codec_fail(r->err, at, "nesting deeper than max_depth %u", r->max_depth);
   /* Every value takes a byte at least: this bounds what we allocate by
    * what we were given, whatever the headers claim. */
   if (count > left(r) || r->need > (size_t)(r->end - r->p) ||
       count > (size_t)(r->end - r->p) - r->need)
-    return fail(r->err, at, "%s of %zu items but only %zu bytes left",
+    return mpx_codec_fail(r->err, at, "%s of %zu items but only %zu bytes left",
                 kind_name(kind), items, (size_t)(r->lim - r->p));
   if (items > r->max_items - r->items)
-    return fail(r->err, at, "more than max_items %zu items", r->max_items);
+    return mpx_codec_fail(r->err, at, "more than max_items %zu items", r->max_items);
   r->items += items;
   switch (kind) {
   case K_MAP:
@@ -495,7 +483,7 @@ static int rd_payload_room(rd_t *r, size_t at, size_t n, const char *what) {
   int rc = need_bytes(r, at, n, what);
   if (rc != 0) return rc;
   if (n > r->max_bytes - r->bytes)
-    return fail(r->err, at, "more than max_bytes %zu bytes of payload",
+    return mpx_codec_fail(r->err, at, "more than max_bytes %zu bytes of payload",
                 r->max_bytes);
   r->bytes += n;
   return 0;
@@ -525,7 +513,7 @@ static int rd_ext(rd_t *r, size_t at, size_t n, int8_t type, mpx_obj_t **v) {
   pend = r->p + n;
   switch (type) {
   case EXT_BIGINT:
-    if (n == 0) return fail(r->err, at, "empty bigint");
+    if (n == 0) return mpx_codec_fail(r->err, at, "empty bigint");
     if ((rc = rd_payload_room(r, at, n, "bigint")) != 0) return rc;
     *v = mpx_obj_bigint(r->p, n);
     r->p = pend;
@@ -547,14 +535,14 @@ static int rd_ext(rd_t *r, size_t at, size_t n, int8_t type, mpx_obj_t **v) {
       goto not_array;
     }
     if (type == EXT_OPAQUE && count != 5)
-      return fail(r->err, at, "opaque payload is an array of %zu, not 5",
+      return mpx_codec_fail(r->err, at, "opaque payload is an array of %zu, not 5",
                   count);
     return rd_open(r, type == EXT_TUPLE ? K_TUPLE : K_OPAQUE, count, at, pend,
                    outer);
   not_array:
-    return fail(r->err, at, "ext %d payload is not an array", type);
+    return mpx_codec_fail(r->err, at, "ext %d payload is not an array", type);
   default:
-    return fail(r->err, at, "unknown ext type %d", type);
+    return mpx_codec_fail(r->err, at, "unknown ext type %d", type);
   }
 }
 
@@ -568,7 +556,7 @@ static int rd_value(rd_t *r, mpx_obj_t **v) {
 
   *v = NULL;
   if (r->p >= r->lim)
-    return fail(r->err, at, r->lim == r->end ? "truncated: a value expected"
+    return mpx_codec_fail(r->err, at, r->lim == r->end ? "truncated: a value expected"
                                              : "ext payload ends early");
   b = *r->p++;
   if (b <= 0x7f) return (*v = mpx_obj_int(b)) == NULL ? MPX_ENOMEM : 0;
@@ -583,7 +571,7 @@ static int rd_value(rd_t *r, mpx_obj_t **v) {
   case 0xc0: *v = mpx_obj_null(); return 0;
   case 0xc2: *v = mpx_obj_bool(0); return 0;
   case 0xc3: *v = mpx_obj_bool(1); return 0;
-  case 0xc1: return fail(r->err, at, "reserved type byte 0xc1");
+  case 0xc1: return mpx_codec_fail(r->err, at, "reserved type byte 0xc1");
   case 0xc4: case 0xd9: w = 1; break;
   case 0xc5: case 0xda: w = 2; break;
   case 0xc6: case 0xdb: w = 4; break;
@@ -646,7 +634,7 @@ static int rd_value(rd_t *r, mpx_obj_t **v) {
     default: /* 0xde, 0xdf; the count doubled cannot overflow size_t */
       u = be(q, w);
       if (u > (size_t)(r->lim - r->p))
-        return fail(r->err, at, "map of %llu items but only %zu bytes left",
+        return mpx_codec_fail(r->err, at, "map of %llu items but only %zu bytes left",
                     (unsigned long long)u, left(r));
       return rd_open(r, K_MAP, 2 * (size_t)u, at, NULL, NULL);
     }
@@ -660,11 +648,11 @@ static int opaque_name(rd_t *r, size_t at, mpx_obj_t *s, const char *what,
   const char *p;
   size_t n;
   if (mpx_obj_type(s) != MPX_OBJ_STR)
-    return fail(r->err, at, "opaque %s is a %s, not a str", what,
+    return mpx_codec_fail(r->err, at, "opaque %s is a %s, not a str", what,
                 mpx_obj_type_name(mpx_obj_type(s)));
   p = mpx_obj_str_data(s, &n);
   if (memchr(p, 0, n) != NULL)
-    return fail(r->err, at, "opaque %s contains NUL", what);
+    return mpx_codec_fail(r->err, at, "opaque %s contains NUL", what);
   if ((*out = malloc(n + 1)) == NULL) return MPX_ENOMEM;
   memcpy(*out, p, n);
   (*out)[n] = 0;
@@ -679,7 +667,7 @@ static int rd_opaque(rd_t *r, size_t at, mpx_obj_t *fields, mpx_obj_t **v) {
 
   if (mpx_obj_type(k) != MPX_OBJ_INT || (kind = mpx_obj_get_int(k)) < 0 ||
       kind > MPX_OPAQUE_NEWOBJ)
-    return fail(r->err, at, "opaque kind is not 0, 1 or 2");
+    return mpx_codec_fail(r->err, at, "opaque kind is not 0, 1 or 2");
   if ((rc = opaque_name(r, at, mpx_obj_item(fields, 1), "module", &module)) ||
       (rc = opaque_name(r, at, mpx_obj_item(fields, 2), "name", &name)))
     goto out;
@@ -702,7 +690,7 @@ static int rd_close(rd_t *r, mpx_obj_t **v) {
   *v = f->obj;
   if (f->end != NULL) {
     if (r->p != f->end) {
-      rc = fail(r->err, off(r, r->p), "%zu bytes left over in %s payload",
+      rc = mpx_codec_fail(r->err, off(r, r->p), "%zu bytes left over in %s payload",
                 (size_t)(f->end - r->p), kind_name(f->kind));
       mpx_obj_release(f->obj);
       *v = NULL;
@@ -742,7 +730,7 @@ static int mp_decode(const void *data, size_t len,
   mpx_obj_t *v = NULL;
   int rc;
 
-  if (len == 0) return fail(err, 0, "empty input");
+  if (len == 0) return mpx_codec_fail(err, 0, "empty input");
   memset(&r, 0, offsetof(rd_t, local)); /* the frames need no clearing */
   r.base = r.p = data;
   r.lim = r.end = r.base + len;
@@ -775,7 +763,7 @@ done:
   if (r.st != r.local) free(r.st);
   if (r.p != r.end) {
     mpx_obj_release(v);
-    return fail(err, off(&r, r.p), "%zu trailing bytes after the value",
+    return mpx_codec_fail(err, off(&r, r.p), "%zu trailing bytes after the value",
                 (size_t)(r.end - r.p));
   }
   *out = v;
@@ -821,7 +809,7 @@ static int mp_frame_len(const void *data, size_t len, size_t *need,
     } else if (b <= 0xbf) {
       payload = b & 0x1f;
     } else if (b == 0xc1) {
-      return fail(err, at, "reserved type byte 0xc1");
+      return mpx_codec_fail(err, at, "reserved type byte 0xc1");
     } else {
       switch (b) {
       case 0xc4: case 0xd9: w = 1; break;

@@ -21,18 +21,6 @@
 
 #define RAW_DEFAULT_MAX_BYTES ((size_t)1 << 30)
 
-static int raw_fail(mpx_codec_error_t *err, size_t off, const char *fmt, ...)
-    MPX_PRINTF(3, 4);
-static int raw_fail(mpx_codec_error_t *err, size_t off, const char *fmt, ...) {
-  va_list ap;
-  if (err != NULL) {
-    err->offset = off;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-  }
-  return MPX_ECODEC;
-}
 
 static int raw_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
                       const mpx_encode_opts_t *opts, mpx_codec_error_t *err) {
@@ -40,9 +28,9 @@ static int raw_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
   size_t n;
   (void)opts;
   if (obj == NULL)
-    return raw_fail(err, SIZE_MAX, "raw encodes bytes only, not NULL");
+    return mpx_codec_fail(err, SIZE_MAX, "raw encodes bytes only, not NULL");
   if (mpx_obj_type(obj) != MPX_OBJ_BYTES)
-    return raw_fail(err, SIZE_MAX, "raw encodes bytes only, not %s",
+    return mpx_codec_fail(err, SIZE_MAX, "raw encodes bytes only, not %s",
                     mpx_obj_type_name(mpx_obj_type(obj)));
   p = mpx_obj_bytes_data(obj, &n);
   if (n == 0) return 0;
@@ -56,7 +44,7 @@ static int raw_decode(const void *data, size_t len,
                                                     : RAW_DEFAULT_MAX_BYTES;
   mpx_obj_t *o;
   if (len > max)
-    return raw_fail(err, 0, "%zu bytes, more than max_bytes %zu", len, max);
+    return mpx_codec_fail(err, 0, "%zu bytes, more than max_bytes %zu", len, max);
   if (data == NULL) data = ""; /* len is 0: an empty value */
   if (opts != NULL && (opts->flags & MPX_DECODE_BORROW))
     o = mpx_obj_bytes_external(data, len, NULL, NULL);

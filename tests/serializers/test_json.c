@@ -12,6 +12,7 @@
 
 #include "mpx.h"
 #include "../mpx_test.h"
+#include "objbuild.h"
 
 static const mpx_codec_t *codec(void) {
   const mpx_codec_t *c = NULL;
@@ -22,49 +23,7 @@ static const mpx_codec_t *codec(void) {
 
 /* ---- building values ---------------------------------------------------- */
 
-static mpx_obj_t *S(const char *s) { return mpx_obj_str(s, SIZE_MAX); }
-static mpx_obj_t *I(int64_t v) { return mpx_obj_int(v); }
-static mpx_obj_t *F(double v) { return mpx_obj_float(v); }
-static mpx_obj_t *NUL(void) { return mpx_obj_null(); }
-static mpx_obj_t *TRUE(void) { return mpx_obj_bool(1); }
-static mpx_obj_t *FALSE(void) { return mpx_obj_bool(0); }
 
-static mpx_obj_t *seq(mpx_obj_t *o, int n, va_list ap) {
-  for (int i = 0; i < n; i++)
-    CU_ASSERT_EQUAL(mpx_obj_append(o, va_arg(ap, mpx_obj_t *)), 0);
-  return o;
-}
-static mpx_obj_t *A(int n, ...) {
-  va_list ap;
-  mpx_obj_t *o;
-  va_start(ap, n);
-  o = seq(mpx_obj_array(0), n, ap);
-  va_end(ap);
-  return o;
-}
-static mpx_obj_t *T(int n, ...) {
-  va_list ap;
-  mpx_obj_t *o;
-  va_start(ap, n);
-  o = seq(mpx_obj_tuple(0), n, ap);
-  va_end(ap);
-  return o;
-}
-/* M(n, k1, v1, ..., kn, vn) */
-static mpx_obj_t *M(int n, ...) {
-  va_list ap;
-  mpx_obj_t *o = mpx_obj_map(0);
-  va_start(ap, n);
-  for (int i = 0; i < n; i++) {
-    mpx_obj_t *k = va_arg(ap, mpx_obj_t *);
-    CU_ASSERT_EQUAL(mpx_obj_map_set(o, k, va_arg(ap, mpx_obj_t *)), 0);
-  }
-  va_end(ap);
-  return o;
-}
-static mpx_obj_t *BIG(const char *le, size_t n) {
-  return mpx_obj_bigint(le, n);
-}
 
 static const char LE_2_70[] = {0, 0, 0, 0, 0, 0, 0, 0, 0x40};
 static const char LE_M2_70[] = {0, 0, 0, 0, 0, 0, 0, 0, (char)0xc0};

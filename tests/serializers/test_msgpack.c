@@ -12,6 +12,7 @@
 
 #include "mpx.h"
 #include "../mpx_test.h"
+#include "objbuild.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -33,47 +34,7 @@ static const mpx_codec_t *codec(void) {
 
 /* ---- building values ---------------------------------------------------- */
 
-static mpx_obj_t *S(const char *s) { return mpx_obj_str(s, SIZE_MAX); }
-static mpx_obj_t *I(int64_t v) { return mpx_obj_int(v); }
-static mpx_obj_t *F(double v) { return mpx_obj_float(v); }
 
-static mpx_obj_t *seq(mpx_obj_t *o, int n, va_list ap) {
-  for (int i = 0; i < n; i++)
-    CU_ASSERT_EQUAL(mpx_obj_append(o, va_arg(ap, mpx_obj_t *)), 0);
-  return o;
-}
-static mpx_obj_t *A(int n, ...) {
-  va_list ap;
-  mpx_obj_t *o;
-  va_start(ap, n);
-  o = seq(mpx_obj_array(0), n, ap);
-  va_end(ap);
-  return o;
-}
-static mpx_obj_t *T(int n, ...) {
-  va_list ap;
-  mpx_obj_t *o;
-  va_start(ap, n);
-  o = seq(mpx_obj_tuple(0), n, ap);
-  va_end(ap);
-  return o;
-}
-/* M(n, k1, v1, ..., kn, vn) */
-static mpx_obj_t *M(int n, ...) {
-  va_list ap;
-  mpx_obj_t *o = mpx_obj_map(0);
-  va_start(ap, n);
-  for (int i = 0; i < n; i++) {
-    mpx_obj_t *k = va_arg(ap, mpx_obj_t *);
-    CU_ASSERT_EQUAL(mpx_obj_map_set(o, k, va_arg(ap, mpx_obj_t *)), 0);
-  }
-  va_end(ap);
-  return o;
-}
-/* A bigint from its little-endian two's complement bytes. */
-static mpx_obj_t *BIG(const char *le, size_t n) {
-  return mpx_obj_bigint(le, n);
-}
 
 /* "93 01 02" -> bytes; returns the length. */
 static size_t unhex(const char *hex, uint8_t *out) {

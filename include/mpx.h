@@ -10,5 +10,6 @@
 #include "mpx/sync.h"
 #include "mpx/obj.h"
 #include "mpx/codec.h"
+#include "mpx/conn.h"
 
 #endif /* MPX_H */

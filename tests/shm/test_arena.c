@@ -118,7 +118,7 @@ static void test_full_and_too_big(void) {
     if (mpx_arena_alloc(a, 64 << 10, 30, &c) != 0) _exit(1);
     _exit(mpx_arena_release(a, c) == 0 ? 0 : 2);
   }
-  for (int i = 0; i < 2000 && stats(a).waiting != 1; i++) usleep(1000);
+  for (int i = 0; i < 30000 && stats(a).waiting != 1; i++) usleep(1000);
   CU_ASSERT_EQUAL(stats(a).waiting, 1);
   CU_ASSERT_EQUAL(mpx_arena_release(a, refs[--n]), 0);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);

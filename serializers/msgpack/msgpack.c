@@ -308,16 +308,16 @@ static size_t sat_add(size_t a, size_t b) {
  * 0 (cannot tell) if the walk runs out of memory. */
 static size_t mp_size_hint(const mpx_obj_t *obj,
                            const mpx_encode_opts_t *opts) {
-  const mpx_obj_t **todo = NULL, **t;
+  const mpx_obj_t **walk = NULL, **t;
   size_t n = 0, cap = 0, total = 0, len, i, kids;
   (void)opts;
   if (obj == NULL) return 0;
-  todo = malloc(16 * sizeof(*todo));
-  if (todo == NULL) return 0;
+  walk = malloc(16 * sizeof(*walk));
+  if (walk == NULL) return 0;
   cap = 16;
-  todo[n++] = obj;
+  walk[n++] = obj;
   while (n > 0) {
-    const mpx_obj_t *o = todo[--n];
+    const mpx_obj_t *o = walk[--n];
     kids = 0;
     if (o == NULL) { /* opaque's missing args or state: nil */
       total = sat_add(total, 1);
@@ -361,21 +361,21 @@ static size_t mp_size_hint(const mpx_obj_t *obj,
     if (kids > cap - n) {
       size_t ncap = cap;
       while (kids > ncap - n) ncap *= 2;
-      if ((t = realloc(todo, ncap * sizeof(*t))) == NULL) {
-        free(todo);
+      if ((t = realloc(walk, ncap * sizeof(*t))) == NULL) {
+        free(walk);
         return 0;
       }
-      todo = t, cap = ncap;
+      walk = t, cap = ncap;
     }
     for (i = 0; i < kids; i++) {
       eframe_t f = {o, 0, 0, 0, 0};
       f.kind = mpx_obj_type(o) == MPX_OBJ_MAP      ? K_MAP
              : mpx_obj_type(o) == MPX_OBJ_OPAQUE ? K_OPAQUE
                                                  : K_ARRAY;
-      todo[n++] = enc_child(&f, i);
+      walk[n++] = enc_child(&f, i);
     }
   }
-  free(todo);
+  free(walk);
   return total;
 }
 

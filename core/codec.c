@@ -186,6 +186,15 @@ done:
   return rc;
 }
 
+mpx_decode_opts_t mpx_decode_limits(const mpx_decode_opts_t *opts) {
+  mpx_decode_opts_t o = {0};
+  if (opts != NULL) o = *opts;
+  if (o.max_depth == 0) o.max_depth = 200;
+  if (o.max_items == 0) o.max_items = (size_t)1 << 24;
+  if (o.max_bytes == 0) o.max_bytes = (size_t)1 << 30;
+  return o;
+}
+
 int mpx_codec_fail(mpx_codec_error_t *err, size_t offset, const char *fmt,
                    ...) {
   va_list ap;

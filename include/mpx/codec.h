@@ -123,6 +123,10 @@ typedef struct mpx_codec_s {
                    mpx_codec_error_t *err);
 } mpx_codec_t;
 
+/* For codec authors: opts (may be NULL) with every limit left at 0
+ * replaced by its default (depth 200, items 2^24, bytes 1 GiB). */
+MPX_API mpx_decode_opts_t mpx_decode_limits(const mpx_decode_opts_t *opts);
+
 /* For codec authors: fill err (NULL-safe) with offset and a printf-style
  * message, and return MPX_ECODEC. */
 MPX_API int mpx_codec_fail(mpx_codec_error_t *err, size_t offset,

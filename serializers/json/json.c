@@ -60,9 +60,6 @@
 #include <jansson.h>
 #include <mpx.h>
 
-#define DEF_MAX_DEPTH 200u
-#define DEF_MAX_ITEMS ((size_t)1 << 24)
-#define DEF_MAX_BYTES ((size_t)1 << 30)
 #define ENC_MAX_DEPTH 1000u
 #define MAX_DIGITS 4300
 
@@ -1013,14 +1010,12 @@ static int js_decode(const void *data, size_t len,
   r.base = r.p = data;
   r.end = r.base + len;
   r.err = err;
-  r.max_depth = DEF_MAX_DEPTH;
-  r.max_items = DEF_MAX_ITEMS;
-  r.max_bytes = DEF_MAX_BYTES;
-  if (opts != NULL) {
-    r.flags = opts->flags;
-    if (opts->max_depth != 0) r.max_depth = opts->max_depth;
-    if (opts->max_items != 0) r.max_items = opts->max_items;
-    if (opts->max_bytes != 0) r.max_bytes = opts->max_bytes;
+  {
+    mpx_decode_opts_t lim = mpx_decode_limits(opts);
+    r.flags = lim.flags;
+    r.max_depth = lim.max_depth;
+    r.max_items = lim.max_items;
+    r.max_bytes = lim.max_bytes;
   }
   for (;;) {
     /* A value. */

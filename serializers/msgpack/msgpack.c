@@ -52,9 +52,6 @@
 enum { EXT_TUPLE = 1, EXT_BIGINT = 2, EXT_OPAQUE = 3 };
 enum { K_ARRAY, K_MAP, K_TUPLE, K_OPAQUE };
 
-#define DEF_MAX_DEPTH 200u
-#define DEF_MAX_ITEMS ((size_t)1 << 24)
-#define DEF_MAX_BYTES ((size_t)1 << 30)
 #define EXT_RESERVE 6 /* the largest ext header: c9, len32, type */
 
 
@@ -735,14 +732,12 @@ static int mp_decode(const void *data, size_t len,
   r.base = r.p = data;
   r.lim = r.end = r.base + len;
   r.err = err;
-  r.max_depth = DEF_MAX_DEPTH;
-  r.max_items = DEF_MAX_ITEMS;
-  r.max_bytes = DEF_MAX_BYTES;
-  if (opts != NULL) {
-    r.flags = opts->flags;
-    if (opts->max_depth != 0) r.max_depth = opts->max_depth;
-    if (opts->max_items != 0) r.max_items = opts->max_items;
-    if (opts->max_bytes != 0) r.max_bytes = opts->max_bytes;
+  {
+    mpx_decode_opts_t lim = mpx_decode_limits(opts);
+    r.flags = lim.flags;
+    r.max_depth = lim.max_depth;
+    r.max_items = lim.max_items;
+    r.max_bytes = lim.max_bytes;
   }
   r.need = 1;
   for (;;) {

@@ -1060,9 +1060,10 @@ static int pk_decode(const void *data, size_t len, const mpx_decode_opts_t *opts
   d.p = data;
   d.n = len;
   d.err = err != NULL ? err : &dummy;
-  d.max_depth = opts && opts->max_depth ? opts->max_depth : 200;
-  d.max_items = opts && opts->max_items ? opts->max_items : (size_t)1 << 24;
-  d.max_bytes = opts && opts->max_bytes ? opts->max_bytes : (size_t)1 << 30;
+  mpx_decode_opts_t lim = mpx_decode_limits(opts);
+  d.max_depth = lim.max_depth;
+  d.max_items = lim.max_items;
+  d.max_bytes = lim.max_bytes;
   d.borrow = opts && (opts->flags & MPX_DECODE_BORROW);
   *out = NULL;
   if (len == 0) {

@@ -19,7 +19,6 @@
 
 #include <mpx.h>
 
-#define RAW_DEFAULT_MAX_BYTES ((size_t)1 << 30)
 
 
 static int raw_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
@@ -40,8 +39,7 @@ static int raw_encode(const mpx_obj_t *obj, mpx_wbuf_t *out,
 static int raw_decode(const void *data, size_t len,
                       const mpx_decode_opts_t *opts, mpx_obj_t **out,
                       mpx_codec_error_t *err) {
-  size_t max = opts != NULL && opts->max_bytes != 0 ? opts->max_bytes
-                                                    : RAW_DEFAULT_MAX_BYTES;
+  size_t max = mpx_decode_limits(opts).max_bytes;
   mpx_obj_t *o;
   if (len > max)
     return mpx_codec_fail(err, 0, "%zu bytes, more than max_bytes %zu", len, max);

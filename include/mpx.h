@@ -11,5 +11,6 @@
 #include "mpx/obj.h"
 #include "mpx/codec.h"
 #include "mpx/conn.h"
+#include "mpx/queue.h"
 
 #endif /* MPX_H */

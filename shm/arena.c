@@ -621,7 +621,7 @@ int mpx_arena_release(mpx_arena_t *a, mpx_ref_t ref) {
 int mpx_arena_give(mpx_arena_t *a, mpx_ref_t ref, pid_t owner) {
   blk_t *b = live(a, ref, NULL);
   if (b == NULL) return bad_ref(a, ref);
-  if (owner <= 0) return mpx__err(MPX_EINVAL, "owner pid %d", (int)owner);
+  if (owner < 0) return mpx__err(MPX_EINVAL, "owner pid %d", (int)owner);
   atomic_store_explicit(&b->owner, (int32_t)owner, memory_order_relaxed);
   return 0;
 }

@@ -144,7 +144,9 @@ MPX_API size_t mpx_arena_block_size(const mpx_arena_t *a, mpx_ref_t ref);
 MPX_API int mpx_arena_retain(mpx_arena_t *a, mpx_ref_t ref);
 MPX_API int mpx_arena_release(mpx_arena_t *a, mpx_ref_t ref);
 /* Hand the block to another process: mpx_arena_reclaim(pid) then frees it
- * when that process dies, no longer when the old owner does. */
+ * when that process dies, no longer when the old owner does. Owner 0 is
+ * nobody: reclaim never frees the block for a death, only its last
+ * release does (a queue's blocks while they are queued). */
 MPX_API int mpx_arena_give(mpx_arena_t *a, mpx_ref_t ref, pid_t owner);
 MPX_API pid_t mpx_arena_owner(const mpx_arena_t *a, mpx_ref_t ref);
 /* Free every block owned by `pid`, whatever its refcount, and every block

@@ -101,6 +101,7 @@ typedef struct {
   alignas(64) _Atomic uint64_t done;             /* joinable: task_done calls */
   _Atomic uint32_t done_ev, jwaiters;
   alignas(64) _Atomic uint64_t lost_puts, lost_gets, recoveries;
+  _Atomic uint64_t futex_calls; /* waits and wakes: the queue's system calls */
 } qhdr_t;
 
 struct mpx_queue_s {
@@ -170,10 +171,12 @@ static void drop_block(mpx_queue_t *q, mpx_ref_t r) {
   if (r != 0) (void)mpx_arena_release(q->arena, r);
 }
 
-static void wake(_Atomic uint32_t *ev, _Atomic uint32_t *waiters, int n) {
+static void wake(qhdr_t *h, _Atomic uint32_t *ev, _Atomic uint32_t *waiters,
+                 int n) {
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(waiters, memory_order_relaxed) != 0) {
     atomic_fetch_add_explicit(ev, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&h->futex_calls, 1, memory_order_relaxed);
     mpx__futex_wake(ev, n);
   }
 }
@@ -182,7 +185,7 @@ typedef bool (*ready_fn)(const qhdr_t *h);
 
 /* Spin, then sleep on ev until ready(h) or the deadline. 0 to re-check,
  * MPX_ETIMEDOUT. */
-static int wait_for(const qhdr_t *h, _Atomic uint32_t *ev,
+static int wait_for(qhdr_t *h, _Atomic uint32_t *ev,
                     _Atomic uint32_t *waiters, ready_fn ready,
                     double deadline) {
   for (unsigned n = mpx__spin_limit(); n > 0; n--) {
@@ -195,6 +198,7 @@ static int wait_for(const qhdr_t *h, _Atomic uint32_t *ev,
   if (!ready(h)) {
     double now = mpx__now(), until = now + WAIT_SLICE;
     if (deadline >= 0 && deadline < until) until = deadline;
+    atomic_fetch_add_explicit(&h->futex_calls, 1, memory_order_relaxed);
     rc = mpx__futex_wait(ev, seen, until);
     if (rc == MPX_ETIMEDOUT && (deadline < 0 || mpx__now() < deadline))
       rc = 0; /* only the slice ran out */
@@ -272,7 +276,7 @@ static void repair_consumer(mpx_queue_t *q) {
       /* Nobody can mark it done now: do it for them. */
       if (h->flags & F_JOINABLE) {
         atomic_fetch_add(&h->done, 1);
-        wake(&h->done_ev, &h->jwaiters, INT32_MAX);
+        wake(h, &h->done_ev, &h->jwaiters, INT32_MAX);
       }
     } else if (r != 0) {
       (void)mpx_arena_give(q->arena, r, 0); /* still queued: the queue's */
@@ -522,7 +526,7 @@ static int put_commit(mpx_queue_t *q, const void *data, size_t len,
     JSET(h->pj_ref, 0);
     JSET(h->pj_op, 0);
     mpx__lock_release(&h->plock);
-    wake(&h->put_ev, &h->cwaiters, 1);
+    wake(h, &h->put_ev, &h->cwaiters, 1);
     return 0;
   }
 }
@@ -702,7 +706,7 @@ static int take(mpx_queue_t *q, int mode, void *buf, size_t cap, void **out,
     JSET(h->cj_ref, 0);
     JSET(h->cj_op, 0);
     mpx__lock_release(&h->clock);
-    if (h->maxsize != 0) wake(&h->get_ev, &h->pwaiters, 1);
+    if (h->maxsize != 0) wake(h, &h->get_ev, &h->pwaiters, 1);
     *lenp = (size_t)len;
     if (mode == TAKE_MALLOC) *out = dst;
     if (mode == TAKE_MSG) {
@@ -797,6 +801,7 @@ int mpx_queue_stats(const mpx_queue_t *q, mpx_queue_stats_t *st) {
   st->lost_puts = JGET(h->lost_puts);
   st->lost_gets = JGET(h->lost_gets);
   st->recoveries = JGET(h->recoveries);
+  st->futex_calls = JGET(h->futex_calls);
   /* Chunks are consecutive from the head chunk to the tail chunk. */
   const chunk_t *hc = mpx_arena_ptr(q->arena, JGET(h->head_chunk));
   const chunk_t *tc = mpx_arena_ptr(q->arena, JGET(h->tail_chunk));
@@ -818,7 +823,7 @@ int mpx_queue_task_done(mpx_queue_t *q) {
     if (d >= JGET(h->tail))
       return mpx__err(MPX_ESTATE, "queue: task_done() called too many times");
   } while (!atomic_compare_exchange_weak(&h->done, &d, d + 1));
-  if (d + 1 >= JGET(h->tail)) wake(&h->done_ev, &h->jwaiters, INT32_MAX);
+  if (d + 1 >= JGET(h->tail)) wake(h, &h->done_ev, &h->jwaiters, INT32_MAX);
   return 0;
 }
 

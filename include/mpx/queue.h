@@ -96,6 +96,8 @@ typedef struct {
   uint64_t lost_gets;   /* items whose consumer died inside get */
   uint64_t recoveries;  /* repairs after a process died holding a side */
   size_t chunks;        /* slot chunks allocated now */
+  uint64_t futex_calls; /* futex waits and wakes by every process: the
+                           queue's only system calls besides arena growth */
 } mpx_queue_stats_t;
 
 /* An item taken with mpx_queue_get_msg(): `data` is valid until

@@ -346,6 +346,16 @@ static void drop_chunk(mpx_queue_t *q, mpx_ref_t old) {
 
 /* ---- lifetime ---------------------------------------------------------------- */
 
+/* Arena blocks are 16-byte aligned; the header wants its own cache lines,
+ * so it sits at the first 64-byte boundary of its block (the same offset
+ * in every process: mappings are page-aligned). */
+#define HDR_BLOCK (sizeof(qhdr_t) + 48)
+
+static qhdr_t *hdr_of(mpx_arena_t *a, mpx_ref_t ref) {
+  uintptr_t p = (uintptr_t)mpx_arena_ptr(a, ref);
+  return p ? (qhdr_t *)((p + 63) & ~(uintptr_t)63) : NULL;
+}
+
 static int handle_new(mpx_queue_t **out, mpx_arena_t *a, mpx_ref_t ref,
                       qhdr_t *h) {
   mpx_queue_t *q = calloc(1, sizeof *q);
@@ -374,8 +384,8 @@ int mpx_queue_new(mpx_queue_t **out, const mpx_queue_opts_t *opts) {
     return mpx__err(MPX_EINVAL, "queue: chunk_slots %zu is not in 8..65536",
                     o.chunk_slots);
   if (o.arena == NULL && (rc = mpx_shared_heap(&o.arena)) != 0) return rc;
-  if ((rc = mpx_arena_alloc(o.arena, sizeof(qhdr_t), 0, &ref)) != 0) return rc;
-  qhdr_t *h = mpx_arena_ptr(o.arena, ref);
+  if ((rc = mpx_arena_alloc(o.arena, HDR_BLOCK, 0, &ref)) != 0) return rc;
+  qhdr_t *h = hdr_of(o.arena, ref);
   memset(h, 0, sizeof *h);
   h->version = Q_VERSION;
   h->flags = o.joinable ? F_JOINABLE : 0;
@@ -411,11 +421,11 @@ int mpx_queue_new(mpx_queue_t **out, const mpx_queue_opts_t *opts) {
 int mpx_queue_attach(mpx_queue_t **out, mpx_arena_t *arena, mpx_ref_t ref) {
   if (out == NULL || arena == NULL)
     return mpx__err(MPX_EINVAL, "queue: NULL argument");
-  qhdr_t *h = mpx_arena_ptr(arena, ref);
+  qhdr_t *h = hdr_of(arena, ref);
   if (h == NULL)
     return mpx__err(MPX_ESTALE, "queue: reference %#llx is not a live block",
                     (unsigned long long)ref);
-  if (mpx_arena_block_size(arena, ref) < sizeof *h || h->magic != Q_MAGIC ||
+  if (mpx_arena_block_size(arena, ref) < HDR_BLOCK || h->magic != Q_MAGIC ||
       h->version != Q_VERSION)
     return mpx__err(MPX_EINVAL, "queue: block %#llx is not a queue",
                     (unsigned long long)ref);

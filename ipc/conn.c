@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "../core/internal.h"
+#include "../shm/lock_internal.h"
 
 #define RBUF_CAP ((size_t)64 * 1024)
 #define HDR_MAX 12
@@ -438,6 +439,71 @@ int mpx_conn_send_obj(mpx_conn_t *c, const mpx_codec_t *codec,
   if (rc == 0) rc = send_one(c, c->enc.data, c->enc.len, timeout);
   if (c->enc.cap > ENC_KEEP) mpx_wbuf_free(&c->enc);
   return rc;
+}
+
+/* ---- arena references -------------------------------------------------------- */
+
+#define REF_MAGIC "MPXLOAN"
+#define REF_MSG 24
+
+static void put_le64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint64_t get_le64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+int mpx_conn_send_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t ref, size_t len,
+                      double timeout) {
+  uint8_t m[REF_MSG];
+  if (a == NULL) return mpx__err(MPX_EINVAL, "conn: NULL arena");
+  size_t cap = mpx_arena_block_size(a, ref);
+  if (cap == 0)
+    return mpx__err(MPX_EINVAL, "conn: %#llx is not a live arena block",
+                    (unsigned long long)ref);
+  if (len > cap)
+    return mpx__err(MPX_EINVAL, "conn: %zu bytes from a block of %zu", len, cap);
+  memcpy(m, REF_MAGIC, 8);
+  put_le64(m + 8, ref);
+  put_le64(m + 16, len);
+  return mpx_conn_send_bytes(c, m, sizeof m, timeout);
+}
+
+int mpx_conn_recv_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t *ref,
+                      const void **data, size_t *len, double timeout) {
+  uint8_t m[REF_MSG];
+  size_t n;
+  if (a == NULL || ref == NULL || data == NULL || len == NULL)
+    return mpx__err(MPX_EINVAL, "conn: NULL argument");
+  *ref = 0;
+  *data = NULL;
+  *len = 0;
+  int rc = mpx_conn_recv_bytes_into(c, m, sizeof m, &n, timeout);
+  if (rc == MPX_ETOOSHORT) {
+    void *junk;
+    if (mpx_conn_recv_bytes(c, &junk, &n, 0, timeout) == 0) free(junk);
+    return mpx__err(MPX_EPROTO, "conn: a %zu-byte message where a block "
+                    "reference was expected", n);
+  }
+  if (rc != 0) return rc;
+  if (n != REF_MSG || memcmp(m, REF_MAGIC, 8) != 0)
+    return mpx__err(MPX_EPROTO, "conn: a %zu-byte message that is not a "
+                    "block reference", n);
+  mpx_ref_t r = get_le64(m + 8);
+  uint64_t l = get_le64(m + 16);
+  size_t cap = mpx_arena_block_size(a, r);
+  if (cap != 0 && l > cap)
+    return mpx__err(MPX_EPROTO, "conn: reference to %llu bytes in a block of %zu",
+                    (unsigned long long)l, cap);
+  if (cap == 0 || mpx_arena_give(a, r, mpx__pid()) != 0)
+    return mpx__err(MPX_ESTALE, "conn: block %#llx was freed in flight "
+                    "(its sender died?)", (unsigned long long)r);
+  *ref = r;
+  *data = mpx_arena_ptr(a, r);
+  *len = (size_t)l;
+  return 0;
 }
 
 int mpx_conn_flush(mpx_conn_t *c, double timeout) {

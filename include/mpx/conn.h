@@ -85,6 +85,7 @@
 #include "codec.h"
 #include "obj.h"
 #include "process.h"
+#include "shm.h"
 
 typedef struct mpx_conn_s mpx_conn_t;
 
@@ -153,6 +154,31 @@ MPX_API int mpx_conn_send_batch(mpx_conn_t *c, const mpx_conn_buf_t *msgs,
  * caller's. */
 MPX_API int mpx_conn_send_obj(mpx_conn_t *c, const mpx_codec_t *codec,
                               const mpx_obj_t *obj, double timeout);
+
+/* ---- zero-copy: arena blocks over a connection -------------------------- */
+
+/* Sends a reference to len bytes at the start of an arena block instead
+ * of the bytes (the iceoryx pattern: loan a block with mpx_arena_alloc or
+ * mpx_queue_loan, write it in place, send its reference). The message is
+ * 24 bytes: the magic "MPXLOAN\0", the reference and the length, little
+ * endian. The receiver must map the same arena. The block stays the
+ * sender's (refcount and owner) until the receiver takes it: the sender
+ * must not touch or release it after a successful send. If the sender
+ * dies first, mpx_arena_reclaim(sender) frees it and the receiver gets
+ * MPX_ESTALE: the one message in flight is lost, and detected.
+ * MPX_EINVAL for a reference that is not a live block of `a` or a len
+ * beyond it. */
+MPX_API int mpx_conn_send_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t ref,
+                              size_t len, double timeout);
+
+/* Receives a message sent with mpx_conn_send_ref: *data points at the
+ * block in this process's mapping of `a`, *len is its length, and the
+ * block now belongs to the calling process (mpx_arena_give): read it in
+ * place, then mpx_arena_release(a, *ref). MPX_EPROTO for a message that is
+ * not a reference (it is consumed), MPX_ESTALE for a block that was freed
+ * in flight; otherwise as mpx_conn_recv_bytes(). */
+MPX_API int mpx_conn_recv_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t *ref,
+                              const void **data, size_t *len, double timeout);
 
 /* Writes out the tail of a message that a timed-out send committed.
  * 0 when nothing is left (at once when nothing was pending), else

@@ -1065,7 +1065,66 @@ static void test_eintr(void) {
   mpx_conn_free(b);
 }
 
-MPX_TEST_MAIN("conn", MPX_TEST(test_python_interop),
+/* Arena blocks by reference: a child loans 1 MiB blocks, writes them and
+ * sends their references; the parent reads them in place, owns them, and
+ * releases them. A block whose sender died before it was taken is freed by
+ * reclaim and reported stale; a message that is not a reference is
+ * MPX_EPROTO. */
+static void test_send_ref(void) {
+  mpx_arena_t *a;
+  mpx_arena_opts_t ao = {.size = 16 * MiB};
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_new(&a, &ao), 0);
+  mpx_conn_t *p, *c;
+  CU_ASSERT_EQUAL_FATAL(mpx_pipe(&p, &c, true), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    mpx_conn_free(p);
+    for (unsigned i = 0; i < 4; i++) {
+      mpx_ref_t r;
+      if (mpx_arena_alloc(a, MiB, 5, &r) != 0) _exit(1);
+      uint8_t *d = mpx_arena_ptr(a, r);
+      for (size_t j = 0; j < MiB; j++) d[j] = (uint8_t)(j * 7 + i);
+      if (mpx_conn_send_ref(c, a, r, MiB - i, 5) != 0) _exit(2);
+    }
+    mpx_ref_t r;
+    if (mpx_arena_alloc(a, 64, 5, &r) != 0) _exit(3);
+    if (mpx_conn_send_ref(c, a, r, 65536, 5) != MPX_EINVAL) _exit(4);
+    if (mpx_conn_send_ref(c, a, r, 64, 5) != 0) _exit(5); /* then dies */
+    char go[4];
+    size_t n;
+    if (mpx_conn_recv_bytes_into(c, go, sizeof go, &n, 30) != 0) _exit(6);
+    if (mpx_conn_send_bytes(c, "not a ref", 9, 5) != 0) _exit(7);
+    _exit(0);
+  }
+  mpx_conn_free(c);
+  for (unsigned i = 0; i < 4; i++) {
+    mpx_ref_t r;
+    const void *d;
+    size_t n;
+    CU_ASSERT_EQUAL_FATAL(mpx_conn_recv_ref(p, a, &r, &d, &n, 5), 0);
+    CU_ASSERT_TRUE(pattern_ok(d, n, MiB - i, i));
+    CU_ASSERT_EQUAL(mpx_arena_owner(a, r), getpid());
+    CU_ASSERT_EQUAL(mpx_arena_release(a, r), 0);
+  }
+  /* The sender dies with its last block still in flight. */
+  CU_ASSERT_EQUAL(mpx_conn_send_bytes(p, "go", 2, 5), 0);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
+  CU_ASSERT_EQUAL(mpx_arena_reclaim(a, pid), 1);
+  mpx_ref_t r;
+  const void *d;
+  size_t n;
+  CU_ASSERT_EQUAL(mpx_conn_recv_ref(p, a, &r, &d, &n, 5), MPX_ESTALE);
+  CU_ASSERT_EQUAL(mpx_conn_recv_ref(p, a, &r, &d, &n, 5), MPX_EPROTO);
+  CU_ASSERT_EQUAL(mpx_conn_recv_ref(p, a, &r, &d, &n, 5), MPX_EPIPE);
+  mpx_arena_stats_t st;
+  mpx_arena_stats(a, &st);
+  CU_ASSERT_EQUAL(st.n_allocated, 0);
+  CU_ASSERT_EQUAL(mpx_arena_check(a), 0);
+  mpx_conn_free(p);
+  mpx_arena_free(a);
+}
+
+MPX_TEST_MAIN("conn", MPX_TEST(test_python_interop), MPX_TEST(test_send_ref),
               MPX_TEST(test_long_form_header), MPX_TEST(test_sizes_duplex),
               MPX_TEST(test_sizes_simplex), MPX_TEST(test_into_too_short),
               MPX_TEST(test_maxlength), MPX_TEST(test_recv_timeout_partial),

@@ -481,7 +481,11 @@ int mpx_process_join(mpx_process_t *p, double timeout) {
     do
       r = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOWAIT);
     while (r < 0 && errno == EINTR);
-    return try_reap(p) ? 0 : mpx__err(MPX_EUNKNOWN, "waitid gave no status");
+    if (try_reap(p)) return 0;
+    /* A pidfd made non-blocking (uv_poll does that to what it watches)
+     * makes waitid return EAGAIN at once: wait with poll instead. */
+    if (!(r < 0 && errno == EAGAIN))
+      return mpx__err(MPX_EUNKNOWN, "waitid gave no status");
   }
 
   deadline = mpx__deadline(timeout);

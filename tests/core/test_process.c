@@ -93,6 +93,22 @@ static void test_exit_codes(void) {
   }
 }
 
+/* A sentinel that was made non-blocking (uv_poll does that to the fds it
+ * watches) must not break a blocking join. */
+static void test_join_nonblocking_sentinel(void) {
+  mpx_test_args_t a;
+  memset(&a, 0, sizeof a);
+  a.value = 6;
+  mpx_process_t *p = start(MPX_START_FORK, tt_exit_value, &a);
+  int fd = mpx_process_sentinel(p);
+  CU_ASSERT_EQUAL(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+  int code = -1;
+  CU_ASSERT_EQUAL(mpx_process_join(p, -1), 0);
+  CU_ASSERT_EQUAL(mpx_process_exitcode(p, &code), 0);
+  CU_ASSERT_EQUAL(code, 6);
+  mpx_process_free(p);
+}
+
 static void test_target_spec(void) {
   mpx_start_method_t m;
   FOR_EACH_METHOD(m) {
@@ -625,7 +641,7 @@ static void test_start_method_default(void) {
 }
 
 MPX_TEST_MAIN("process",
-              MPX_TEST(test_exit_codes),
+              MPX_TEST(test_exit_codes), MPX_TEST(test_join_nonblocking_sentinel),
               MPX_TEST(test_target_spec),
               MPX_TEST(test_join_timeout),
               MPX_TEST(test_signals),

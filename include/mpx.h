@@ -11,6 +11,8 @@
 #include "mpx/obj.h"
 #include "mpx/codec.h"
 #include "mpx/conn.h"
+#include "mpx/transport.h"
 #include "mpx/queue.h"
+#include "mpx/pool.h"
 
 #endif /* MPX_H */

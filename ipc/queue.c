@@ -410,7 +410,7 @@ int mpx_queue_new(mpx_queue_t **out, const mpx_queue_opts_t *opts) {
    * not take the queue with it. */
   mpx_arena_give(o.arena, cref, 0);
   mpx_arena_give(o.arena, ref, 0);
-  atomic_store_explicit(&h->magic, Q_MAGIC, memory_order_release);
+  __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
   if ((rc = handle_new(out, o.arena, ref, h)) != 0) {
     mpx_arena_release(o.arena, cref);
     mpx_arena_release(o.arena, ref);

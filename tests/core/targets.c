@@ -180,3 +180,21 @@ int tt_forkserver_low_fds_check(const void *a, size_t n) {
   mpx_process_free(p);
   return code;
 }
+
+/* ---- pool tasks (loaded by name under spawn) ---------------------------- */
+
+#include "mpx/pool.h"
+
+int pt_square(mpx_task_t *t, const void *in, size_t len) {
+  int64_t x;
+  if (len != sizeof x) return mpx_task_fail(t, "want 8 bytes, got %zu", len);
+  memcpy(&x, in, sizeof x);
+  x *= x;
+  return mpx_task_result(t, &x, sizeof x);
+}
+
+int pt_pid(mpx_task_t *t, const void *in, size_t len) {
+  (void)in, (void)len;
+  int32_t pid = (int32_t)getpid();
+  return mpx_task_result(t, &pid, sizeof pid);
+}

@@ -1,0 +1,301 @@
+/* mpx: process pools (Python's multiprocessing.Pool) that never hang.
+ *
+ *   static int square(mpx_task_t *t, const void *in, size_t len) {
+ *     int64_t x; memcpy(&x, in, sizeof x); x *= x;
+ *     return mpx_task_result(t, &x, sizeof x);
+ *   }
+ *   mpx_pool_t *p;
+ *   mpx_pool_new(&p, NULL);                         // one worker per CPU
+ *   int64_t in[1000], out[1000];  ...
+ *   mpx_pool_map_fixed(p, MPX_FUNC(square), in, sizeof *in, 1000,
+ *                      out, sizeof *out, -1);
+ *   mpx_pool_close(p); mpx_pool_join(p, -1); mpx_pool_free(p);
+ *
+ * Tasks. A task function runs in a worker process on one argument (bytes)
+ * and produces one result (bytes) with mpx_task_result() or fails with
+ * mpx_task_fail() (or by returning non-zero). It is named by a pointer
+ * (fork and forkserver) or by "path/lib.so:symbol" (every start method;
+ * spawn needs it, or a pointer to an exported function of a shared
+ * object). Objects travel through a codec with the *_obj calls.
+ *
+ * Failures. A worker that dies (a crash, a SIGKILL, an exit) is replaced
+ * by the supervisor (restart policy, intensity, backoff: see the options)
+ * and every task it was running is run again on another worker, up to
+ * `retries` times; then that task fails with MPX_EWORKER and a message
+ * naming the signal or exit code and the worker's last stderr lines. A
+ * batch of tasks sent together is split into single tasks when its worker
+ * dies, so one poisonous input fails alone and the others succeed. A
+ * result is delivered once: a worker that dies mid-batch delivers nothing
+ * of it, and the retry delivers each result once. A task over
+ * `task_timeout` gets its worker killed and follows the same path
+ * (MPX_ETIMEDOUT once out of retries). When restarts exceed the
+ * intensity, the pool is broken: every waiting call returns MPX_EBROKEN
+ * at once with mpx_last_error() naming the cause, and later calls too.
+ *
+ * Threads. Every mpx_pool_* call may come from any thread. The pool runs
+ * its workers' links, pidfds, timers and callbacks on its own thread with a
+ * libuv loop. Callbacks (apply_async's callback and error_callback) run on
+ * that thread: they must be quick and must not block on the pool (no
+ * mpx_pool_* call that waits, no mpx_async_get with a timeout).
+ *
+ * Signals. Workers ignore SIGINT. A blocking call (apply, map, imap's
+ * next, join) that receives SIGINT in the calling thread returns MPX_EINTR
+ * within milliseconds, with the pool still usable: the call's remaining
+ * tasks are cancelled (those already running finish and are discarded).
+ * mpx installs its SIGINT handler only for the duration of the call, and
+ * only when the program's SIGINT disposition is the default.
+ *
+ * Ending. close() refuses new work; join() waits for submitted work and
+ * the workers' exit; free() after close waits for submitted work too
+ * (Python's `with Pool()` terminates it). terminate() stops at once:
+ * pending calls return MPX_ECANCELED. Freeing a pool that is busy and not
+ * closed logs a warning and terminates it rather than hanging. */
+#ifndef MPX_POOL_H
+#define MPX_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "common.h"
+#include "codec.h"
+#include "conn.h"
+#include "obj.h"
+#include "process.h"
+#include "transport.h"
+
+typedef struct mpx_pool_s mpx_pool_t;
+typedef struct mpx_task_s mpx_task_t;
+typedef struct mpx_async_s mpx_async_t;
+typedef struct mpx_imap_s mpx_imap_t;
+
+/* ---- tasks (worker side) ---------------------------------------------------- */
+
+/* A task. in/len: the argument, valid during the call. 0: success (with
+ * the result set by mpx_task_result, or an empty result); non-zero: the
+ * task failed (message from mpx_task_fail, else "task returned N"). */
+typedef int (*mpx_task_fn)(mpx_task_t *t, const void *in, size_t len);
+
+/* How a task is named: a pointer or a "path/lib.so:symbol" spec. */
+typedef struct {
+  mpx_task_fn fn;
+  const char *spec;
+} mpx_func_t;
+#define MPX_FUNC(f) ((mpx_func_t){.fn = (f), .spec = NULL})
+#define MPX_FUNC_SPEC(s) ((mpx_func_t){.fn = NULL, .spec = (s)})
+
+/* Set the task's result (copied; a later call replaces it). */
+MPX_API int mpx_task_result(mpx_task_t *t, const void *data, size_t len);
+/* Room for a result of len bytes, to write in place (replaces any result
+ * set before); NULL when out of memory. */
+MPX_API void *mpx_task_result_buf(mpx_task_t *t, size_t len);
+/* Fail the task with a message; returns MPX_ETASK (return it). */
+MPX_API int mpx_task_fail(mpx_task_t *t, const char *fmt, ...)
+    MPX_PRINTF(2, 3);
+/* The worker's index (0..processes-1) and the pool's worker count. */
+MPX_API unsigned mpx_task_worker(const mpx_task_t *t);
+MPX_API unsigned mpx_task_workers(const mpx_task_t *t);
+/* What the initializer stored with mpx_task_set_state() in this worker. */
+MPX_API void *mpx_task_state(const mpx_task_t *t);
+
+/* A worker initializer: runs once in each worker before its first task,
+ * with the pool's initargs. Non-zero: the worker exits with that code (a
+ * failed start, counted by the restart intensity). */
+typedef int (*mpx_pool_init_fn)(const void *args, size_t len);
+/* From an initializer: per-worker state for mpx_task_state(). */
+MPX_API void mpx_task_set_state(void *state);
+/* In a worker process (its initializer or a task): the worker's index and
+ * the pool's worker count; 0 and 0 outside a pool worker. */
+MPX_API unsigned mpx_pool_worker_index(void);
+MPX_API unsigned mpx_pool_worker_count(void);
+
+/* ---- the pool ------------------------------------------------------------------ */
+
+typedef enum {
+  MPX_RESTART_PERMANENT = 0, /* always replace a worker that ended */
+  MPX_RESTART_TRANSIENT = 1, /* only after an abnormal end */
+  MPX_RESTART_TEMPORARY = 2  /* never (the pool shrinks) */
+} mpx_restart_t;
+
+typedef struct {
+  unsigned processes;             /* 0: mpx_cpu_count() */
+  mpx_pool_init_fn initializer;   /* or initializer_spec "lib.so:symbol" */
+  const char *initializer_spec;
+  const void *initargs;           /* copied */
+  size_t initargs_len;
+  unsigned maxtasksperchild;      /* 0: unlimited */
+  mpx_start_method_t start_method;
+  mpx_transport_t transport;      /* AUTO: uring where the kernel allows */
+  int retries;                    /* per task after a worker death; 0: 2,
+                                     negative: none */
+  double task_timeout;            /* seconds per task; 0: none */
+  size_t chunksize;               /* map: tasks per message; 0: automatic */
+  mpx_restart_t restart;
+  unsigned max_restarts;          /* intensity; 0: 10 + 2 per process ... */
+  double restart_period;          /* ... in this many seconds; 0: 5 */
+  double backoff_min, backoff_max;/* seconds; 0: 0.01 and 1 */
+  const char *name;               /* log prefix; default "pool-N" */
+  bool quiet;                     /* do not relay worker stderr */
+} mpx_pool_opts_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Starts the workers. opts may be NULL. The pool is the caller's
+ * (mpx_pool_free). Start failures (a task library that cannot load, an
+ * initializer that fails) are retried by the supervisor and break the
+ * pool past the intensity; mpx_pool_new itself fails only for bad
+ * options or resources (MPX_EINVAL, MPX_ENOMEM, MPX_ENOTSUP for a
+ * transport the kernel refuses). */
+MPX_API int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts);
+
+/* ---- one task -------------------------------------------------------------- */
+
+/* Runs f(in) on a worker and waits. *out (malloc'd, the caller's; NULL
+ * for an empty result) and *out_len receive the result. Returns 0, the
+ * task's failure (MPX_ETASK, MPX_EWORKER, MPX_ETIMEDOUT for the task's own
+ * timeout) with the message in mpx_last_error(), MPX_ETIMEDOUT when
+ * `timeout` (the caller's wait) ran out (the task is cancelled),
+ * MPX_EINTR, MPX_EBROKEN, MPX_ECLOSED (pool closed), MPX_ECANCELED. */
+MPX_API int mpx_pool_apply(mpx_pool_t *p, mpx_func_t f, const void *in,
+                           size_t len, void **out, size_t *out_len,
+                           double timeout);
+
+typedef void (*mpx_async_cb)(mpx_async_t *a, void *arg);
+
+/* Submits f(in) (in is copied) and returns at once with a handle (the
+ * caller's: mpx_async_free, which may come before the result: the result
+ * is then dropped). callback (success) or error_callback (failure) is
+ * called once, on the pool's thread, when the task ends; both may be
+ * NULL. */
+MPX_API int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
+                                 size_t len, mpx_async_cb callback,
+                                 mpx_async_cb error_callback, void *arg,
+                                 mpx_async_t **out);
+
+/* Waits for the result: 0 when ready, MPX_ETIMEDOUT, MPX_EINTR. */
+MPX_API int mpx_async_wait(mpx_async_t *a, double timeout);
+/* The result, borrowed from the handle (valid until mpx_async_free).
+ * Returns 0 or the task's failure as mpx_pool_apply, MPX_ETIMEDOUT if not
+ * ready within timeout. */
+MPX_API int mpx_async_get(mpx_async_t *a, const void **data, size_t *len,
+                          double timeout);
+MPX_API bool mpx_async_ready(const mpx_async_t *a);
+/* Ready and succeeded. */
+MPX_API bool mpx_async_successful(const mpx_async_t *a);
+/* The failure's message ("" while pending or after a success). */
+MPX_API const char *mpx_async_error(const mpx_async_t *a);
+MPX_API void mpx_async_free(mpx_async_t *a);
+
+/* ---- many tasks ------------------------------------------------------------------- */
+
+/* One result of mpx_pool_map. data: malloc'd, the caller's (free it, or
+ * mpx_pool_results_free); error: the failure's message (malloc'd) or
+ * NULL. */
+typedef struct {
+  void *data;
+  size_t len;
+  int rc;
+  char *error;
+} mpx_pool_result_t;
+
+/* f over n inputs, results in order into out[0..n). The inputs must stay
+ * valid until the call returns. Tasks go to the workers `chunksize` at a
+ * time (automatic: about four messages per worker, at most 64 KiB of
+ * arguments each). Returns 0 when every task succeeded, else the first
+ * failure's code (every out[i] still has its own rc and error), or
+ * MPX_ETIMEDOUT / MPX_EINTR / MPX_EBROKEN / MPX_ECLOSED for the call. */
+MPX_API int mpx_pool_map(mpx_pool_t *p, mpx_func_t f, const mpx_conn_buf_t *in,
+                         size_t n, mpx_pool_result_t *out, double timeout);
+/* mpx_pool_map without waiting: in and out must stay valid until the
+ * handle is ready; callback / error_callback run once on the pool's
+ * thread when every task has ended (error_callback when one failed).
+ * mpx_async_get / _wait report the call's outcome (no data). Freeing the
+ * handle before it is ready cancels the rest of the map: nothing is
+ * written into out after mpx_async_free returns. */
+MPX_API int mpx_pool_map_async(mpx_pool_t *p, mpx_func_t f,
+                               const mpx_conn_buf_t *in, size_t n,
+                               mpx_pool_result_t *out, mpx_async_cb callback,
+                               mpx_async_cb error_callback, void *arg,
+                               mpx_async_t **handle);
+
+/* Frees the data and messages of out[0..n) (not out itself). */
+MPX_API void mpx_pool_results_free(mpx_pool_result_t *out, size_t n);
+
+/* The fast path for fixed-size arguments and results: input i is
+ * in + i*in_size, and its result (at most out_size bytes; a longer one
+ * fails the task) is written at out + i*out_size. rc, when not NULL,
+ * receives each task's status (0 or its failure code). Returns as
+ * mpx_pool_map. */
+MPX_API int mpx_pool_map_fixed(mpx_pool_t *p, mpx_func_t f, const void *in,
+                               size_t in_size, size_t n, void *out,
+                               size_t out_size, int *rc, double timeout);
+
+/* An input source for imap: fill *data / *len with the next argument
+ * (borrowed until the next call; it is copied) and return 1, or return
+ * 0 at the end, or a negative error (which ends the imap with it). Runs
+ * in the thread that calls mpx_imap_next. */
+typedef int (*mpx_iter_fn)(void *arg, const void **data, size_t *len);
+
+/* Lazy map over an iterator: at most `window` tasks in flight or waiting
+ * to be taken (0: 2 per worker ... Python 3.15's buffersize), so an
+ * endless input uses bounded memory. ordered: results in input order
+ * (imap), else in completion order (imap_unordered). The handle is the
+ * caller's: mpx_imap_free stops pulling input and drops what is left. */
+MPX_API int mpx_pool_imap(mpx_pool_t *p, mpx_func_t f, mpx_iter_fn next,
+                          void *arg, bool ordered, size_t window,
+                          mpx_imap_t **out);
+/* The next result: 1 with *data / *len (borrowed until the next call) and
+ * *index (its input position; may be NULL); 0 at the end; or a negative
+ * code: the task's failure (the imap goes on: call again for the next),
+ * or MPX_ETIMEDOUT / MPX_EINTR / MPX_EBROKEN for the call. */
+MPX_API int mpx_imap_next(mpx_imap_t *it, const void **data, size_t *len,
+                          size_t *index, double timeout);
+MPX_API void mpx_imap_free(mpx_imap_t *it);
+
+/* ---- objects ------------------------------------------------------------------------------ */
+
+/* apply with an mpx_obj argument and result, encoded with codec (the
+ * worker's task sees the encoding and answers with one). */
+MPX_API int mpx_pool_apply_obj(mpx_pool_t *p, mpx_func_t f,
+                               const mpx_codec_t *codec, const mpx_obj_t *arg,
+                               mpx_obj_t **result, double timeout);
+/* Python's starmap: each element of args (an array of argument tuples,
+ * any mpx_obj sequence) is encoded with codec and passed to f; results
+ * decoded into *results (a new array, the caller's). */
+MPX_API int mpx_pool_starmap(mpx_pool_t *p, mpx_func_t f,
+                             const mpx_codec_t *codec, const mpx_obj_t *args,
+                             mpx_obj_t **results, double timeout);
+
+/* ---- lifetime --------------------------------------------------------------------------- */
+
+MPX_API int mpx_pool_close(mpx_pool_t *p);
+/* Stops the workers now; pending calls return MPX_ECANCELED. */
+MPX_API int mpx_pool_terminate(mpx_pool_t *p);
+/* After close or terminate: waits until the submitted work is done and
+ * the workers have exited. MPX_ESTATE before close; MPX_ETIMEDOUT;
+ * MPX_EINTR. */
+MPX_API int mpx_pool_join(mpx_pool_t *p, double timeout);
+MPX_API void mpx_pool_free(mpx_pool_t *p);
+
+typedef struct {
+  unsigned workers;       /* alive now */
+  uint64_t started;       /* worker processes started, restarts included */
+  uint64_t restarts;      /* restarts after an end the policy counts */
+  uint64_t tasks_done;    /* tasks that succeeded */
+  uint64_t tasks_failed;  /* tasks that failed (their own error or out of retries) */
+  uint64_t retries;       /* task runs repeated after a worker died */
+  uint64_t messages;      /* task messages sent to workers */
+  bool broken;
+  mpx_transport_t transport; /* the one in use */
+} mpx_pool_stats_t;
+MPX_API int mpx_pool_stats(mpx_pool_t *p, mpx_pool_stats_t *st);
+
+/* The worker entry point (for spawn, mpx-worker calls it by name). Not
+ * for direct use. */
+MPX_API int mpx_pool_worker_main(const void *args, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPX_POOL_H */

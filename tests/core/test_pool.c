@@ -1,0 +1,676 @@
+/* Pools: map of 100 000 items in order, map of variable-sized items,
+ * apply and apply_async with callbacks counted, imap over an endless
+ * input with a bounded window, imap_unordered's multiset, maxtasksperchild
+ * (distinct pids), the initializer once per worker, a task that SIGSEGVs
+ * on some inputs, a storm of SIGKILLs during a 200 000-task map, restart
+ * intensity breaking the pool, task timeouts, SIGINT during map, close +
+ * join, spawn and forkserver workers, objects through a codec, and 1 000
+ * create/destroy cycles without fd or child leaks. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mpx.h"
+#include "../mpx_test.h"
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_s(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Processes whose parent is this one, from /proc. */
+static int count_children(void) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int n = 0;
+  char path[300], buf[512];
+  while (d && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(buf, sizeof buf, f)) {
+      char *p = strrchr(buf, ')');
+      int ppid;
+      char st;
+      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid())
+        n++;
+    }
+    fclose(f);
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  while (d && readdir(d)) n++;
+  if (d) closedir(d);
+  return n;
+}
+
+/* ---- tasks ---------------------------------------------------------------------------- */
+
+static int square(mpx_task_t *t, const void *in, size_t len) {
+  int64_t x;
+  if (len != sizeof x) return mpx_task_fail(t, "want 8 bytes, got %zu", len);
+  memcpy(&x, in, sizeof x);
+  x *= x;
+  return mpx_task_result(t, &x, sizeof x);
+}
+
+/* square after ~20 µs of work: long enough for a storm to hit. */
+static int slow_square(mpx_task_t *t, const void *in, size_t len) {
+  double t0 = now();
+  while (now() - t0 < 20e-6) {
+  }
+  return square(t, in, len);
+}
+
+static int reverse(mpx_task_t *t, const void *in, size_t len) {
+  char *o = mpx_task_result_buf(t, len);
+  if (o == NULL && len) return MPX_ENOMEM;
+  for (size_t i = 0; i < len; i++) o[i] = ((const char *)in)[len - 1 - i];
+  return 0;
+}
+
+static int fail_odd(mpx_task_t *t, const void *in, size_t len) {
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  (void)len;
+  if (x % 2) return mpx_task_fail(t, "odd input %lld", (long long)x);
+  return mpx_task_result(t, &x, sizeof x);
+}
+
+static int segv_on_7(mpx_task_t *t, const void *in, size_t len) {
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  (void)len;
+  if (x % 100 == 7) {
+    fprintf(stderr, "about to crash on %lld\n", (long long)x);
+    signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would exit(1) */
+    raise(SIGSEGV);
+  }
+  x = -x;
+  return mpx_task_result(t, &x, sizeof x);
+}
+
+static int getpid_task(mpx_task_t *t, const void *in, size_t len) {
+  (void)in, (void)len;
+  int32_t pid = getpid();
+  return mpx_task_result(t, &pid, sizeof pid);
+}
+
+static int sleepy(mpx_task_t *t, const void *in, size_t len) {
+  double s;
+  memcpy(&s, in, sizeof s);
+  (void)len;
+  sleep_s(s);
+  return mpx_task_result(t, &s, sizeof s);
+}
+
+static _Atomic int *init_count; /* shared with the workers */
+static int init_marks(const void *a, size_t n) {
+  if (n != 4 || memcmp(a, "init", 4) != 0) return 9;
+  atomic_fetch_add(init_count, 1);
+  mpx_task_set_state((void *)"ready");
+  return 0;
+}
+static int state_task(mpx_task_t *t, const void *in, size_t len) {
+  (void)in, (void)len;
+  const char *s = mpx_task_state(t);
+  return mpx_task_result(t, s, strlen(s));
+}
+
+static int init_fails(const void *a, size_t n) {
+  (void)a, (void)n;
+  fprintf(stderr, "initializer cannot start\n");
+  return 3;
+}
+
+static mpx_pool_t *pool(unsigned n, mpx_pool_opts_t *o) {
+  mpx_pool_opts_t d = {0};
+  if (o == NULL) o = &d;
+  o->processes = n;
+  mpx_pool_t *p = NULL;
+  int rc = mpx_pool_new(&p, o);
+  if (rc != 0) fprintf(stderr, "pool_new: %s\n", mpx_last_error());
+  return p;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void test_map_fixed_in_order(void) {
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 100000 };
+  int64_t *in = malloc(N * sizeof *in), *out = calloc(N, sizeof *out);
+  int *rc = malloc(N * sizeof *rc);
+  for (int64_t i = 0; i < N; i++) in[i] = i - 50000;
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(square), in, 8, N, out, 8, rc, 60), 0);
+  size_t bad = 0;
+  for (int64_t i = 0; i < N; i++)
+    if (out[i] != in[i] * in[i] || rc[i] != 0) bad++;
+  CU_ASSERT_EQUAL(bad, 0);
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  CU_ASSERT_EQUAL(st.tasks_done, N);
+  CU_ASSERT_EQUAL(st.tasks_failed, 0);
+  free(in);
+  free(out);
+  free(rc);
+  mpx_pool_free(p);
+}
+
+static _Atomic int cb_ok, cb_err;
+static void on_ok(mpx_async_t *a, void *arg) {
+  (void)a;
+  atomic_fetch_add(&cb_ok, 1);
+  (void)arg;
+}
+static void on_err(mpx_async_t *a, void *arg) {
+  (void)arg;
+  if (strstr(mpx_async_error(a), "odd input") != NULL) atomic_fetch_add(&cb_err, 1);
+}
+
+static void test_map_bytes_and_errors(void) {
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 3000 };
+  char (*s)[40] = malloc(N * sizeof *s);
+  mpx_conn_buf_t *in = malloc(N * sizeof *in);
+  mpx_pool_result_t *out = malloc(N * sizeof *out);
+  for (int i = 0; i < N; i++) {
+    snprintf(s[i], sizeof s[i], "item-%d%s", i, i % 3 ? "" : "-long-tail");
+    in[i] = (mpx_conn_buf_t){s[i], strlen(s[i])};
+  }
+  CU_ASSERT_EQUAL(mpx_pool_map(p, MPX_FUNC(reverse), in, N, out, 60), 0);
+  size_t bad = 0;
+  for (int i = 0; i < N; i++) {
+    char want[40];
+    size_t l = strlen(s[i]);
+    for (size_t k = 0; k < l; k++) want[k] = s[i][l - 1 - k];
+    if (out[i].rc != 0 || out[i].len != l || memcmp(out[i].data, want, l)) bad++;
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+  mpx_pool_results_free(out, N);
+  /* Failures: each task has its own code and message; the call returns
+   * the first failure. */
+  int64_t v[10];
+  mpx_conn_buf_t vin[10];
+  for (int i = 0; i < 10; i++) {
+    v[i] = i;
+    vin[i] = (mpx_conn_buf_t){&v[i], 8};
+  }
+  CU_ASSERT_EQUAL(mpx_pool_map(p, MPX_FUNC(fail_odd), vin, 10, out, 60), MPX_ETASK);
+  for (int i = 0; i < 10; i++) {
+    CU_ASSERT_EQUAL(out[i].rc, i % 2 ? MPX_ETASK : 0);
+    if (i % 2) {
+      char m[40];
+      snprintf(m, sizeof m, "odd input %d", i);
+      CU_ASSERT_STRING_EQUAL(out[i].error ? out[i].error : "", m);
+    }
+  }
+  mpx_pool_results_free(out, 10);
+  /* map_async: the callback once, results in place when ready */
+  mpx_async_t *a;
+  atomic_store(&cb_ok, 0);
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_map_async(p, MPX_FUNC(reverse), in, N, out, on_ok,
+                                           NULL, NULL, &a), 0);
+  CU_ASSERT_EQUAL(mpx_async_wait(a, 60), 0);
+  CU_ASSERT_TRUE(mpx_async_successful(a));
+  for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(out[i].len, strlen(s[i]));
+  mpx_async_free(a);
+  mpx_pool_close(p);
+  mpx_pool_join(p, 30); /* callbacks have run */
+  CU_ASSERT_EQUAL(atomic_load(&cb_ok), 1);
+  mpx_pool_results_free(out, N);
+  free(s);
+  free(in);
+  free(out);
+  mpx_pool_free(p);
+}
+
+static void test_apply_and_callbacks(void) {
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  int64_t x = 12;
+  void *res;
+  size_t len;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 30), 0);
+  CU_ASSERT_EQUAL(len, 8);
+  CU_ASSERT_EQUAL(res ? *(int64_t *)res : 0, 144);
+  free(res);
+  x = 3;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(fail_odd), &x, 8, &res, &len, 30), MPX_ETASK);
+  CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "odd input 3"));
+  enum { N = 200 };
+  mpx_async_t *a[N];
+  atomic_store(&cb_ok, 0);
+  atomic_store(&cb_err, 0);
+  for (int64_t i = 0; i < N; i++)
+    CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, MPX_FUNC(fail_odd), &i, 8, on_ok,
+                                               on_err, NULL, &a[i]), 0);
+  for (int64_t i = 0; i < N; i++) {
+    const void *d;
+    size_t l;
+    int rc = mpx_async_get(a[i], &d, &l, 30);
+    CU_ASSERT_EQUAL(rc, i % 2 ? MPX_ETASK : 0);
+    CU_ASSERT_TRUE(mpx_async_ready(a[i]));
+    CU_ASSERT_EQUAL(mpx_async_successful(a[i]), i % 2 == 0);
+    if (rc == 0) CU_ASSERT_EQUAL(*(const int64_t *)d, i);
+    mpx_async_free(a[i]);
+  }
+  /* Callbacks run on the pool's thread, once each, by the time free
+   * returns after close. */
+  mpx_pool_close(p);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, 30), 0);
+  CU_ASSERT_EQUAL(atomic_load(&cb_ok), N / 2);
+  CU_ASSERT_EQUAL(atomic_load(&cb_err), N / 2);
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 30), MPX_ECLOSED);
+  mpx_pool_free(p);
+}
+
+typedef struct {
+  int64_t next, limit;
+} gen_t;
+/* Hands out a copy: the pool copies the bytes before the next call. */
+static int gen_next(void *arg, const void **d, size_t *l) {
+  static __thread int64_t cur;
+  gen_t *g = arg;
+  if (g->limit >= 0 && g->next >= g->limit) return 0;
+  cur = g->next++;
+  *d = &cur;
+  *l = 8;
+  return 1;
+}
+
+static void test_imap_bounded_and_ordered(void) {
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  gen_t g = {0, -1}; /* endless */
+  mpx_imap_t *it;
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_imap(p, MPX_FUNC(square), gen_next, &g, true, 16, &it), 0);
+  for (int64_t i = 0; i < 2000; i++) {
+    const void *d;
+    size_t l, idx;
+    CU_ASSERT_EQUAL_FATAL(mpx_imap_next(it, &d, &l, &idx, 30), 1);
+    CU_ASSERT_EQUAL(idx, (size_t)i);
+    CU_ASSERT_EQUAL(*(const int64_t *)d, i * i);
+    /* never more than the window pulled ahead of what was consumed */
+    CU_ASSERT_TRUE(g.next <= i + 1 + 16);
+  }
+  mpx_imap_free(it); /* stops pulling */
+  int64_t pulled = g.next;
+  sleep_s(0.05);
+  CU_ASSERT_EQUAL(g.next, pulled);
+  mpx_pool_free(p);
+}
+
+static void test_imap_unordered_multiset(void) {
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 5000 };
+  gen_t g = {0, N};
+  mpx_imap_t *it;
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_imap(p, MPX_FUNC(square), gen_next, &g, false, 0, &it), 0);
+  char *seen = calloc(N, 1);
+  int rc, n = 0;
+  const void *d;
+  size_t l, idx;
+  while ((rc = mpx_imap_next(it, &d, &l, &idx, 30)) == 1) {
+    int64_t v = *(const int64_t *)d;
+    if (idx < N && v == (int64_t)idx * (int64_t)idx) seen[idx]++;
+    n++;
+  }
+  CU_ASSERT_EQUAL(rc, 0);
+  CU_ASSERT_EQUAL(n, N);
+  int once = 0;
+  for (int i = 0; i < N; i++) once += seen[i] == 1;
+  CU_ASSERT_EQUAL(once, N);
+  free(seen);
+  mpx_imap_free(it);
+  mpx_pool_free(p);
+}
+
+static void test_maxtasks_and_initializer(void) {
+  init_count = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  atomic_store(init_count, 0);
+  mpx_pool_opts_t o = {.maxtasksperchild = 10, .initializer = init_marks,
+                       .initargs = "init", .initargs_len = 4, .chunksize = 1};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 100 };
+  int32_t pids[N];
+  int dummy[N];
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(getpid_task), dummy, sizeof *dummy, N,
+                                     pids, sizeof *pids, NULL, 60), 0);
+  /* No worker runs more than 10 tasks: at least 10 processes served. */
+  int distinct = 0, most = 0;
+  for (int i = 0; i < N; i++) {
+    int seen = 0, uses = 0;
+    for (int k = 0; k < N; k++) {
+      if (k < i) seen |= pids[k] == pids[i];
+      uses += pids[k] == pids[i];
+    }
+    distinct += !seen;
+    if (uses > most) most = uses;
+  }
+  CU_ASSERT_TRUE(distinct >= N / 10);
+  CU_ASSERT_EQUAL(most, 10);
+  void *res;
+  size_t len;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(state_task), NULL, 0, &res, &len, 30), 0);
+  CU_ASSERT_EQUAL(len, 5);
+  CU_ASSERT_TRUE(res && memcmp(res, "ready", 5) == 0);
+  free(res);
+  mpx_pool_close(p);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, 30), 0);
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  /* Once in every worker that ran (the last ones may be stopped before
+   * they got that far). */
+  CU_ASSERT_TRUE((uint64_t)atomic_load(init_count) <= st.started);
+  CU_ASSERT_TRUE(atomic_load(init_count) >= distinct);
+  CU_ASSERT_TRUE(st.started >= N / 10);
+  CU_ASSERT_EQUAL(st.restarts, 0); /* retirements are not restarts */
+  if (st.restarts) fprintf(stderr, "restarts %llu started %llu\n", (unsigned long long)st.restarts, (unsigned long long)st.started);
+  mpx_pool_free(p);
+  munmap((void *)init_count, 4096);
+}
+
+static void test_segv_on_some_inputs(void) {
+  mpx_pool_opts_t o = {.max_restarts = 1000, .quiet = true};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 1000 };
+  int64_t in[N], out[N];
+  int rc[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(segv_on_7), in, 8, N, out, 8, rc, 120),
+                  MPX_EWORKER);
+  int good = 0, poisoned = 0;
+  for (int i = 0; i < N; i++) {
+    if (i % 100 == 7) poisoned += rc[i] == MPX_EWORKER;
+    else good += rc[i] == 0 && out[i] == -i;
+  }
+  CU_ASSERT_EQUAL(good, N - 10);
+  if (good != N - 10)
+    for (int i = 0; i < N; i++)
+      if ((i % 100 == 7) == (rc[i] == 0) || (rc[i] == 0 && out[i] != -i))
+        fprintf(stderr, "item %d: rc %d out %lld\n", i, rc[i], (long long)out[i]);
+  CU_ASSERT_EQUAL(poisoned, 10);
+  /* the message names the signal and carries the worker's stderr */
+  mpx_pool_result_t r;
+  mpx_conn_buf_t b = {&in[7], 8};
+  CU_ASSERT_EQUAL(mpx_pool_map(p, MPX_FUNC(segv_on_7), &b, 1, &r, 60), MPX_EWORKER);
+  CU_ASSERT_PTR_NOT_NULL(r.error ? strstr(r.error, "SIGSEGV") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(r.error ? strstr(r.error, "about to crash on 7") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(r.error ? strstr(r.error, "3 attempts") : NULL);
+  mpx_pool_results_free(&r, 1);
+  /* still working */
+  int64_t x = 5;
+  void *res;
+  size_t len;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 30), 0);
+  free(res);
+  mpx_pool_free(p);
+}
+
+typedef struct {
+  mpx_pool_t *p;
+  _Atomic bool stop;
+  int kills;
+} storm_t;
+
+static void *storm(void *arg) {
+  storm_t *s = arg;
+  unsigned seed = 7;
+  while (!atomic_load(&s->stop)) {
+    sleep_s(0.005 + (rand_r(&seed) % 10) * 0.001);
+    /* a random child of ours */
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t victims[16];
+    int n = 0;
+    char path[300], buf[512];
+    while (d && (e = readdir(d)) != NULL && n < 16) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+      FILE *f = fopen(path, "r");
+      if (!f) continue;
+      if (fgets(buf, sizeof buf, f)) {
+        char *p = strrchr(buf, ')');
+        int ppid;
+        char st;
+        if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid() && st != 'Z')
+          victims[n++] = atoi(e->d_name);
+      }
+      fclose(f);
+    }
+    if (d) closedir(d);
+    if (n > 0 && kill(victims[rand_r(&seed) % n], SIGKILL) == 0) s->kills++;
+  }
+  return NULL;
+}
+
+static void test_kill_storm(void) {
+  mpx_pool_opts_t o = {.retries = 1000, .max_restarts = 100000, .quiet = true,
+                       .chunksize = 500, .backoff_min = 0.001, .backoff_max = 0.01};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 200000 };
+  int64_t *in = malloc(N * 8), *out = calloc(N, 8);
+  int *rc = malloc(N * sizeof *rc);
+  for (int64_t i = 0; i < N; i++) in[i] = i;
+  storm_t s = {.p = p};
+  pthread_t th;
+  pthread_create(&th, NULL, storm, &s);
+  int r = mpx_pool_map_fixed(p, MPX_FUNC(slow_square), in, 8, N, out, 8, rc, 300);
+  atomic_store(&s.stop, true);
+  pthread_join(th, NULL);
+  CU_ASSERT_EQUAL(r, 0);
+  size_t bad = 0;
+  for (int64_t i = 0; i < N; i++) bad += rc[i] != 0 || out[i] != i * i;
+  CU_ASSERT_EQUAL(bad, 0);
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  fprintf(stderr, "kill storm: %d kills, %llu retries, %llu workers started\n", s.kills,
+          (unsigned long long)st.retries, (unsigned long long)st.started);
+  CU_ASSERT_EQUAL(st.tasks_done, N); /* each result delivered once */
+  CU_ASSERT_TRUE(s.kills >= 20);
+  CU_ASSERT_TRUE(st.retries > 0);
+  free(in);
+  free(out);
+  free(rc);
+  mpx_pool_free(p);
+}
+
+static void test_intensity_breaks_pool(void) {
+  mpx_pool_opts_t o = {.initializer = init_fails, .max_restarts = 3,
+                       .restart_period = 30, .quiet = true};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  int64_t x = 2;
+  void *res;
+  size_t len;
+  double t0 = now();
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 60), MPX_EBROKEN);
+  CU_ASSERT_TRUE(now() - t0 < 30);
+  CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "code 3"));
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 60), MPX_EBROKEN);
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  CU_ASSERT_TRUE(st.broken);
+  mpx_pool_free(p);
+}
+
+static void test_task_timeout(void) {
+  mpx_pool_opts_t o = {.task_timeout = 0.5, .retries = -1, .chunksize = 1, .quiet = true};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  double in[6] = {0.01, 0.01, 0.01, 30, 0.01, 0.01}, out[6];
+  int rc[6];
+  double t0 = now();
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(sleepy), in, 8, 6, out, 8, rc, 60),
+                  MPX_ETIMEDOUT);
+  CU_ASSERT_TRUE(now() - t0 < 20);
+  for (int i = 0; i < 6; i++) CU_ASSERT_EQUAL(rc[i], i == 3 ? MPX_ETIMEDOUT : 0);
+  mpx_pool_free(p);
+}
+
+static void *send_sigint(void *arg) {
+  sleep_s(*(double *)arg);
+  kill(getpid(), SIGINT);
+  return NULL;
+}
+
+static void test_sigint_during_map(void) {
+  mpx_pool_opts_t o = {.chunksize = 1};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 400 };
+  double in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = 0.05;
+  double delay = 0.3;
+  pthread_t th;
+  pthread_create(&th, NULL, send_sigint, &delay);
+  double t0 = now();
+  int rc = mpx_pool_map_fixed(p, MPX_FUNC(sleepy), in, 8, N, out, 8, NULL, 60);
+  double dt = now() - t0;
+  pthread_join(th, NULL);
+  CU_ASSERT_EQUAL(rc, MPX_EINTR);
+  CU_ASSERT_TRUE(dt < delay + 5); /* promptly: not the 10 s the map needs */
+  fprintf(stderr, "SIGINT: map returned %.3f s after the signal\n", dt - delay);
+  /* still usable */
+  int64_t x = 9;
+  void *res;
+  size_t len;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 30), 0);
+  free(res);
+  mpx_pool_free(p);
+  CU_ASSERT_EQUAL(count_children(), 0);
+}
+
+static void test_close_join_waits(void) {
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  mpx_async_t *a[20];
+  double s = 0.02;
+  for (int i = 0; i < 20; i++)
+    CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, MPX_FUNC(sleepy), &s, 8, NULL, NULL,
+                                               NULL, &a[i]), 0);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, 1), MPX_ESTATE);
+  mpx_pool_close(p);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, 60), 0);
+  for (int i = 0; i < 20; i++) {
+    CU_ASSERT_TRUE(mpx_async_successful(a[i]));
+    mpx_async_free(a[i]);
+  }
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  CU_ASSERT_EQUAL(st.workers, 0);
+  mpx_pool_free(p);
+  CU_ASSERT_EQUAL(count_children(), 0);
+}
+
+static void test_spawn_and_forkserver(void) {
+  mpx_start_method_t methods[2] = {MPX_START_SPAWN, MPX_START_FORKSERVER};
+  for (int m = 0; m < 2; m++) {
+    mpx_pool_opts_t o = {.start_method = methods[m]};
+    mpx_pool_t *p = pool(2, &o);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    int64_t in[100], out[100];
+    for (int i = 0; i < 100; i++) in[i] = i;
+    mpx_func_t f = m == 0 ? MPX_FUNC_SPEC(TARGETS_SO ":pt_square") : MPX_FUNC(square);
+    CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, f, in, 8, 100, out, 8, NULL, 60), 0);
+    for (int i = 0; i < 100; i++) CU_ASSERT_EQUAL(out[i], (int64_t)i * i);
+    /* spawn with a pointer that is not an exported symbol of a shared
+     * object: a clear error at the call */
+    if (m == 0) {
+      void *res;
+      size_t len;
+      CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), in, 8, &res, &len, 30), MPX_EINVAL);
+      CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "spawn"));
+    }
+    mpx_pool_free(p);
+  }
+}
+
+static int echo_obj(mpx_task_t *t, const void *in, size_t len) {
+  return mpx_task_result(t, in, len);
+}
+
+static void test_objects(void) {
+  const mpx_codec_t *c;
+  CU_ASSERT_EQUAL_FATAL(mpx_codec_load(&c, "msgpack"), 0);
+  mpx_pool_t *p = pool(2, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  mpx_obj_t *args = mpx_obj_array(3), *res = NULL;
+  for (int i = 0; i < 3; i++) {
+    mpx_obj_t *t = mpx_obj_tuple(2);
+    mpx_obj_append(t, mpx_obj_int(i));
+    mpx_obj_append(t, mpx_obj_str("x", 1));
+    mpx_obj_append(args, t);
+  }
+  CU_ASSERT_EQUAL(mpx_pool_starmap(p, MPX_FUNC(echo_obj), c, args, &res, 30), 0);
+  CU_ASSERT_EQUAL(res ? mpx_obj_len(res) : 0, 3);
+  for (size_t i = 0; res && i < 3; i++)
+    CU_ASSERT_EQUAL(mpx_obj_get_int(mpx_obj_item(mpx_obj_item(res, i), 0)), (int64_t)i);
+  mpx_obj_t *one = NULL;
+  CU_ASSERT_EQUAL(mpx_pool_apply_obj(p, MPX_FUNC(echo_obj), c, mpx_obj_item(args, 1), &one, 30), 0);
+  CU_ASSERT_TRUE(one && mpx_obj_equal(one, mpx_obj_item(args, 1)));
+  mpx_obj_release(one);
+  mpx_obj_release(res);
+  mpx_obj_release(args);
+  mpx_pool_free(p);
+}
+
+static void test_create_destroy_cycles(void) {
+  /* Measured after the first cycles: what the library opens once on first
+   * use (the forkserver, a cached probe) is not a leak. */
+  int fds0 = 0, kids0 = 0;
+  for (int i = 0; i < 1000; i++) {
+    if (i == 10) {
+      fds0 = count_fds();
+      kids0 = count_children();
+    }
+    mpx_pool_t *p = pool(2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    if (i % 100 == 0) {
+      int64_t x = i;
+      void *res;
+      size_t len;
+      CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 30), 0);
+      free(res);
+    }
+    mpx_pool_close(p);
+    mpx_pool_join(p, 30);
+    mpx_pool_free(p);
+  }
+  CU_ASSERT_EQUAL(count_fds(), fds0);
+  CU_ASSERT_EQUAL(count_children(), kids0);
+}
+
+MPX_TEST_MAIN("pool", MPX_TEST(test_map_fixed_in_order), MPX_TEST(test_map_bytes_and_errors),
+              MPX_TEST(test_apply_and_callbacks), MPX_TEST(test_imap_bounded_and_ordered),
+              MPX_TEST(test_imap_unordered_multiset), MPX_TEST(test_maxtasks_and_initializer),
+              MPX_TEST(test_segv_on_some_inputs), MPX_TEST(test_kill_storm),
+              MPX_TEST(test_intensity_breaks_pool), MPX_TEST(test_task_timeout),
+              MPX_TEST(test_sigint_during_map), MPX_TEST(test_close_join_waits),
+              MPX_TEST(test_spawn_and_forkserver), MPX_TEST(test_objects),
+              MPX_TEST(test_create_destroy_cycles))

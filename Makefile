@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps configure build run test test-asan test-tsan fuzz bench install clean
+.PHONY: all deps configure build run run-example test test-asan test-tsan fuzz bench install clean
 
 all: build
 
@@ -21,6 +21,9 @@ build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
+	$(BUILD)/tools/mpx run examples/primes.yaml $(RUN_ARGS)
+
+run-example: build
 	$(BUILD)/examples/primes $(RUN_ARGS)
 
 test: build

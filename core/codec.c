@@ -1,8 +1,9 @@
 /* The codec loader: finds mpx_codec_<name>.so on the plugin search path,
  * checks its descriptor, and keeps it loaded for the life of the process
  * (descriptors are handed out as plain pointers, so they must never be
- * unloaded). Also the encode/decode wrappers that turn a codec's error
- * record into mpx_last_error(). */
+ * unloaded); the search path itself is core/plugin_path.c, shared with
+ * the task plugin loader. Also the encode/decode wrappers that turn a
+ * codec's error record into mpx_last_error(). */
 #include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
@@ -14,9 +15,9 @@
 
 #include "internal.h"
 #include "mpx/codec.h"
+#include "plugin_path.h"
 
 #define FILE_PREFIX "mpx_codec_"
-#define FILE_SUFFIX ".so"
 
 typedef struct loaded_s {
   char *key; /* the name or path asked for */
@@ -55,17 +56,10 @@ int mpx_codec_check(const mpx_codec_t *c, const char *where) {
 /* Loads and checks one file. 0, or an error naming it. */
 static int load_file(const char *path, const char *want,
                      const mpx_codec_t **out) {
-  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  int rc;
-  if (h == NULL)
-    return mpx__err(MPX_EPLUGIN, "cannot load codec '%s': %s", path,
-                    dlerror());
-  const mpx_codec_t *c = dlsym(h, MPX_CODEC_SYMBOL);
-  if (c == NULL) {
-    dlclose(h);
-    return mpx__err(MPX_ENOSYM, "'%s' exports no %s: not an mpx codec", path,
-                    MPX_CODEC_SYMBOL);
-  }
+  void *h, *sym;
+  int rc = mpx__plugin_open("codec", path, MPX_CODEC_SYMBOL, &h, &sym);
+  if (rc != 0) return rc;
+  const mpx_codec_t *c = sym;
   if ((rc = mpx_codec_check(c, path)) != 0) {
     dlclose(h);
     return rc;
@@ -80,81 +74,20 @@ static int load_file(const char *path, const char *want,
   return 0;
 }
 
-static int valid_name(const char *s) {
-  if (*s == '\0') return 0;
-  for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-          (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
-      return 0;
-  return 1;
-}
-
-/* Appends dir to the list of directories to search (a '\n'-separated
- * buffer, for the error message too). */
-static void add_dir(char *dirs, size_t cap, const char *dir, size_t n) {
-  size_t len = strlen(dirs);
-  if (n == 0 || len + n + 2 > cap) return;
-  memcpy(dirs + len, dir, n);
-  dirs[len + n] = '\n';
-  dirs[len + n + 1] = '\0';
-}
-
-static void search_dirs(char *dirs, size_t cap) {
-  const char *env = getenv("MPX_PLUGIN_PATH");
-  Dl_info info;
-  dirs[0] = '\0';
-  while (env && *env) {
-    const char *colon = strchr(env, ':');
-    size_t n = colon ? (size_t)(colon - env) : strlen(env);
-    add_dir(dirs, cap, env, n);
-    env = colon ? colon + 1 : NULL;
-  }
-  /* Next to the libmpx in use: <dir>/plugins in a build tree,
-   * <libdir>/mpx/plugins in an install. */
-  if (dladdr((void *)mpx_codec_load, &info) && info.dli_fname) {
-    const char *slash = strrchr(info.dli_fname, '/');
-    if (slash) {
-      char d[PATH_MAX];
-      size_t n = (size_t)(slash - info.dli_fname);
-      if (n + 16 < sizeof d) {
-        memcpy(d, info.dli_fname, n);
-        memcpy(d + n, "/plugins", 9);
-        add_dir(dirs, cap, d, strlen(d));
-        memcpy(d + n, "/mpx/plugins", 13);
-        add_dir(dirs, cap, d, strlen(d));
-      }
-    }
-  }
-#ifdef MPX_INSTALL_PLUGIN_DIR
-  add_dir(dirs, cap, MPX_INSTALL_PLUGIN_DIR, strlen(MPX_INSTALL_PLUGIN_DIR));
-#endif
-}
-
 static int find_and_load(const char *name, const mpx_codec_t **out) {
-  char dirs[4096], path[PATH_MAX];
+  char path[PATH_MAX];
+  int rc;
   if (strchr(name, '/')) {
     if (access(name, F_OK) != 0)
       return mpx__err(MPX_ENOENT, "codec file '%s' does not exist", name);
     return load_file(name, NULL, out);
   }
-  if (!valid_name(name))
+  if (!mpx__plugin_name_ok(name))
     return mpx__err(MPX_EINVAL, "'%s' is not a codec name (letters, digits, "
                     "'_' and '-' only)", name);
-  search_dirs(dirs, sizeof dirs);
-  for (char *d = dirs, *nl; *d; d = nl + 1) {
-    nl = strchr(d, '\n');
-    *nl = '\0';
-    int n = snprintf(path, sizeof path, "%s/" FILE_PREFIX "%s" FILE_SUFFIX,
-                     d, name);
-    if (n > 0 && (size_t)n < sizeof path && access(path, F_OK) == 0)
-      return load_file(path, name, out);
-    *nl = ':';
-  }
-  size_t n = strlen(dirs);
-  if (n) dirs[n - 1] = '\0';
-  return mpx__err(MPX_ENOENT, "no codec '%s': no " FILE_PREFIX "%s" FILE_SUFFIX
-                  " in %s (set MPX_PLUGIN_PATH to add directories)", name,
-                  name, n ? dirs : "(no directories)");
+  if ((rc = mpx__plugin_find("codec", FILE_PREFIX, name, path, sizeof path)))
+    return rc;
+  return load_file(path, name, out);
 }
 
 int mpx_codec_load(const mpx_codec_t **out, const char *name) {

@@ -10,9 +10,11 @@
 #include "mpx/sync.h"
 #include "mpx/obj.h"
 #include "mpx/codec.h"
+#include "mpx/plugin.h"
 #include "mpx/conn.h"
 #include "mpx/transport.h"
 #include "mpx/queue.h"
 #include "mpx/pool.h"
+#include "mpx/pipeline.h"
 
 #endif /* MPX_H */

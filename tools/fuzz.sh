@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang in build-fuzz/ and runs each one
-# for FUZZ_SECONDS (default 30) from its seed corpus in tests/fuzz/corpus/.
+# for FUZZ_SECONDS (default 30) from its seed corpus in tests/fuzz/corpus/
+# (and its dictionary tests/fuzz/<name>.dict, if any).
 # New inputs go to build-fuzz/corpus/<target>/, crashes to build-fuzz/.
 #   tools/fuzz.sh [target ...]      (default: every fuzz_* target)
 set -euo pipefail
@@ -17,8 +18,11 @@ export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1
 for t in "${targets[@]}"; do
   name=${t#fuzz_}
   mkdir -p "build-fuzz/corpus/$name"
+  # A target's dictionary, when it has one: tests/fuzz/<name>.dict.
+  dict=()
+  [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="../tests/fuzz/$name.dict")
   echo "fuzz: $t for ${secs}s"
   (cd build-fuzz && "./tests/fuzz/$t" -max_total_time="$secs" -timeout=10 \
-     -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+     -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 ${dict[@]+"${dict[@]}"} \
      "corpus/$name" "../tests/fuzz/corpus/$name" 2>&1 | tail -n 12)
 done

@@ -1,0 +1,868 @@
+/* The pipeline engine (mpx/pipeline.h).
+ *
+ * The calling thread runs the source plugin; every map or reduce stage is
+ * a pool of spawned workers (engine_worker.c); sinks run in this process.
+ * Items pushed into a worker stage collect in its pending batch, which is
+ * submitted (apply_async) when full. A batch's answer arrives on the
+ * stage pool's thread: its failures are dead-lettered, its outputs pushed
+ * into the next stage (in input order for an ordered stage, through a
+ * reorder list), a reduce stage's partial merged into the stage's total.
+ * A batch that fails as a whole (its worker kept dying, or timed out) is
+ * split into single items, so a poisonous item fails alone.
+ *
+ * End of stream: once the source is done, stage k's last partial batch is
+ * submitted when every stage before it is idle; a reduce stage then emits
+ * its final merge downstream.
+ *
+ * Locks: e->mu guards the counters and the condition the main thread
+ * waits on; each stage's s->mu guards its pending batch, reorder list and
+ * reduce total; a thread holding a stage's lock may take a later stage's,
+ * never an earlier one's. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "engine_proto.h"
+#include "internal.h"
+#include "mpx/pipeline.h"
+#include "plugin_host.h"
+
+#define AUTO_BATCH 1024
+#define AUTO_BATCH_BYTES ((size_t)256 << 10)
+
+typedef struct eng_s eng_t;
+typedef struct stage_s stage_t;
+
+typedef struct job_s {
+  stage_t *s;
+  uint64_t seq;
+  mpx_wbuf_t batch;         /* the argument, kept for splitting and dead letters */
+  uint32_t n;
+  struct job_s *parent;     /* a single item split from parent */
+  uint32_t sub;             /* its index in the parent */
+  uint32_t pending;         /* parent: singles not yet done */
+  mpx_wbuf_t *subout;       /* parent, ordered: each single's outputs */
+  mpx_wbuf_t out;           /* ordered: outputs waiting for their turn */
+  uint32_t nout;
+  struct job_s *next;       /* reorder list */
+} job_t;
+
+struct stage_s {
+  eng_t *e;
+  size_t idx;
+  mpx__cfg_stage_t *cfg;
+  const mpx_plugin_t *d;
+  const char *path;
+  const mpx_codec_t *codec;
+  mpx_plugin_ctx_t *ctx;    /* local instance: source, sink, reduce merger */
+  void *state;
+  mpx_pool_t *pool;
+  unsigned workers;
+  size_t batch;
+  bool keep_order; /* outputs in input order: ordered here or next */
+  pthread_mutex_t mu;
+  mpx_wbuf_t pend;
+  uint32_t pend_n;
+  uint64_t next_seq, next_out;
+  job_t *rob;               /* ordered: answers waiting, by seq */
+  mpx_wbuf_t total, tmp;    /* reduce: the running merge */
+  bool have_total;
+  /* under e->mu */
+  uint64_t in, out, failed, inflight;
+  uint64_t retries, restarts; /* from the pool, taken before it is freed */
+  double t_first, t_last;
+};
+
+struct eng_s {
+  mpx__cfg_t *cfg;
+  stage_t *st;
+  size_t n;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t queued;          /* items submitted to worker stages, not answered */
+  size_t cap;
+  int fatal;
+  char fatal_msg[1024];
+  FILE *dl;
+  pthread_mutex_t dl_mu;
+  uint64_t dead;
+  double t0;
+};
+
+static volatile sig_atomic_t signals;
+static void on_signal(int sig) {
+  (void)sig;
+  signals++;
+}
+
+static double now(void) { return mpx__now(); }
+
+static void set_fatal(eng_t *e, int rc, const char *fmt, ...) MPX_PRINTF(3, 4);
+static void set_fatal(eng_t *e, int rc, const char *fmt, ...) {
+  pthread_mutex_lock(&e->mu);
+  if (e->fatal == 0) {
+    e->fatal = rc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->fatal_msg, sizeof e->fatal_msg, fmt, ap);
+    va_end(ap);
+  }
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- dead letters -------------------------------------------------------------- */
+
+static void json_str(FILE *f, const void *data, size_t len) {
+  const unsigned char *p = data;
+  fputc('"', f);
+  for (size_t i = 0; i < len; i++) {
+    unsigned c = p[i];
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c == '\n') fputs("\\n", f);
+    else if (c == '\t') fputs("\\t", f);
+    else if (c < 0x20 || c >= 0x7f) fprintf(f, "\\u%04x", c);
+    else fputc((int)c, f);
+  }
+  fputc('"', f);
+}
+
+/* One JSON line: the stage, the item (bytes outside printable ASCII as
+ * \u00XX, one per byte), the error and the attempts. */
+static void dead_letter(stage_t *s, const void *item, size_t len,
+                        const char *err, unsigned attempts) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  s->failed++;
+  e->dead++;
+  pthread_mutex_unlock(&e->mu);
+  if (e->dl == NULL) return;
+  pthread_mutex_lock(&e->dl_mu);
+  fputs("{\"stage\":", e->dl);
+  json_str(e->dl, s->cfg->name, strlen(s->cfg->name));
+  fputs(",\"item\":", e->dl);
+  json_str(e->dl, item, len);
+  fputs(",\"error\":", e->dl);
+  json_str(e->dl, err, strlen(err));
+  fprintf(e->dl, ",\"attempts\":%u}\n", attempts);
+  fflush(e->dl);
+  pthread_mutex_unlock(&e->dl_mu);
+}
+
+/* ---- moving items ------------------------------------------------------------------ */
+
+static void submit(stage_t *s, job_t *j);
+static void push(stage_t *s, const void *data, size_t len);
+
+/* Items leaving stage s (in order), to the next stage. */
+static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  s->out += n;
+  s->t_last = now();
+  pthread_mutex_unlock(&e->mu);
+  if (s->idx + 1 >= e->n) return;
+  eng_rd_t r = {items, items + len};
+  for (uint32_t i = 0; i < n; i++) {
+    const void *d;
+    uint32_t l;
+    if (eng_bytes(&r, &d, &l) != 0) break;
+    push(&e->st[s->idx + 1], d, l);
+  }
+}
+
+/* Submit s's pending batch; under s->mu. */
+static void flush_pend(stage_t *s) {
+  if (s->pend_n == 0) return;
+  job_t *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    set_fatal(s->e, MPX_ENOMEM, "out of memory");
+    return;
+  }
+  j->s = s;
+  j->seq = s->next_seq++;
+  j->batch = s->pend;
+  j->n = s->pend_n;
+  memcpy(j->batch.data, &j->n, 4);
+  mpx_wbuf_init(&s->pend);
+  s->pend_n = 0;
+  submit(s, j);
+}
+
+static void push(stage_t *s, const void *data, size_t len) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  if (s->in++ == 0) s->t_first = now();
+  pthread_mutex_unlock(&e->mu);
+  pthread_mutex_lock(&s->mu);
+  if (s->pool == NULL) {
+    /* A sink here, one item at a time. */
+    if (mpx__ctx_call_process(s->ctx, s->state, data, len) != 0)
+      dead_letter(s, data, len, mpx_last_error(), 1);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&e->mu);
+    s->out++;
+    s->t_last = now();
+    pthread_mutex_unlock(&e->mu);
+    return;
+  }
+  if (s->pend_n == 0) {
+    uint32_t z = 0;
+    mpx_wbuf_append(&s->pend, &z, 4);
+  }
+  uint32_t l = (uint32_t)len;
+  mpx_wbuf_append(&s->pend, &l, 4);
+  mpx_wbuf_append(&s->pend, data, len);
+  s->pend_n++;
+  if (s->pend_n >= s->batch || s->pend.len >= AUTO_BATCH_BYTES) flush_pend(s);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void job_free(job_t *j) {
+  if (j == NULL) return;
+  mpx_wbuf_free(&j->batch);
+  mpx_wbuf_free(&j->out);
+  if (j->subout) {
+    for (uint32_t i = 0; i < j->n; i++) mpx_wbuf_free(&j->subout[i]);
+    free(j->subout);
+  }
+  free(j);
+}
+
+/* Under s->mu: an ordered stage's answers go out in seq order. */
+static void release_in_order(stage_t *s, job_t *j) {
+  job_t **pp = &s->rob;
+  while (*pp && (*pp)->seq < j->seq) pp = &(*pp)->next;
+  j->next = *pp;
+  *pp = j;
+  while (s->rob && s->rob->seq == s->next_out) {
+    job_t *h = s->rob;
+    s->rob = h->next;
+    s->next_out++;
+    forward(s, h->out.data, h->out.len, h->nout);
+    job_free(h);
+  }
+}
+
+/* A top-level job is over: its outputs (items, n) go on. */
+static void job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
+                       uint32_t n) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&s->mu);
+  if (s->d->kind == MPX_PLUGIN_REDUCE) {
+    /* Merge each partial into the total. */
+    eng_rd_t r = {items, items + len};
+    for (uint32_t i = 0; i < n; i++) {
+      const void *d;
+      uint32_t l;
+      if (eng_bytes(&r, &d, &l) != 0) break;
+      s->tmp.len = 0;
+      if (mpx__ctx_call_merge(s->ctx, s->state, s->total.data, s->total.len, d, l) != 0) {
+        set_fatal(e, MPX_ETASK, "%s", mpx_last_error());
+        break;
+      }
+      mpx_wbuf_t t = s->total;
+      s->total = s->tmp;
+      s->tmp = t;
+      s->have_total = true;
+    }
+    job_free(j);
+  } else if (s->keep_order) {
+    if (j->out.data == NULL || j->out.data != items) {
+      j->out.len = 0;
+      mpx_wbuf_append(&j->out, items, len);
+    }
+    j->nout = n;
+    release_in_order(s, j);
+  } else {
+    forward(s, items, len, n);
+    job_free(j);
+  }
+  pthread_mutex_unlock(&s->mu);
+  pthread_mutex_lock(&e->mu);
+  s->inflight--;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
+/* The item i of a batch. */
+static int batch_item(const job_t *j, uint32_t i, const void **d, uint32_t *l) {
+  eng_rd_t r = {j->batch.data + 4, j->batch.data + j->batch.len};
+  for (uint32_t k = 0; k <= i; k++)
+    if (eng_bytes(&r, d, l) != 0) return -1;
+  return 0;
+}
+
+/* A single split from a parent is over with outputs (or none). */
+static void sub_finish(job_t *c, const uint8_t *items, size_t len, uint32_t n) {
+  job_t *p = c->parent;
+  stage_t *s = c->s;
+  bool last;
+  pthread_mutex_lock(&s->mu);
+  if (s->keep_order || s->d->kind == MPX_PLUGIN_REDUCE) {
+    mpx_wbuf_append(&p->subout[c->sub], &n, 4);
+    mpx_wbuf_append(&p->subout[c->sub], items, len);
+    items = NULL;
+  }
+  last = --p->pending == 0;
+  pthread_mutex_unlock(&s->mu);
+  if (items && n) forward(s, items, len, n);
+  job_free(c);
+  if (!last) return;
+  /* Put the parent's outputs back together in item order. */
+  mpx_wbuf_t all;
+  mpx_wbuf_init(&all);
+  uint32_t total = 0;
+  if (p->subout) {
+    for (uint32_t i = 0; i < p->n; i++) {
+      mpx_wbuf_t *b = &p->subout[i];
+      if (b->len < 4) continue;
+      uint32_t k;
+      memcpy(&k, b->data, 4);
+      total += k;
+      mpx_wbuf_append(&all, b->data + 4, b->len - 4);
+    }
+  }
+  job_finish(s, p, all.data, all.len, total);
+  mpx_wbuf_free(&all);
+}
+
+static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
+  eng_rd_t r = {res, res + len};
+  uint32_t nout, nfail;
+  if (eng_u32(&r, &nout) != 0 || eng_u32(&r, &nfail) != 0) {
+    set_fatal(s->e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
+    return;
+  }
+  const uint8_t *items = r.p;
+  for (uint32_t i = 0; i < nout; i++) {
+    const void *d;
+    uint32_t l;
+    if (eng_bytes(&r, &d, &l) != 0) {
+      set_fatal(s->e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
+      return;
+    }
+  }
+  size_t items_len = (size_t)(r.p - items);
+  for (uint32_t i = 0; i < nfail; i++) {
+    uint32_t idx, ml;
+    const void *m, *d;
+    uint32_t l;
+    if (eng_u32(&r, &idx) != 0 || eng_bytes(&r, &m, &ml) != 0) break;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%.*s", (int)ml, (const char *)m);
+    if (batch_item(j, idx, &d, &l) == 0) dead_letter(s, d, l, msg, 1);
+  }
+  pthread_mutex_lock(&s->e->mu);
+  s->e->queued -= j->n;
+  pthread_cond_broadcast(&s->e->cv);
+  pthread_mutex_unlock(&s->e->mu);
+  if (j->parent) sub_finish(j, items, items_len, nout);
+  else job_finish(s, j, items, items_len, nout);
+}
+
+static void on_ok(mpx_async_t *a, void *arg) {
+  job_t *j = arg;
+  const void *res;
+  size_t len;
+  if (mpx_async_get(a, &res, &len, 0) == 0) answer(j->s, j, res, len);
+  mpx_async_free(a);
+}
+
+static void on_err(mpx_async_t *a, void *arg) {
+  job_t *j = arg;
+  stage_t *s = j->s;
+  eng_t *e = s->e;
+  const void *res;
+  size_t len;
+  int rc = mpx_async_get(a, &res, &len, 0);
+  char msg[1024];
+  snprintf(msg, sizeof msg, "%s", mpx_async_error(a));
+  mpx_async_free(a);
+  if (rc == MPX_EBROKEN || rc == MPX_ECANCELED || rc == MPX_ECLOSED) {
+    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
+    pthread_mutex_lock(&e->mu);
+    e->queued -= j->n;
+    s->inflight -= j->parent ? 0 : 1;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return;
+  }
+  pthread_mutex_lock(&e->mu);
+  e->queued -= j->n;
+  pthread_mutex_unlock(&e->mu);
+  if (j->n > 1) {
+    /* Try each item alone: the one that kills its worker fails alone. */
+    j->pending = j->n;
+    j->subout = calloc(j->n, sizeof *j->subout);
+    for (uint32_t i = 0; i < j->n && j->subout; i++) mpx_wbuf_init(&j->subout[i]);
+    for (uint32_t i = 0; i < j->n; i++) {
+      const void *d;
+      uint32_t l;
+      job_t *c = calloc(1, sizeof *c);
+      if (c == NULL || batch_item(j, i, &d, &l) != 0) {
+        set_fatal(e, MPX_ENOMEM, "out of memory");
+        free(c);
+        return;
+      }
+      c->s = s;
+      c->parent = j;
+      c->sub = i;
+      c->n = 1;
+      uint32_t one = 1;
+      mpx_wbuf_append(&c->batch, &one, 4);
+      mpx_wbuf_append(&c->batch, &l, 4);
+      mpx_wbuf_append(&c->batch, d, l);
+      submit(s, c);
+    }
+    return;
+  }
+  const void *d;
+  uint32_t l;
+  int retries = s->cfg->opts.retries;
+  if (batch_item(j, 0, &d, &l) == 0) dead_letter(s, d, l, msg, (unsigned)retries + 1);
+  if (j->parent) sub_finish(j, NULL, 0, 0);
+  else job_finish(s, j, NULL, 0, 0);
+}
+
+static void submit(stage_t *s, job_t *j) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  e->queued += j->n;
+  if (j->parent == NULL) s->inflight++;
+  pthread_mutex_unlock(&e->mu);
+  mpx_async_t *a;
+  int rc = mpx_pool_apply_async(s->pool, MPX_FUNC(mpx_pipeline_task), j->batch.data,
+                                j->batch.len, on_ok, on_err, j, &a);
+  if (rc != 0) {
+    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, mpx_last_error());
+    pthread_mutex_lock(&e->mu);
+    e->queued -= j->n;
+    if (j->parent == NULL) s->inflight--;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    job_free(j);
+  }
+}
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+static int emit_to_next(void *arg, const void *data, size_t len) {
+  stage_t *s = arg;
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  s->out++;
+  if (s->in == 0) s->t_first = now();
+  s->t_last = now();
+  pthread_mutex_unlock(&e->mu);
+  if (s->idx + 1 < e->n) push(&e->st[s->idx + 1], data, len);
+  return 0;
+}
+
+static int emit_to_tmp(void *arg, const void *data, size_t len) {
+  stage_t *s = arg;
+  return mpx_wbuf_append(&s->tmp, data, len);
+}
+
+static int make_kv(const mpx__cfg_stage_t *c, mpx__kv_t **kv) {
+  *kv = calloc(c->n_params ? c->n_params : 1, sizeof **kv);
+  if (*kv == NULL) return MPX_ENOMEM;
+  for (size_t i = 0; i < c->n_params; i++)
+    (*kv)[i] = (mpx__kv_t){c->params[i].key, c->params[i].value};
+  return 0;
+}
+
+/* Load and validate stage i: its plugin, codec and params. */
+static int stage_load(eng_t *e, size_t i) {
+  stage_t *s = &e->st[i];
+  mpx__cfg_stage_t *c = &e->cfg->stages[i];
+  mpx__plugin_t *pl;
+  int rc;
+  s->e = e;
+  s->idx = i;
+  s->cfg = c;
+  pthread_mutex_init(&s->mu, NULL);
+  mpx_wbuf_init(&s->pend);
+  mpx_wbuf_init(&s->total);
+  mpx_wbuf_init(&s->tmp);
+  if ((rc = mpx__plugin_load(&pl, c->plugin)) != 0)
+    return mpx__cfg_error_at(e->cfg, c->plugin_line, c->plugin_col, "%s",
+                             mpx_last_error());
+  s->d = mpx__plugin_desc(pl);
+  s->path = mpx__plugin_path(pl);
+  bool first = i == 0, last = i + 1 == e->n;
+  mpx_plugin_kind_t k = s->d->kind;
+  if ((k == MPX_PLUGIN_SOURCE) != first)
+    return mpx__cfg_error_at(e->cfg, c->plugin_line, c->plugin_col,
+                             "plugin '%s' is a %s: %s", s->d->name,
+                             mpx_plugin_kind_name(k),
+                             first ? "the first stage must be a source"
+                                   : "only the first stage can be a source");
+  if (k == MPX_PLUGIN_SINK && !last)
+    return mpx__cfg_error_at(e->cfg, c->plugin_line, c->plugin_col,
+                             "plugin '%s' is a sink: only the last stage can be one",
+                             s->d->name);
+  if ((rc = mpx_codec_load(&s->codec, c->opts.codec)) != 0)
+    return mpx__cfg_error_at(e->cfg, c->opts.at[MPX__CFG_CODEC].line,
+                             c->opts.at[MPX__CFG_CODEC].col, "%s", mpx_last_error());
+  mpx__kv_t *kv;
+  size_t bad = 0;
+  if ((rc = make_kv(c, &kv)) != 0) return rc;
+  rc = mpx__ctx_new(&s->ctx, s->d, c->name, kv, c->n_params, &bad, 0, 1, s->codec,
+                    emit_to_next, s);
+  free(kv);
+  if (rc != 0) {
+    if (bad < c->n_params)
+      return mpx__cfg_error_at(e->cfg, c->params[bad].line, c->params[bad].col, "%s",
+                               mpx_last_error());
+    return mpx__cfg_error_at(e->cfg, c->line, c->col, "%s", mpx_last_error());
+  }
+  s->workers = c->opts.workers ? c->opts.workers : (unsigned)mpx_cpu_count();
+  s->batch = c->opts.batch ? c->opts.batch : AUTO_BATCH;
+  s->keep_order = c->opts.ordered ||
+                  (i + 1 < e->n && e->cfg->stages[i + 1].opts.ordered);
+  return 0;
+}
+
+/* Start stage i: its local instance, or its pool. */
+static int stage_start(eng_t *e, size_t i) {
+  stage_t *s = &e->st[i];
+  mpx__cfg_stage_t *c = s->cfg;
+  mpx_plugin_kind_t k = s->d->kind;
+  int rc;
+  if (k == MPX_PLUGIN_SOURCE || k == MPX_PLUGIN_SINK || k == MPX_PLUGIN_REDUCE) {
+    /* Reduce: the local instance only merges. */
+    if (k == MPX_PLUGIN_REDUCE) mpx__ctx_set_emit(s->ctx, emit_to_tmp, s);
+    if ((rc = mpx__ctx_call_init(s->ctx, &s->state)) != 0) return rc;
+  }
+  if (k == MPX_PLUGIN_SOURCE || k == MPX_PLUGIN_SINK) return 0;
+  mpx_wbuf_t params, args;
+  mpx_wbuf_init(&params);
+  mpx_wbuf_init(&args);
+  if ((rc = mpx__ctx_params_encode(s->ctx, &params)) != 0) return rc;
+  engine_wargs_t a = {.version = ENGINE_WARGS_VERSION, .kind = k,
+                      .path_len = (uint32_t)strlen(s->path) + 1,
+                      .stage_len = (uint32_t)strlen(c->name) + 1,
+                      .codec_len = (uint32_t)strlen(c->opts.codec) + 1,
+                      .params_len = (uint32_t)params.len};
+  mpx_wbuf_append(&args, &a, sizeof a);
+  mpx_wbuf_append(&args, s->path, a.path_len);
+  mpx_wbuf_append(&args, c->name, a.stage_len);
+  mpx_wbuf_append(&args, c->opts.codec, a.codec_len);
+  mpx_wbuf_append(&args, params.data, params.len);
+  mpx_wbuf_free(&params);
+  const mpx__cfg_t *g = e->cfg;
+  mpx_pool_opts_t o = {
+      .processes = s->workers, .initializer = mpx_pipeline_worker_init,
+      .initargs = args.data, .initargs_len = args.len,
+      .start_method = MPX_START_SPAWN, .transport = c->opts.transport,
+      .retries = c->opts.retries == 0 ? -1 : c->opts.retries,
+      .task_timeout = c->opts.timeout > 0 ? c->opts.timeout * (double)s->batch : 0,
+      .chunksize = 1, .restart = g->supervisor.restart,
+      .max_restarts = g->supervisor.max_restarts > 0 ? (unsigned)g->supervisor.max_restarts : 0,
+      .restart_period = g->supervisor.period,
+      .backoff_min = g->supervisor.backoff_min, .backoff_max = g->supervisor.backoff_max,
+      .name = c->name};
+  rc = mpx_pool_new(&s->pool, &o);
+  mpx_wbuf_free(&args);
+  return rc;
+}
+
+/* ---- running ----------------------------------------------------------------------------- */
+
+static bool idle_upto(eng_t *e, size_t k) {
+  for (size_t j = 0; j <= k && j < e->n; j++)
+    if (e->st[j].inflight) return false;
+  return true;
+}
+
+/* Waits (under e->mu) for pred, checking signals. 0, or MPX_EINTR after a
+ * second signal, or the fatal error. */
+static int wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k) {
+  int rc = 0;
+  pthread_mutex_lock(&e->mu);
+  while (!pred(e, k) && e->fatal == 0) {
+    if (signals >= 2) {
+      rc = MPX_EINTR;
+      break;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += 50 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+  }
+  if (rc == 0 && e->fatal) rc = e->fatal;
+  pthread_mutex_unlock(&e->mu);
+  return rc;
+}
+
+static bool has_room(eng_t *e, size_t k) {
+  (void)k;
+  return e->queued < e->cap;
+}
+
+static void progress_line(eng_t *e, FILE *f, bool final) {
+  fprintf(f, "\r");
+  pthread_mutex_lock(&e->mu);
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    fprintf(f, "%s%s %llu", i ? " | " : "", s->cfg->name,
+            (unsigned long long)(i == 0 ? s->out : s->in));
+  }
+  double dt = now() - e->t0;
+  uint64_t last = e->st[e->n - 1].out;
+  pthread_mutex_unlock(&e->mu);
+  fprintf(f, "  %.1f s, %.0f/s   %s", dt, dt > 0 ? (double)last / dt : 0.0,
+          final ? "\n" : "");
+  fflush(f);
+}
+
+static atomic_bool progress_stop;
+static void *progress_main(void *arg) {
+  eng_t *e = arg;
+  while (!atomic_load(&progress_stop)) {
+    progress_line(e, stderr, false);
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
+  memset(st, 0, sizeof *st);
+  pthread_mutex_lock(&e->mu);
+  st->n_stages = e->n < MPX_PIPELINE_MAX_STAGES ? e->n : MPX_PIPELINE_MAX_STAGES;
+  for (size_t i = 0; i < st->n_stages; i++) {
+    stage_t *s = &e->st[i];
+    mpx_stage_stats_t *o = &st->stage[i];
+    snprintf(o->name, sizeof o->name, "%s", s->cfg->name);
+    snprintf(o->plugin, sizeof o->plugin, "%s", s->d ? s->d->name : s->cfg->plugin);
+    snprintf(o->kind, sizeof o->kind, "%s", s->d ? mpx_plugin_kind_name(s->d->kind) : "?");
+    o->workers = s->d && (s->d->kind == MPX_PLUGIN_MAP || s->d->kind == MPX_PLUGIN_REDUCE)
+                     ? s->workers : 0;
+    o->in = s->in;
+    o->out = s->out;
+    o->failed = s->failed;
+    o->seconds = s->t_last > s->t_first ? s->t_last - s->t_first : 0;
+    o->retries = s->retries;
+    o->restarts = s->restarts;
+  }
+  st->dead_lettered = e->dead;
+  st->interrupted = signals > 0;
+  st->seconds = now() - e->t0;
+  pthread_mutex_unlock(&e->mu);
+}
+
+static void print_summary(const mpx_pipeline_stats_t *st, FILE *f) {
+  fprintf(f, "%-16s %-7s %7s %12s %12s %12s %8s %8s %8s %9s\n", "stage", "kind",
+          "workers", "in", "out", "rate/s", "failed", "retries", "restarts", "time");
+  for (size_t i = 0; i < st->n_stages; i++) {
+    const mpx_stage_stats_t *s = &st->stage[i];
+    uint64_t n = i == 0 ? s->out : s->in;
+    fprintf(f, "%-16s %-7s %7u %12llu %12llu %12.0f %8llu %8llu %8llu %8.3fs\n", s->name,
+            s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
+            s->seconds > 0 ? (double)n / s->seconds : 0.0, (unsigned long long)s->failed,
+            (unsigned long long)s->retries, (unsigned long long)s->restarts, s->seconds);
+  }
+  fprintf(f, "total %.3f s, %llu dead-lettered%s\n", st->seconds,
+          (unsigned long long)st->dead_lettered, st->interrupted ? ", interrupted" : "");
+}
+
+static int write_json(const mpx_pipeline_stats_t *st, const char *path, const char *name) {
+  FILE *f = fopen(path, "w");
+  if (f == NULL) return mpx__err_errno("cannot write '%s'", path);
+  fprintf(f, "{\"pipeline\":");
+  json_str(f, name, strlen(name));
+  fprintf(f, ",\"seconds\":%.6f,\"dead_lettered\":%llu,\"interrupted\":%s,\"stages\":[",
+          st->seconds, (unsigned long long)st->dead_lettered, st->interrupted ? "true" : "false");
+  for (size_t i = 0; i < st->n_stages; i++) {
+    const mpx_stage_stats_t *s = &st->stage[i];
+    fprintf(f, "%s{\"name\":", i ? "," : "");
+    json_str(f, s->name, strlen(s->name));
+    fprintf(f, ",\"plugin\":");
+    json_str(f, s->plugin, strlen(s->plugin));
+    fprintf(f, ",\"kind\":\"%s\",\"workers\":%u,\"in\":%llu,\"out\":%llu,\"failed\":%llu,"
+               "\"retries\":%llu,\"restarts\":%llu,\"seconds\":%.6f}",
+            s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
+            (unsigned long long)s->failed, (unsigned long long)s->retries,
+            (unsigned long long)s->restarts, s->seconds);
+  }
+  fprintf(f, "]}\n");
+  return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);
+}
+
+/* The source to its end (or a signal), then each stage's tail. */
+static int drive(eng_t *e) {
+  stage_t *src = &e->st[0];
+  int rc = 0;
+  for (;;) {
+    if (signals > 0) break;
+    if ((rc = wait_for(e, has_room, 0)) != 0) return rc;
+    int g = mpx__ctx_call_generate(src->ctx, src->state);
+    if (g < 0) return set_fatal(e, g, "%s", mpx_last_error()), g;
+    if (g == 0) break;
+  }
+  for (size_t k = 1; k < e->n; k++) {
+    if ((rc = wait_for(e, idle_upto, k - 1)) != 0) return rc;
+    stage_t *s = &e->st[k];
+    pthread_mutex_lock(&s->mu);
+    if (s->pool) flush_pend(s);
+    pthread_mutex_unlock(&s->mu);
+    if (s->d->kind == MPX_PLUGIN_REDUCE) {
+      if ((rc = wait_for(e, idle_upto, k)) != 0) return rc;
+      pthread_mutex_lock(&s->mu);
+      mpx__ctx_set_emit(s->ctx, emit_to_next, s);
+      mpx__ctx_set_final(s->ctx, true);
+      rc = mpx__ctx_call_merge(s->ctx, s->state, s->total.data, s->total.len, NULL, 0);
+      pthread_mutex_unlock(&s->mu);
+      if (rc != 0) return set_fatal(e, rc, "%s", mpx_last_error()), rc;
+    }
+  }
+  if ((rc = wait_for(e, idle_upto, e->n - 1)) != 0) return rc;
+  stage_t *last = &e->st[e->n - 1];
+  if (last->d->kind == MPX_PLUGIN_SINK && mpx__ctx_call_flush(last->ctx, last->state) != 0)
+    return set_fatal(e, MPX_ETASK, "%s", mpx_last_error()), MPX_ETASK;
+  return 0;
+}
+
+int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
+  int rc;
+  if (o == NULL || o->file == NULL) return mpx__err(MPX_EINVAL, "pipeline: no file");
+  eng_t *e = calloc(1, sizeof *e);
+  if (e == NULL) return mpx__err(MPX_ENOMEM, "out of memory");
+  pthread_mutex_init(&e->mu, NULL);
+  pthread_mutex_init(&e->dl_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&e->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if ((rc = mpx__cfg_parse_file(&e->cfg, o->file)) != 0) goto out;
+  for (size_t i = 0; i < o->n_sets; i++)
+    if ((rc = mpx__cfg_set(e->cfg, o->sets[i])) != 0) goto out;
+  e->n = e->cfg->n_stages;
+  if (e->n > MPX_PIPELINE_MAX_STAGES) {
+    rc = mpx__cfg_error_at(e->cfg, 0, 0, "more than %d stages", MPX_PIPELINE_MAX_STAGES);
+    goto out;
+  }
+  e->st = calloc(e->n, sizeof *e->st);
+  if (e->st == NULL) {
+    rc = mpx__err(MPX_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < e->n; i++)
+    if ((rc = stage_load(e, i)) != 0) goto out;
+  if (o->check_only) goto out;
+  size_t workers_stages = 0;
+  for (size_t i = 1; i < e->n; i++) workers_stages += e->st[i].d->kind != MPX_PLUGIN_SINK;
+  e->cap = e->cfg->queue_capacity * (workers_stages ? workers_stages : 1);
+  if (e->cfg->dead_letter && (e->dl = fopen(e->cfg->dead_letter, "w")) == NULL) {
+    rc = mpx__err_errno("cannot open the dead-letter file '%s'", e->cfg->dead_letter);
+    goto out;
+  }
+  struct sigaction sa = {0}, old_int, old_term;
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  signals = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  e->t0 = now();
+  for (size_t i = 0; i < e->n && rc == 0; i++) rc = stage_start(e, i);
+  pthread_t pth;
+  bool prog = o->progress == MPX_PROGRESS_ALWAYS ||
+              (o->progress == MPX_PROGRESS_AUTO && isatty(2));
+  atomic_store(&progress_stop, false);
+  if (rc == 0 && prog && pthread_create(&pth, NULL, progress_main, e) != 0) prog = false;
+  if (rc == 0) rc = drive(e);
+  if (rc == 0 && signals > 0)
+    rc = mpx__err(MPX_EINTR, "interrupted by a signal: the source was stopped "
+                  "and what it had read was drained");
+  if (prog) {
+    atomic_store(&progress_stop, true);
+    pthread_join(pth, NULL);
+    progress_line(e, stderr, true);
+  }
+  /* Pools: a clean end waits for nothing; an error or a second signal
+   * stops them at once. */
+  for (size_t i = 0; i < e->n; i++) {
+    if (e->st[i].pool == NULL) continue;
+    if (rc != 0 && !(rc == MPX_EINTR && signals == 1)) mpx_pool_terminate(e->st[i].pool);
+    else mpx_pool_close(e->st[i].pool);
+  }
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if (s->pool == NULL) continue;
+    mpx_pool_stats_t ps;
+    mpx_pool_stats(s->pool, &ps);
+    mpx_pool_free(s->pool);
+    s->pool = NULL;
+    s->retries = ps.retries;
+    s->restarts = ps.restarts;
+  }
+  mpx_pipeline_stats_t local;
+  fill_stats(e, &local);
+  if (st) *st = local;
+  if (o->summary) print_summary(&local, stderr);
+  if (o->stats_json) {
+    int jrc = write_json(&local, o->stats_json, e->cfg->name);
+    if (rc == 0) rc = jrc;
+  }
+  if (rc != 0 && e->fatal_msg[0]) mpx__err(rc, "%s", e->fatal_msg);
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+out:
+  if (e->dl) fclose(e->dl);
+  for (size_t i = 0; e->st && i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if (s->ctx) {
+      if (s->state) mpx__ctx_call_fini(s->ctx, s->state);
+      mpx__ctx_free(s->ctx);
+    }
+    mpx_wbuf_free(&s->pend);
+    mpx_wbuf_free(&s->total);
+    mpx_wbuf_free(&s->tmp);
+    while (s->rob) {
+      job_t *j = s->rob;
+      s->rob = j->next;
+      job_free(j);
+    }
+    pthread_mutex_destroy(&s->mu);
+  }
+  if (rc != 0 && st && e->cfg == NULL) memset(st, 0, sizeof *st);
+  free(e->st);
+  mpx__cfg_free(e->cfg);
+  pthread_mutex_destroy(&e->mu);
+  pthread_mutex_destroy(&e->dl_mu);
+  pthread_cond_destroy(&e->cv);
+  free(e);
+  return rc;
+}
+
+/* ---- listing ------------------------------------------------------------------------------ */
+
+int mpx_plugin_list(unsigned what, mpx_plugin_list_fn cb, void *arg) {
+  if (cb == NULL) return mpx__err(MPX_EINVAL, "NULL callback");
+  return mpx__plugin_scan(what, cb, arg);
+}
+
+int mpx_plugin_find(const char *name_or_path, const mpx_plugin_t **desc,
+                    const char **path) {
+  mpx__plugin_t *p;
+  int rc = mpx__plugin_load(&p, name_or_path);
+  if (rc != 0) return rc;
+  if (desc) *desc = mpx__plugin_desc(p);
+  if (path) *path = mpx__plugin_path(p);
+  return 0;
+}

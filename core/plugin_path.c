@@ -1,0 +1,108 @@
+/* The plugin search path, shared by the codec and the task plugin
+ * loaders: which directories, in which order, and the dlopen step with
+ * its error messages. */
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "plugin_path.h"
+
+#define SUFFIX ".so"
+
+int mpx__plugin_name_ok(const char *s) {
+  if (s == NULL || *s == '\0') return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+      return 0;
+  return 1;
+}
+
+/* Appends dir (n bytes) and a '\n' to dirs, unless it is already there
+ * or does not fit. */
+static void add_dir(char *dirs, size_t cap, const char *dir, size_t n) {
+  size_t len = strlen(dirs);
+  if (n == 0 || len + n + 2 > cap) return;
+  for (const char *d = dirs; *d;) {
+    const char *nl = strchr(d, '\n');
+    if ((size_t)(nl - d) == n && memcmp(d, dir, n) == 0) return;
+    d = nl + 1;
+  }
+  memcpy(dirs + len, dir, n);
+  dirs[len + n] = '\n';
+  dirs[len + n + 1] = '\0';
+}
+
+void mpx__plugin_dirs(char *dirs, size_t cap) {
+  const char *env = getenv("MPX_PLUGIN_PATH");
+  Dl_info info;
+  if (cap == 0) return;
+  dirs[0] = '\0';
+  while (env && *env) {
+    const char *colon = strchr(env, ':');
+    size_t n = colon ? (size_t)(colon - env) : strlen(env);
+    add_dir(dirs, cap, env, n);
+    env = colon ? colon + 1 : NULL;
+  }
+  /* Next to the libmpx in use: <dir>/plugins in a build tree,
+   * <libdir>/mpx/plugins in an install. */
+  if (dladdr((void *)mpx__plugin_dirs, &info) && info.dli_fname) {
+    const char *slash = strrchr(info.dli_fname, '/');
+    if (slash) {
+      char d[PATH_MAX];
+      size_t n = (size_t)(slash - info.dli_fname);
+      if (n + 16 < sizeof d) {
+        memcpy(d, info.dli_fname, n);
+        memcpy(d + n, "/plugins", 9);
+        add_dir(dirs, cap, d, strlen(d));
+        memcpy(d + n, "/mpx/plugins", 13);
+        add_dir(dirs, cap, d, strlen(d));
+      }
+    }
+  }
+#ifdef MPX_INSTALL_PLUGIN_DIR
+  add_dir(dirs, cap, MPX_INSTALL_PLUGIN_DIR, strlen(MPX_INSTALL_PLUGIN_DIR));
+#endif
+}
+
+int mpx__plugin_find(const char *what, const char *prefix, const char *name,
+                     char *path, size_t cap) {
+  char dirs[4096];
+  mpx__plugin_dirs(dirs, sizeof dirs);
+  for (char *d = dirs, *nl; *d; d = nl + 1) {
+    nl = strchr(d, '\n');
+    *nl = '\0';
+    int n = snprintf(path, cap, "%s/%s%s" SUFFIX, d, prefix, name);
+    if (n > 0 && (size_t)n < cap && access(path, F_OK) == 0) return 0;
+    *nl = ':';
+  }
+  size_t n = strlen(dirs);
+  if (n) dirs[n - 1] = '\0';
+  if (cap) path[0] = '\0';
+  return mpx__err(MPX_ENOENT, "no %s '%s': no %s%s" SUFFIX " in %s (set "
+                  "MPX_PLUGIN_PATH to add directories)", what, name, prefix,
+                  name, n ? dirs : "(no directories)");
+}
+
+int mpx__plugin_open(const char *what, const char *path, const char *symbol,
+                     void **handle, void **sym) {
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  *handle = NULL;
+  *sym = NULL;
+  if (h == NULL)
+    return mpx__err(MPX_EPLUGIN, "cannot load %s '%s': %s", what, path,
+                    dlerror());
+  void *s = dlsym(h, symbol);
+  if (s == NULL) {
+    dlclose(h);
+    return mpx__err(MPX_ENOSYM, "'%s' exports no %s: not an mpx %s", path,
+                    symbol, what);
+  }
+  *handle = h;
+  *sym = s;
+  return 0;
+}

@@ -1,0 +1,104 @@
+/* mpx: pipelines. A YAML file (docs/config.md) names stages of task
+ * plugins (mpx/plugin.h); mpx_pipeline_run() runs them: the source and
+ * the sinks in the calling process, every map and reduce stage in a pool
+ * of supervised worker processes (mpx/pool.h, spawn start method: the
+ * worker loads the plugin), stages joined by bounded queues.
+ *
+ * Items travel between stages in batches (`batch` items per message). A
+ * batch's outputs are committed together: a worker that dies halfway
+ * leaves nothing downstream, and the retry emits each output once. When a
+ * batch fails for good (its worker died `retries` + 1 times, or ran past
+ * its timeout), it is split into single items and they are tried alone,
+ * so one poisonous item fails alone; such an item, and an item whose
+ * plugin returned an error, is written to the dead-letter file (one JSON
+ * object per line: stage, item, error, attempts) and counted.
+ *
+ * Backpressure: at most queue_capacity items wait or run between the
+ * source and the last stage per stage; the source is not asked for more
+ * until there is room, so memory is bounded by the queue, not the input.
+ *
+ * Signals: the first SIGINT or SIGTERM stops the source and lets what was
+ * read drain through the stages; a second one stops at once (pools
+ * terminated). A SIGKILL of the process takes its workers with it (they
+ * are started with a parent-death signal). */
+#ifndef MPX_PIPELINE_H
+#define MPX_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "common.h"
+#include "plugin.h"
+
+typedef enum {
+  MPX_PROGRESS_AUTO = 0, /* on a terminal only */
+  MPX_PROGRESS_ALWAYS = 1,
+  MPX_PROGRESS_NEVER = 2
+} mpx_progress_t;
+
+typedef struct {
+  const char *file;          /* the pipeline's YAML */
+  const char *const *sets;   /* "--set" assignments, applied in order */
+  size_t n_sets;
+  bool check_only;           /* validate (file, plugins, params), run nothing */
+  mpx_progress_t progress;   /* to stderr */
+  bool summary;              /* the per-stage table to stderr at the end */
+  const char *stats_json;    /* write the figures there as JSON; NULL: no */
+} mpx_pipeline_opts_t;
+
+#define MPX_PIPELINE_MAX_STAGES 32
+
+typedef struct {
+  char name[64], plugin[64], kind[8];
+  unsigned workers;
+  uint64_t in, out;          /* items */
+  uint64_t failed;           /* items dead-lettered at this stage */
+  uint64_t retries;          /* task runs repeated after a worker died */
+  uint64_t restarts;         /* worker restarts */
+  double seconds;            /* from its first input to its last output */
+} mpx_stage_stats_t;
+
+typedef struct {
+  size_t n_stages;
+  mpx_stage_stats_t stage[MPX_PIPELINE_MAX_STAGES];
+  uint64_t dead_lettered;
+  bool interrupted;          /* stopped by a signal */
+  double seconds;
+} mpx_pipeline_stats_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Runs (or only checks) a pipeline. 0 when it ran to the end, even with
+ * dead-lettered items (see st->dead_lettered); MPX_ECONFIG / MPX_ENOENT /
+ * MPX_EPLUGIN / MPX_ENOSYM / MPX_EABI for a file, plugin or parameter that
+ * is wrong (mpx_last_error() says where: FILE:LINE:COL, or the plugin's
+ * path); MPX_EINTR when a second signal stopped it; another negative code
+ * for a runtime failure (a broken pool: the cause in mpx_last_error()).
+ * st may be NULL. */
+MPX_API int mpx_pipeline_run(const mpx_pipeline_opts_t *o,
+                             mpx_pipeline_stats_t *st);
+
+/* The plugins (what: 1) and codecs (2) on the search path, for `mpx
+ * plugins`: cb(arg, kind, name, path, description, error) once each,
+ * sorted by name; error is why a file cannot be used, or NULL. */
+typedef void (*mpx_plugin_list_fn)(void *arg, const char *kind,
+                                   const char *name, const char *path,
+                                   const char *description, const char *error);
+MPX_API int mpx_plugin_list(unsigned what, mpx_plugin_list_fn cb, void *arg);
+/* Loads a task plugin by name or path (as a pipeline does) and returns its
+ * descriptor and file (borrowed, for the process's life). */
+MPX_API int mpx_plugin_find(const char *name_or_path, const mpx_plugin_t **desc,
+                            const char **path);
+
+/* The pipeline worker's entry points (a pool initializer and task that
+ * spawn workers find by name). Not for direct use. */
+MPX_API int mpx_pipeline_worker_init(const void *args, size_t len);
+struct mpx_task_s;
+MPX_API int mpx_pipeline_task(struct mpx_task_s *t, const void *in, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPX_PIPELINE_H */

@@ -1,0 +1,190 @@
+/* mpx: the task plugin ABI. The only header a task plugin needs.
+ *
+ * A plugin is a shared object that exports one descriptor,
+ *
+ *   MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
+ *     MPX_PLUGIN_HEADER,                   // magic, ABI version, struct size
+ *     .name = "grep", .version = "1.0", .description = "keep matching lines",
+ *     .kind = MPX_PLUGIN_MAP,
+ *     .params = grep_params, .n_params = 2,
+ *     .init = grep_init, .process = grep_process, .fini = grep_fini,
+ *   };
+ *
+ * and is found by name on the plugin search path (MPX_PLUGIN_PATH, next to
+ * libmpx, the install prefix; `mpx plugins` lists them) or by file path.
+ *
+ * Kinds and their callbacks (R: required, o: optional):
+ *   source  generate (R): emit a batch of items; 1 = call again, 0 = done,
+ *           < 0 error.
+ *           size_hint (o): how many items this instance will emit (0:
+ *           unknown), for progress and ETA.
+ *   map     process (R): one input, 0..n outputs (a filter, a flat map).
+ *           flush (o): at the end of the stream, may emit more.
+ *   sink    process (R): consume one input (emits nothing); flush (o) at
+ *           the end of the stream.
+ *   reduce  process (R): fold one input into the instance state;
+ *           flush (R): emit the state as one partial result and empty the
+ *           state (the instance is reused for the next batch);
+ *           merge (R): combine two partial results into one and emit it;
+ *           either may be empty (length 0, the empty partial, which merge
+ *           treats as the identity). merge must not touch the state.
+ *           Partials are opaque bytes only the plugin reads; the engine
+ *           just carries them. The engine folds each batch of inputs into
+ *           a fresh state and merges the partials, so a worker that dies
+ *           loses nothing that was committed; merge must be associative
+ *           (and, as the order of batches is not kept, commutative).
+ *           The final step: exactly one call, the flush of an instance
+ *           that saw the whole stream or the last merge (merge(total,
+ *           empty) when there is a single partial), runs with
+ *           mpx_reduce_final() true, and then emits the stage's output
+ *           items (e.g. one "count word" line per word) instead of a
+ *           partial.
+ *   All kinds: init (o) makes the per-instance state from the parameters
+ *   (a failing init fails the stage, with mpx_plugin_fail's message),
+ *   fini (o) frees it.
+ *
+ * Every callback gets the context (host services below) and the instance
+ * state. Return 0 (or 1 from generate to be called again) for success; a
+ * negative MPX_E* code, or mpx_plugin_fail(), fails the current item (it
+ * is retried, then dead-lettered with the message). Callbacks may run in
+ * a worker process, concurrently in several processes; one instance is
+ * used by one thread at a time.
+ *
+ * Parameters are declared in the descriptor and given as text (YAML
+ * scalars, `--set key=value`), then checked and converted before init:
+ * int: decimal with an optional sign, or 0x hex (int64 range); float: what
+ * strtod reads, plus .inf, -.inf and .nan; bool: true/false, yes/no,
+ * on/off, 1/0, any case; string: as is. A later value for the same key
+ * overrides an earlier one. Defaults are written the same way.
+ *
+ * ABI: a loader accepts a descriptor with the same major version and a
+ * struct_size of at least the fields it needs; new fields are added at the
+ * end with a minor version bump. See docs/plugins.md. */
+#ifndef MPX_PLUGIN_H
+#define MPX_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "common.h"
+#include "error.h"
+#include "log.h"
+#include "obj.h"
+
+#define MPX_PLUGIN_MAGIC 0x4c50584du /* "MXPL" little-endian */
+#define MPX_PLUGIN_ABI_MAJOR 1
+#define MPX_PLUGIN_ABI_MINOR 0
+#define MPX_PLUGIN_SYMBOL "mpx_plugin_descriptor"
+
+#define MPX_PLUGIN_EXPORT __attribute__((visibility("default")))
+#define MPX_PLUGIN_HEADER                                                 \
+  .magic = MPX_PLUGIN_MAGIC, .abi_major = MPX_PLUGIN_ABI_MAJOR,           \
+  .abi_minor = MPX_PLUGIN_ABI_MINOR,                                      \
+  .struct_size = (uint32_t)sizeof(mpx_plugin_t)
+
+typedef enum {
+  MPX_PLUGIN_SOURCE = 1,
+  MPX_PLUGIN_MAP = 2,
+  MPX_PLUGIN_SINK = 3,
+  MPX_PLUGIN_REDUCE = 4
+} mpx_plugin_kind_t;
+
+typedef enum {
+  MPX_PARAM_INT = 1,    /* int64 */
+  MPX_PARAM_FLOAT = 2,  /* double */
+  MPX_PARAM_BOOL = 3,   /* true/false */
+  MPX_PARAM_STRING = 4
+} mpx_param_type_t;
+
+typedef struct {
+  const char *name;
+  mpx_param_type_t type;
+  const char *default_value; /* as it would be written in YAML; NULL: none */
+  bool required;
+  const char *description;
+} mpx_param_def_t;
+
+/* The host's services for one plugin instance. Opaque. */
+typedef struct mpx_plugin_ctx_s mpx_plugin_ctx_t;
+
+typedef struct mpx_plugin_s {
+  uint32_t magic;       /* MPX_PLUGIN_MAGIC */
+  uint16_t abi_major;   /* MPX_PLUGIN_ABI_MAJOR the plugin was built with */
+  uint16_t abi_minor;
+  uint32_t struct_size; /* sizeof(mpx_plugin_t) the plugin was built with */
+  const char *name;     /* what `plugin: NAME` finds; [a-z0-9_-]+ */
+  const char *version;
+  const char *description;
+  mpx_plugin_kind_t kind;
+  const mpx_param_def_t *params;
+  size_t n_params;
+  int (*init)(mpx_plugin_ctx_t *ctx, void **state);
+  void (*fini)(mpx_plugin_ctx_t *ctx, void *state);
+  int (*generate)(mpx_plugin_ctx_t *ctx, void *state);
+  uint64_t (*size_hint)(mpx_plugin_ctx_t *ctx, void *state);
+  int (*process)(mpx_plugin_ctx_t *ctx, void *state, const void *in,
+                 size_t len);
+  int (*flush)(mpx_plugin_ctx_t *ctx, void *state);
+  int (*merge)(mpx_plugin_ctx_t *ctx, void *state, const void *a, size_t alen,
+               const void *b, size_t blen);
+} mpx_plugin_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "source", "map", "sink", "reduce" / "int", "float", "bool", "string";
+ * "?" for anything else. */
+MPX_API const char *mpx_plugin_kind_name(mpx_plugin_kind_t kind);
+MPX_API const char *mpx_param_type_name(mpx_param_type_t type);
+
+/* ---- host services ------------------------------------------------------- */
+
+/* Emit one output item (copied). From generate, process, flush, merge.
+ * 0, or a negative code to return from the callback as it is (e.g.
+ * MPX_ESTATE from a sink, which emits nothing). */
+MPX_API int mpx_emit(mpx_plugin_ctx_t *ctx, const void *data, size_t len);
+/* Emit an object, encoded with the stage's codec (MPX_ESTATE when the
+ * stage has none). */
+MPX_API int mpx_emit_obj(mpx_plugin_ctx_t *ctx, const mpx_obj_t *obj);
+/* Zero-copy: room for an output of up to len bytes, written in place and
+ * then committed with mpx_emit_commit(ctx, used) (used <= len), before any
+ * other emit. NULL when out of memory, from a sink, or while another
+ * reservation is open. */
+MPX_API void *mpx_emit_reserve(mpx_plugin_ctx_t *ctx, size_t len);
+MPX_API int mpx_emit_commit(mpx_plugin_ctx_t *ctx, size_t used);
+
+/* Parameters, already validated against the descriptor (the engine
+ * refuses unknown names and wrong types with file:line:column, and fills
+ * defaults). Asking for a name the descriptor does not declare, or with
+ * the wrong type, returns the zero value and logs an error. */
+MPX_API int64_t mpx_param_int(mpx_plugin_ctx_t *ctx, const char *name);
+MPX_API double mpx_param_float(mpx_plugin_ctx_t *ctx, const char *name);
+MPX_API bool mpx_param_bool(mpx_plugin_ctx_t *ctx, const char *name);
+/* Borrowed, valid for the instance's life; "" when unset. */
+MPX_API const char *mpx_param_str(mpx_plugin_ctx_t *ctx, const char *name);
+/* Whether the parameter was given (or has a default). */
+MPX_API bool mpx_param_has(mpx_plugin_ctx_t *ctx, const char *name);
+
+/* This instance's worker index (0..count-1) and the stage's worker count;
+ * a source splits its work with them. */
+MPX_API unsigned mpx_worker_index(const mpx_plugin_ctx_t *ctx);
+MPX_API unsigned mpx_worker_count(const mpx_plugin_ctx_t *ctx);
+/* True once the run is stopping (SIGINT, an error): a long generate or
+ * process should return soon. */
+MPX_API bool mpx_cancelled(const mpx_plugin_ctx_t *ctx);
+/* For a reduce plugin's flush and merge: true when this call is the
+ * final step, which emits the stage's output items instead of a partial
+ * (see "reduce" above). False everywhere else. */
+MPX_API bool mpx_reduce_final(const mpx_plugin_ctx_t *ctx);
+/* Fail the current item (or init) with a message; returns MPX_ETASK. */
+MPX_API int mpx_plugin_fail(mpx_plugin_ctx_t *ctx, const char *fmt, ...)
+    MPX_PRINTF(2, 3);
+/* Log through mpx's logger, prefixed with the stage and worker. */
+MPX_API void mpx_plugin_log(mpx_plugin_ctx_t *ctx, mpx_log_level_t level,
+                            const char *fmt, ...) MPX_PRINTF(3, 4);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPX_PLUGIN_H */

@@ -1,0 +1,47 @@
+/* A counting hash map (byte-string key -> uint64 count) shared by the
+ * reduce plugins wordcount and topk, with their partial-result format
+ * and their final output.
+ *
+ * Partial format (opaque to mpx, read only by these plugins): the entries
+ * sorted by key (bytewise, a prefix before the longer key), each
+ *   u32 key length (little-endian), the key bytes, u64 count (LE).
+ * No header: zero bytes is the empty partial. Sorting makes the encoding
+ * canonical, so equal maps give equal bytes whatever order they were
+ * built in.
+ *
+ * Final output: one item per key, "COUNT KEY" (decimal count, a space,
+ * the key's bytes), by count descending, then key ascending. */
+#ifndef MPX_PLUGINS_COUNTER_H
+#define MPX_PLUGINS_COUNTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <mpx/plugin.h>
+
+typedef struct {
+  char *key; /* NULL: empty slot */
+  uint32_t len;
+  uint64_t hash;
+  uint64_t count;
+} counter_entry_t;
+
+typedef struct {
+  counter_entry_t *slots;
+  size_t cap; /* a power of two, or 0 */
+  size_t n;
+} counter_t;
+
+void counter_init(counter_t *c);
+void counter_free(counter_t *c);
+/* Forgets every key, keeps the table. */
+void counter_clear(counter_t *c);
+/* count[key] += n. 0, MPX_ENOMEM, MPX_E2BIG (a key of 4 GiB or more). */
+int counter_add(counter_t *c, const void *key, size_t len, uint64_t n);
+/* Adds every entry of a partial. 0, MPX_EINVAL (malformed), MPX_ENOMEM. */
+int counter_add_partial(counter_t *c, const void *p, size_t len);
+/* Emits the partial of c as one item. */
+int counter_emit_partial(const counter_t *c, mpx_plugin_ctx_t *ctx);
+/* Emits the final output: the first k keys (k = UINT64_MAX: all). */
+int counter_emit_top(const counter_t *c, mpx_plugin_ctx_t *ctx, uint64_t k);
+
+#endif /* MPX_PLUGINS_COUNTER_H */

@@ -1,0 +1,98 @@
+/* grep: a filter that keeps the items (lines) matching a POSIX extended
+ * regular expression, or with invert those that do not match. An item is
+ * matched whole: '^' and '$' anchor at its ends, and bytes after a NUL in
+ * it are seen where the C library supports REG_STARTEND (glibc, musl,
+ * the BSDs). Matching follows the process's locale (LC_CTYPE). */
+#define _GNU_SOURCE
+#include <regex.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpx/plugin.h>
+
+typedef struct {
+  regex_t re;
+  bool invert;
+#ifndef REG_STARTEND
+  char *line; /* a NUL-terminated copy of the item */
+  size_t cap;
+#endif
+} grep_t;
+
+static int grep_init(mpx_plugin_ctx_t *ctx, void **state) {
+  const char *pattern = mpx_param_str(ctx, "pattern");
+  grep_t *g = calloc(1, sizeof *g);
+  int rc;
+  if (g == NULL) return MPX_ENOMEM;
+  if ((rc = regcomp(&g->re, pattern, REG_EXTENDED | REG_NOSUB)) != 0) {
+    char why[256];
+    regerror(rc, &g->re, why, sizeof why);
+    free(g);
+    return mpx_plugin_fail(ctx, "bad pattern '%s': %s", pattern, why);
+  }
+  g->invert = mpx_param_bool(ctx, "invert");
+  *state = g;
+  return 0;
+}
+
+static void grep_fini(mpx_plugin_ctx_t *ctx, void *state) {
+  grep_t *g = state;
+  (void)ctx;
+  if (g == NULL) return;
+  regfree(&g->re);
+#ifndef REG_STARTEND
+  free(g->line);
+#endif
+  free(g);
+}
+
+static int grep_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
+                        size_t len) {
+  grep_t *g = state;
+  int rc;
+#ifdef REG_STARTEND
+  regmatch_t m[1];
+  m[0].rm_so = 0;
+  m[0].rm_eo = (regoff_t)len;
+  rc = regexec(&g->re, len ? in : "", 1, m, REG_STARTEND);
+#else
+  if (len + 1 > g->cap) {
+    char *p = realloc(g->line, len + 1);
+    if (p == NULL) return MPX_ENOMEM;
+    g->line = p;
+    g->cap = len + 1;
+  }
+  memcpy(g->line, in, len);
+  g->line[len] = '\0';
+  rc = regexec(&g->re, g->line, 0, NULL, 0);
+#endif
+  if (rc != 0 && rc != REG_NOMATCH) {
+    char why[256];
+    regerror(rc, &g->re, why, sizeof why);
+    return mpx_plugin_fail(ctx, "regexec: %s", why);
+  }
+  if ((rc == 0) != g->invert) return mpx_emit(ctx, in, len);
+  return 0;
+}
+
+static const mpx_param_def_t grep_params[] = {
+    {"pattern", MPX_PARAM_STRING, NULL, true,
+     "POSIX extended regular expression"},
+    {"invert", MPX_PARAM_BOOL, "false", false,
+     "keep the items that do not match"},
+};
+
+MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
+    MPX_PLUGIN_HEADER,
+    .name = "grep",
+    .version = "1.0",
+    .description = "keep the items matching a POSIX extended regular "
+                   "expression (or, with invert, the others)",
+    .kind = MPX_PLUGIN_MAP,
+    .params = grep_params,
+    .n_params = sizeof grep_params / sizeof grep_params[0],
+    .init = grep_init,
+    .fini = grep_fini,
+    .process = grep_process,
+};

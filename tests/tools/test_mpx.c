@@ -1,0 +1,336 @@
+/* The `mpx` command end to end, through the real binary: the primes
+ * pipeline's sums in order, a plugin that crashes or hangs on chosen
+ * items (those dead-lettered with the cause, every other output exactly
+ * once, exit 1), configuration errors (exit 2 with FILE:LINE:COL or the
+ * plugin's path), SIGINT draining, and a SIGKILLed `mpx run` leaving no
+ * worker behind. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../mpx_test.h"
+
+extern char **environ;
+static char dir[] = "/tmp/mpx-test-XXXXXX";
+
+static void sleep_s(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+static void write_file(const char *name, const char *text) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  FILE *f = fopen(p, "w");
+  fputs(text, f);
+  fclose(f);
+}
+
+static char *read_file(const char *name, size_t *len) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  FILE *f = fopen(p, "r");
+  if (!f) return NULL;
+  char *b = NULL;
+  size_t cap = 0, n = 0, r;
+  do {
+    if (n + 65536 > cap) b = realloc(b, cap = (n + 65536) * 2);
+    r = fread(b + n, 1, 65536, f);
+    n += r;
+  } while (r > 0);
+  fclose(f);
+  b[n] = '\0';
+  if (len) *len = n;
+  return b;
+}
+
+/* Starts `mpx ARGS...` with stdout and stderr to files in dir. */
+static pid_t start_mpx(const char *const *args) {
+  const char *argv[32] = {MPX_BIN};
+  int n = 1;
+  for (; args[n - 1]; n++) argv[n] = args[n - 1];
+  argv[n] = NULL;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  char out[512], err[512];
+  snprintf(out, sizeof out, "%s/stdout", dir);
+  snprintf(err, sizeof err, "%s/stderr", dir);
+  posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid;
+  int rc = posix_spawn(&pid, MPX_BIN, &fa, NULL, (char **)argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
+}
+
+static int run_mpx(const char *const *args) { return mpx_test_wait_exit(start_mpx(args)); }
+
+static void show_stderr(void) {
+  char *e = read_file("stderr", NULL);
+  fprintf(stderr, "--- mpx stderr:\n%s---\n", e ? e : "");
+  free(e);
+}
+
+static long long sum_primes(long n) {
+  long long s = 0;
+  for (long x = 2; x < n; x++) {
+    long m = (long)ceil(sqrt((double)x)), i;
+    int p = 1;
+    if (x > 2)
+      for (i = 2; i <= m; i++)
+        if (x % i == 0) {
+          p = 0;
+          break;
+        }
+    if (p) s += x;
+  }
+  return s;
+}
+
+static void test_primes_in_order(void) {
+  const char *args[] = {"run", EXAMPLES "/primes.yaml", "--set", "range.stop=1000000",
+                        "--progress=never", NULL};
+  int rc = run_mpx(args);
+  CU_ASSERT_EQUAL(rc, 0);
+  char *out = read_file("stdout", NULL), *p = out;
+  int k = 0;
+  for (long n = 100000; n < 1000000; n += 100000, k++) {
+    char *end;
+    long long v = p ? strtoll(p, &end, 10) : -1;
+    CU_ASSERT_EQUAL(v, sum_primes(n));
+    if (p) p = *end == '\n' ? end + 1 : NULL;
+  }
+  CU_ASSERT_TRUE(p != NULL && *p == '\0');
+  if (rc != 0) show_stderr();
+  free(out);
+}
+
+static void test_crash_and_hang_dead_lettered(void) {
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml,
+           "name: crashy\n"
+           "defaults: {codec: raw}\n"
+           "dead_letter: %s/dead.jsonl\n"
+           "supervisor: {max_restarts: 1000, period: 10, backoff_min: 0.001, backoff_max: 0.01}\n"
+           "stages:\n"
+           "  - plugin: range\n"
+           "    params: {start: 0, stop: 300}\n"
+           "  - plugin: %s\n"
+           "    params: {crash_mod: 50, crash_rem: 7, hang_on: 123, fail_on: 200}\n"
+           "    workers: 2\n"
+           "    batch: 16\n"
+           "    retries: 1\n"
+           "    timeout: 0.3\n"
+           "  - plugin: print\n"
+           "    params: {format: int64}\n",
+           dir, CRASHY_SO);
+  write_file("crashy.yaml", yaml);
+  char file[512];
+  snprintf(file, sizeof file, "%s/crashy.yaml", dir);
+  const char *args[] = {"run", file, "--progress=never", NULL};
+  int rc = run_mpx(args);
+  CU_ASSERT_EQUAL(rc, 1);
+  if (rc != 1) show_stderr();
+  /* every good item exactly once */
+  char *out = read_file("stdout", NULL), *p = out;
+  int seen[300] = {0}, bad = 0;
+  while (p && *p) {
+    long v = strtol(p, &p, 10);
+    if (v >= 0 && v < 300) seen[v]++;
+    else bad++;
+    if (*p == '\n') p++;
+  }
+  int good = 0, poison_seen = 0;
+  for (int x = 0; x < 300; x++) {
+    bool poison = x % 50 == 7 || x == 123 || x == 200;
+    if (poison) poison_seen += seen[x];
+    else good += seen[x] == 1;
+  }
+  CU_ASSERT_EQUAL(good, 300 - 6 - 2);
+  CU_ASSERT_EQUAL(poison_seen, 0);
+  CU_ASSERT_EQUAL(bad, 0);
+  /* the dead letters: the 8 poisonous items, with their causes */
+  char *dl = read_file("dead.jsonl", NULL);
+  int lines = 0;
+  for (char *q = dl; q && *q; q++) lines += *q == '\n';
+  CU_ASSERT_EQUAL(lines, 8);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "SIGSEGV") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "timed out") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "refusing 200") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "\"stage\":\"crashy\"") : NULL);
+  free(out);
+  free(dl);
+}
+
+static void expect_config_error(const char *name, const char *yaml, const char *want) {
+  write_file(name, yaml);
+  char file[512];
+  snprintf(file, sizeof file, "%s/%s", dir, name);
+  const char *args[] = {"check", file, NULL};
+  CU_ASSERT_EQUAL(run_mpx(args), 2);
+  char *err = read_file("stderr", NULL);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, want) : NULL);
+  if (!err || !strstr(err, want)) fprintf(stderr, "want '%s' in:\n%s\n", want, err ? err : "");
+  free(err);
+}
+
+static void test_config_errors(void) {
+  expect_config_error("syntax.yaml", "stages:\n  - plugin: range\n   params: [\n",
+                      "syntax.yaml:3:");
+  expect_config_error("unknown.yaml",
+                      "stages:\n  - plugin: range\n    params: {stop: 3}\n    wokers: 2\n"
+                      "  - plugin: print\n",
+                      "unknown.yaml:4:5: unknown key 'wokers'");
+  expect_config_error("param.yaml",
+                      "stages:\n  - plugin: range\n    params: {stop: ten}\n  - plugin: print\n",
+                      "param.yaml:3:20: plugin 'range': parameter 'stop' must be an integer");
+  expect_config_error("noplugin.yaml", "stages:\n  - plugin: nope\n  - plugin: print\n",
+                      "noplugin.yaml:2:13:");
+  char yaml[1024];
+  snprintf(yaml, sizeof yaml, "stages:\n  - plugin: range\n    params: {stop: 3}\n"
+                              "  - plugin: %s\n  - plugin: print\n", NODESC_SO);
+  expect_config_error("nodesc.yaml", yaml, NODESC_SO);
+  expect_config_error("order.yaml", "stages:\n  - plugin: print\n  - plugin: range\n",
+                      "the first stage must be a source");
+}
+
+static void test_version_and_plugins(void) {
+  const char *v[] = {"version", NULL};
+  CU_ASSERT_EQUAL(run_mpx(v), 0);
+  const char *l[] = {"plugins", NULL};
+  CU_ASSERT_EQUAL(run_mpx(l), 0);
+  char *out = read_file("stdout", NULL);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "primes") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "msgpack") : NULL);
+  free(out);
+  const char *one[] = {"plugins", "range", NULL};
+  CU_ASSERT_EQUAL(run_mpx(one), 0);
+  out = read_file("stdout", NULL);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "stop") : NULL);
+  free(out);
+  const char *bad[] = {"frobnicate", NULL};
+  CU_ASSERT_EQUAL(run_mpx(bad), 2);
+}
+
+/* Children of pid, from /proc. */
+static int children_of(pid_t pid, pid_t *out, int max) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int n = 0;
+  char path[300], buf[512];
+  while (d && (e = readdir(d)) != NULL && n < max) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(buf, sizeof buf, f)) {
+      char *p = strrchr(buf, ')');
+      int ppid;
+      char st;
+      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == pid)
+        out[n++] = atoi(e->d_name);
+    }
+    fclose(f);
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+static const char *slow_yaml(void) {
+  static char yaml[1024];
+  snprintf(yaml, sizeof yaml,
+           "defaults: {codec: raw}\n"
+           "stages:\n"
+           "  - plugin: range\n    params: {start: 0, stop: 100000000}\n"
+           "  - plugin: %s\n    params: {delay_ms: 2}\n    workers: 2\n    batch: 4\n"
+           "  - plugin: print\n    params: {format: int64}\n",
+           CRASHY_SO);
+  return yaml;
+}
+
+static void test_sigint_drains(void) {
+  write_file("slow.yaml", slow_yaml());
+  char file[512], json[512];
+  snprintf(file, sizeof file, "%s/slow.yaml", dir);
+  snprintf(json, sizeof json, "%s/stats.json", dir);
+  const char *args[] = {"run", file, "--progress=never", "--stats-json", json, NULL};
+  pid_t pid = start_mpx(args);
+  sleep_s(1.0);
+  kill(pid, SIGINT);
+  int rc = mpx_test_wait_exit(pid);
+  CU_ASSERT_EQUAL(rc, 3); /* interrupted: not all done */
+  /* drained: what the source emitted went all the way through */
+  char *out = read_file("stdout", NULL);
+  long lines = 0;
+  for (char *q = out; q && *q; q++) lines += *q == '\n';
+  char *js = read_file("stats.json", NULL);
+  char *src = js ? strstr(js, "\"out\":") : NULL;
+  long emitted = src ? atol(src + 6) : -1;
+  CU_ASSERT_TRUE(emitted > 0);
+  CU_ASSERT_EQUAL(lines, emitted);
+  CU_ASSERT_PTR_NOT_NULL(js ? strstr(js, "\"interrupted\":true") : NULL);
+  free(out);
+  free(js);
+}
+
+static void test_sigkill_leaves_no_worker(void) {
+  write_file("slow.yaml", slow_yaml());
+  char file[512];
+  snprintf(file, sizeof file, "%s/slow.yaml", dir);
+  const char *args[] = {"run", file, "--progress=never", NULL};
+  pid_t pid = start_mpx(args);
+  pid_t kids[16];
+  int n = 0;
+  for (int t = 0; t < 100 && n < 2; t++) {
+    sleep_s(0.05);
+    n = children_of(pid, kids, 16);
+  }
+  CU_ASSERT_TRUE(n >= 2);
+  kill(pid, SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
+  int alive = n;
+  for (int t = 0; t < 100 && alive; t++) {
+    sleep_s(0.05);
+    alive = 0;
+    for (int i = 0; i < n; i++) {
+      char p[64], st = 0, buf[512];
+      snprintf(p, sizeof p, "/proc/%d/stat", kids[i]);
+      FILE *f = fopen(p, "r");
+      if (!f) continue;
+      if (fgets(buf, sizeof buf, f)) {
+        char *q = strrchr(buf, ')');
+        if (q) st = q[2];
+      }
+      fclose(f);
+      if (st && st != 'Z') alive++;
+    }
+  }
+  CU_ASSERT_EQUAL(alive, 0);
+}
+
+static void setup(void) {
+  if (mkdtemp(dir) == NULL) abort();
+}
+
+static void test_cleanup(void) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+static void test_setup(void) { setup(); }
+
+MPX_TEST_MAIN("mpx_cli", MPX_TEST(test_setup), MPX_TEST(test_primes_in_order),
+              MPX_TEST(test_crash_and_hang_dead_lettered), MPX_TEST(test_config_errors),
+              MPX_TEST(test_version_and_plugins), MPX_TEST(test_sigint_drains),
+              MPX_TEST(test_sigkill_leaves_no_worker), MPX_TEST(test_cleanup))

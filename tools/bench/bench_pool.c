@@ -20,6 +20,7 @@
 #include <mpx.h>
 
 #include "bench.h"
+#include "primes_ref.h"
 
 static int runs = 5;
 static long n_map = 1000000, n_small = 20000, n_apply = 5000, n_cycles = 20;
@@ -38,22 +39,6 @@ static int square(mpx_task_t *t, const void *in, size_t len) {
   memcpy(&x, in, sizeof x);
   x *= x;
   return mpx_task_result(t, &x, sizeof x);
-}
-
-static int isprime(long n) {
-  if (n < 2) return 0;
-  if (n == 2) return 1;
-  long max = (long)ceil(sqrt((double)n));
-  for (long i = 2; i <= max; i++)
-    if (n % i == 0) return 0;
-  return 1;
-}
-
-static long long sum_primes(long n) {
-  long long s = 0;
-  for (long x = 2; x < n; x++)
-    if (isprime(x)) s += x;
-  return s;
 }
 
 static int primes_task(mpx_task_t *t, const void *in, size_t len) {
@@ -163,16 +148,10 @@ static double run_cycle(mpx_start_method_t m) {
   return best[n / 2];
 }
 
-/* The seed's work: for n in range(100000, max, 100000), sum_primes(n). */
-static long primes_ns(long *ns) {
-  long k = 0;
-  for (long n = 100000; n < primes_max; n += 100000) ns[k++] = n;
-  return k;
-}
 
 static double run_primes_pool(unsigned workers, long long *check) {
   long ns[1000];
-  long k = primes_ns(ns);
+  long k = primes_ns(ns, primes_max);
   long long out[1000];
   mpx_pool_t *p = pool(workers, 1, MPX_START_FORK);
   double t = bench_now();
@@ -183,29 +162,6 @@ static double run_primes_pool(unsigned workers, long long *check) {
   *check = 0;
   for (long i = 0; i < k; i++) *check += out[i];
   mpx_pool_free(p);
-  return dt;
-}
-
-typedef struct {
-  long *ns, k, off;
-  long long sum;
-} split_t;
-static void *split_main(void *arg) {
-  split_t *s = arg;
-  for (long i = s->off; i < s->k; i += 2) s->sum += sum_primes(s->ns[i]);
-  return NULL;
-}
-
-static double run_primes_threads(long long *check) {
-  long ns[1000];
-  long k = primes_ns(ns);
-  split_t s[2] = {{ns, k, 0, 0}, {ns, k, 1, 0}};
-  pthread_t th[2];
-  double t = bench_now();
-  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, split_main, &s[i]);
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  double dt = bench_now() - t;
-  *check = s[0].sum + s[1].sum;
   return dt;
 }
 
@@ -253,7 +209,7 @@ int main(int argc, char **argv) {
   printf("pool.create_join.spawn %.2f ms\n", run_cycle(MPX_START_SPAWN));
   long long c1, c2, ct;
   double t1 = run_primes_pool(1, &c1), t2 = run_primes_pool(2, &c2);
-  double tt = run_primes_threads(&ct);
+  double tt = primes_threads(primes_max, &ct);
   if (c1 != c2 || c1 != ct) die("primes checksum", MPX_EUNKNOWN);
   printf("pool.primes.1 %.3f s\n", t1);
   printf("pool.primes.2 %.3f s\n", t2);

@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +101,7 @@ static void probe_run(void) {
 int mpx__uring_probe(const char **why) {
   const char *d = getenv("MPX_URING_DISABLE");
   if (d != NULL && *d != '\0' && strcmp(d, "0") != 0) {
-    *why = "io_uring disabled by MPX_URING_DISABLE (as if EPERM)";
+    *why = "MPX_URING_DISABLE is set: treated as EPERM";
     return MPX_EPERM;
   }
   pthread_once(&probe_once, probe_run);
@@ -392,12 +394,6 @@ void mpx__gather_advance(mpx__gather_t *g, size_t n) {
   }
 }
 
-size_t mpx__gather_left(const mpx__gather_t *g) {
-  size_t left = 0;
-  for (size_t j = g->i; j < g->n; j++) left += frame_len(g->msgs[j].len);
-  return left - g->skip;
-}
-
 int mpx__gather_commit_rest(mpx__gather_t *g, mpx__tx_t *tx) {
   if (g->i < g->n && g->skip > 0) {
     uint8_t hd[MPX__FRAME_HDR_MAX];
@@ -438,6 +434,13 @@ int mpx__check_stream_socket(int fd, const char *who) {
   len = sizeof sa;
   if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0)
     return mpx__err_errno("%s: descriptor %d is not connected", who, fd);
+  if (sa.ss_family == AF_INET || sa.ss_family == AF_INET6) {
+    /* Nagle would hold a small frame back until the previous one is
+     * acknowledged (as conn.c). */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+      return mpx__err_errno("%s: TCP_NODELAY on %d", who, fd);
+  }
   return 0;
 }
 
@@ -511,17 +514,26 @@ void mpx__hub_leave(mpx_hub_t *h) {
   if (--h->depth == 0 && h->freeing && !h->free_done) hub_teardown(h);
 }
 
-static void hub_flush_cb(mpx_hub_t *h) {
+static void on_idle(uv_idle_t *i) { uv_idle_stop(i); }
+
+static void hub_flush_cb(mpx_hub_t *h, bool before_poll) {
+  uint64_t cbs = h->callbacks;
   mpx__hub_enter(h);
   if (!h->freeing) {
     h->ops->flush(h);
     if (h->dirty == NULL && !h->need_flush) hub_disarm(h);
+    /* A flush can complete reads (uring reaps what its submission
+     * finished) and so run callbacks. Right before the loop polls, that
+     * must not be followed by a blocking poll: the caller may be waiting
+     * for just that to happen (uv_run(UV_RUN_ONCE) until a condition).
+     * An active idle handle makes the poll return at once. */
+    if (before_poll && h->callbacks != cbs) uv_idle_start(&h->idle, on_idle);
   }
   mpx__hub_leave(h);
 }
 
-static void on_prepare(uv_prepare_t *p) { hub_flush_cb(p->data); }
-static void on_check(uv_check_t *c) { hub_flush_cb(c->data); }
+static void on_prepare(uv_prepare_t *p) { hub_flush_cb(p->data, true); }
+static void on_check(uv_check_t *c) { hub_flush_cb(c->data, false); }
 
 /* Removes an open link from the hub's list (it stays allocated). */
 static void link_unlist(mpx_link_t *l) {
@@ -544,6 +556,7 @@ void mpx__link_fail(mpx_link_t *l, int status) {
   mpx__link_ref(l);
   l->closed = true;
   link_unlist(l);
+  l->hub->callbacks++;
   if (l->on_close != NULL) l->on_close(l, status, l->arg);
   l->hub->ops->close(l);
   mpx__link_unref(l);
@@ -572,6 +585,7 @@ bool mpx__link_received(mpx_link_t *l, size_t n) {
     }
     h->st.msgs_in++;
     h->st.bytes_in += len;
+    h->callbacks++;
     l->on_msg(l, data, len, l->arg);
   }
   bool alive = !l->closed;
@@ -599,8 +613,9 @@ int mpx_hub_new(mpx_hub_t **out, uv_loop_t *loop, mpx_transport_t kind) {
   }
   uv_prepare_init(loop, &h->prepare);
   uv_check_init(loop, &h->check);
-  h->prepare.data = h->check.data = h;
-  h->handles += 2;
+  uv_idle_init(loop, &h->idle);
+  h->prepare.data = h->check.data = h->idle.data = h;
+  h->handles += 3;
   *out = h;
   return 0;
 }
@@ -634,15 +649,19 @@ int mpx_hub_add(mpx_hub_t *h, int fd, mpx_link_msg_cb on_msg,
   if (h->links != NULL) h->links->prev = l;
   h->links = l;
   h->nlinks++;
+  /* Entered: queueing the receive may submit (a full ring) and so run
+   * callbacks of other links. */
+  mpx__hub_enter(h);
   if ((rc = h->ops->add(h, l)) != 0) {
     /* The implementation left nothing behind; fd stays the caller's. */
     link_unlist(l);
     mpx__rx_free(&l->rx);
     free(l);
-    return rc;
+  } else if (out != NULL) {
+    *out = l;
   }
-  if (out != NULL) *out = l;
-  return 0;
+  mpx__hub_leave(h);
+  return rc;
 }
 
 int mpx_link_send_batch(mpx_link_t *l, const mpx_conn_buf_t *msgs, size_t n) {
@@ -703,6 +722,7 @@ static void hub_teardown(mpx_hub_t *h) {
   hub_disarm(h);
   uv_close((uv_handle_t *)&h->prepare, on_handle_closed);
   uv_close((uv_handle_t *)&h->check, on_handle_closed);
+  uv_close((uv_handle_t *)&h->idle, on_handle_closed);
 }
 
 void mpx_hub_free(mpx_hub_t *h) {

@@ -107,8 +107,6 @@ typedef struct {
 int mpx__gather_iov(mpx__gather_t *g, struct iovec *iov, int max_iov);
 /* Advances g by n bytes written. */
 void mpx__gather_advance(mpx__gather_t *g, size_t n);
-/* Bytes left in the batch from g's position. */
-size_t mpx__gather_left(const mpx__gather_t *g);
 /* Copies the unsent rest of the batch into tx. MPX_ENOMEM. */
 int mpx__gather_commit_rest(mpx__gather_t *g, mpx__tx_t *tx);
 
@@ -152,6 +150,9 @@ struct mpx_hub_s {
   const mpx__hub_ops_t *ops;
   uv_prepare_t prepare; /* flushes before the loop blocks */
   uv_check_t check;     /* flushes after the loop's I/O callbacks */
+  uv_idle_t idle;       /* keeps the next poll from blocking after the
+                           prepare-time flush ran user callbacks */
+  uint64_t callbacks;   /* user callbacks run (message and close) */
   bool flushing_armed;  /* prepare and check started */
   bool need_flush;      /* the implementation has work queued (uring:
                            entries not yet submitted): stay armed */
@@ -250,8 +251,9 @@ static inline int mpx__io_err(int neg_errno) {
                                                          : neg_errno;
 }
 
-/* Checks fd is a connected stream socket: 0, MPX_EBADF, MPX_ENOTSOCK,
- * MPX_EINVAL (with mpx_last_error set). */
+/* Checks fd is a connected stream socket (and sets TCP_NODELAY on a TCP
+ * one): 0, MPX_EBADF, MPX_ENOTSOCK, MPX_EINVAL, MPX_ENOTCONN (with
+ * mpx_last_error set). */
 int mpx__check_stream_socket(int fd, const char *who);
 
 #endif /* MPX_IPC_TRANSPORT_INTERNAL_H */

@@ -13,17 +13,18 @@
  * io_uring_enter, the eventfd is switched off (IORING_CQ_EVENTFD_DISABLED):
  * the completions posted then (sends that complete inline, receives run as
  * task work on the way out) are reaped right after, instead of waking the
- * loop once more for nothing. Completions are posted in this thread's
- * context (task work), so nothing can slip between the switch and the
- * reaping that follows it.
+ * loop once more for nothing. Socket completions are posted as task work
+ * in this thread (sockets are polled, never handed to io-wq threads), so
+ * none can slip between switching the eventfd back on and the reaping
+ * that follows. A flush that ran callbacks right before the loop polls
+ * keeps the poll from blocking (see transport.c).
  *
- * Endpoint: a small ring of its own (IORING_SETUP_SINGLE_ISSUER |
- * IORING_SETUP_DEFER_TASKRUN where the kernel has them). A send submits
- * the write of the caller's buffers (sendmsg, gathered frames) together
- * with the next receive, and waits for the write in the same
- * io_uring_enter; a receive waits with a timeout in one io_uring_enter.
- * A send that runs out of time is cancelled, and what it did send is known
- * from its completion, so the batch is either untouched or committed. */
+ * Endpoint: a small ring of its own. A send submits the write of the
+ * caller's buffers (sendmsg, gathered frames) together with the next
+ * receive, and waits for the write in the same io_uring_enter; a receive
+ * waits (with its timeout) in one io_uring_enter. A send that runs out of
+ * time is cancelled, and its completion says what did go out, so the
+ * batch is either untouched or committed. */
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
@@ -38,8 +39,9 @@
 #define HUB_SQ_ENTRIES 256
 #define HUB_CQ_ENTRIES 4096
 #define EP_ENTRIES 8
-/* Submission rounds per flush: sends completing inline may free room for
- * the next part of the queue. */
+/* Submit-and-reap rounds per flush: what one submission completes at once
+ * (receives with data waiting, sends) queues more (re-armed receives, the
+ * next part of a queue); the rest waits for the next flush. */
 #define FLUSH_ROUNDS 16
 /* Hub teardown waits this long for the operations in flight to end. */
 #define DRAIN_SECONDS 5.0
@@ -204,12 +206,20 @@ static int uhub_flush(mpx_hub_t *h) {
     if (io_uring_sq_ready(&UHUB(h)->ring) == 0) break;
     if ((rc = uhub_submit(h)) != 0) break;
   }
-  /* Entries left (the rounds ran out, or the kernel refused): the
+  if (rc != 0) {
+    /* The ring refuses work (not a transient EAGAIN/EBUSY): no link can
+     * make progress any more, so none is left waiting forever. */
+    int err = rc;
+    MPX__ERROR("transport uring: io_uring_enter: %s; closing every link",
+               strerror(-err));
+    while (h->links != NULL) mpx__link_fail(h->links, err);
+    return mpx__err(err, "transport uring: io_uring_enter: %s",
+                    strerror(-err));
+  }
+  /* Entries left (the rounds ran out, or the kernel was busy): the
    * prepare and check handles submit them. */
   h->need_flush = io_uring_sq_ready(&UHUB(h)->ring) > 0;
   if (h->need_flush) mpx__hub_arm(h);
-  if (rc != 0)
-    return mpx__err(rc, "transport uring: io_uring_enter: %s", strerror(-rc));
   return 0;
 }
 
@@ -404,8 +414,8 @@ static int uep_wait(mpx_endpoint_t *e, double deadline) {
     } else {
       /* With a deadline, submitting and waiting are two calls:
        * liburing's combined call would wait its timeout twice when the
-       * submission itself returns early. Submitting also runs the
-       * deferred completions, so a message already there costs one. */
+       * submission itself returns early. A message already there (or a
+       * zero timeout) costs one. */
       if (io_uring_sq_ready(&u->ring) > 0 || deadline <= mpx__now()) {
         rc = io_uring_submit_and_get_events(&u->ring);
         e->st.syscalls++;
@@ -482,13 +492,11 @@ static int uep_open(mpx_endpoint_t *e) {
   if (rc != 0) return mpx__err(rc, "mpx_endpoint_open: fcntl(%d)", e->fd);
   if ((u = calloc(1, sizeof *u)) == NULL)
     return mpx__err(MPX_ENOMEM, "mpx_endpoint_open: out of memory");
+  /* A plain ring: IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN measured no
+   * faster here, and would bind the endpoint to the thread that opened
+   * it. */
   memset(&p, 0, sizeof p);
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
   rc = io_uring_queue_init_params(EP_ENTRIES, &u->ring, &p);
-  if (rc == -EINVAL) { /* before Linux 6.1 */
-    memset(&p, 0, sizeof p);
-    rc = io_uring_queue_init_params(EP_ENTRIES, &u->ring, &p);
-  }
   if (rc < 0) {
     free(u);
     return mpx__err(rc, "mpx_endpoint_open: io_uring_queue_init: %s",

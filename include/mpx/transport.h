@@ -19,14 +19,21 @@
  * - A worker owns an endpoint: one descriptor, blocking calls with
  *   timeouts, like mpx_conn.
  *
- *   // coordinator                          // worker (after fork)
- *   mpx_hub_t *h;                            mpx_endpoint_t *e;
- *   mpx_link_t *l;                           const void *m; size_t n;
- *   mpx_hub_new(&h, loop, MPX_TRANSPORT_AUTO); mpx_endpoint_open(&e, fd, 0);
- *   mpx_hub_add(h, fd, on_msg, on_close,     while (mpx_endpoint_recv(e, &m,
- *               NULL, &l);                          &n, -1) == 0)
- *   mpx_link_send(l, "job", 3);                mpx_endpoint_send(e, m, n, -1);
- *   uv_run(loop, UV_RUN_DEFAULT);            mpx_endpoint_free(e);
+ *   // coordinator: sv[0] of a socketpair whose sv[1] went to a worker
+ *   mpx_hub_t *h;
+ *   mpx_hub_new(&h, loop, MPX_TRANSPORT_AUTO);
+ *   mpx_hub_add(h, sv[0], on_msg, on_close, NULL, &link);
+ *   mpx_link_send(link, "job", 3);
+ *   uv_run(loop, UV_RUN_DEFAULT);          // on_msg gets the replies
+ *
+ *   // worker (a fork child): echoes until the coordinator closes the link
+ *   mpx_endpoint_t *e;
+ *   const void *m;
+ *   size_t n;
+ *   mpx_endpoint_open(&e, sv[1], MPX_TRANSPORT_AUTO);
+ *   while (mpx_endpoint_recv(e, &m, &n, -1) == 0)
+ *     mpx_endpoint_send(e, m, n, -1);
+ *   mpx_endpoint_free(e);
  *
  * Two implementations of the same interface:
  *
@@ -63,10 +70,12 @@
  * poll, eventfd reads and io_uring_enter. The libuv loop's own epoll_wait
  * is not counted (see docs/transport.md).
  *
- * Threads. A hub and its links belong to the thread that runs their loop;
- * an endpoint is used by one thread at a time. Neither may be used in a
- * fork child of the process that created it (a child may only close the
- * descriptors it inherited). */
+ * Threads. A hub and its links are used by one thread at a time: the
+ * thread running their loop, or any thread while the loop is not running
+ * (a hub may be created in one thread and run in another). An endpoint is
+ * used by one thread at a time. Neither may be used in a fork child of the
+ * process that created it (a child may only close the descriptors it
+ * inherited). */
 #ifndef MPX_TRANSPORT_H
 #define MPX_TRANSPORT_H
 
@@ -157,7 +166,9 @@ MPX_API mpx_transport_t mpx_hub_transport(const mpx_hub_t *h);
  * until the close callback returns. on_msg is required, on_close may be
  * NULL; arg is passed to both. On failure fd stays the caller's: MPX_EINVAL
  * (NULL hub or callback, a socket that is not a stream socket), MPX_ENOTSOCK,
- * MPX_EBADF, MPX_ENOMEM, MPX_ESTATE (the hub is being freed). */
+ * MPX_ENOTCONN, MPX_EBADF, MPX_ENOMEM, MPX_ESTATE (the hub is being freed).
+ * TCP sockets get TCP_NODELAY; a uring hub clears O_NONBLOCK on fd, a pipe
+ * hub sets it. */
 MPX_API int mpx_hub_add(mpx_hub_t *h, int fd, mpx_link_msg_cb on_msg,
                         mpx_link_close_cb on_close, void *arg,
                         mpx_link_t **out);
@@ -176,7 +187,8 @@ MPX_API int mpx_link_send_batch(mpx_link_t *l, const mpx_conn_buf_t *msgs,
                                 size_t n);
 
 /* Bytes queued on the link and not yet taken by the kernel (frame headers
- * included): the backpressure signal. 0 for NULL. */
+ * included; with uring, a write in flight counts until it completes): the
+ * backpressure signal. 0 for NULL. */
 MPX_API size_t mpx_link_pending(const mpx_link_t *l);
 
 /* Closes the link: queued data that has not been written is dropped, the
@@ -187,9 +199,11 @@ MPX_API size_t mpx_link_pending(const mpx_link_t *l);
 MPX_API void mpx_link_close(mpx_link_t *l);
 
 /* Writes what is queued on every link now, as far as the sockets take it
- * without blocking (pipe), or submits the writes (uring). 0 or a negative
- * error of the ring (uring); a link whose write fails dies through its
- * close callback instead. */
+ * without blocking (pipe), or submits the writes (uring). With uring, the
+ * completions the submission brings are handled at once, so message and
+ * close callbacks may run inside this call. 0, or a negative error of the
+ * ring (uring: every link is then closed through its close callback with
+ * that error); a link whose write fails dies through its close callback. */
 MPX_API int mpx_hub_flush(mpx_hub_t *h);
 
 /* Counters of the hub, all links together (closed ones included). */
@@ -210,7 +224,8 @@ MPX_API void mpx_hub_free(mpx_hub_t *h);
 /* Opens an endpoint on fd, a connected stream socket. kind is resolved as
  * by mpx_transport_resolve(). On success the endpoint owns fd (closed by
  * mpx_endpoint_free) and the caller owns *out; on failure fd stays the
- * caller's. */
+ * caller's. Errors as mpx_hub_add(); a uring endpoint clears O_NONBLOCK on
+ * fd. */
 MPX_API int mpx_endpoint_open(mpx_endpoint_t **out, int fd,
                               mpx_transport_t kind);
 

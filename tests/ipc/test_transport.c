@@ -697,6 +697,52 @@ static void test_partial_frames(void) {
   env_free(&v);
 }
 
+/* Writes a whole message, then a header no mpx or Python peer sends (a
+ * negative length other than -1), then waits for end of file. */
+static int w_bad_header(int fd, void *arg) {
+  static const uint8_t bytes[] = {0, 0, 0, 2, 'o', 'k', 0x80, 0, 0, 1, 'x'};
+  char c;
+  (void)arg;
+  if (write(fd, bytes, sizeof bytes) != (ssize_t)sizeof bytes) return 20;
+  return read(fd, &c, 1) == 0 ? 0 : 21;
+}
+
+/* Receives one whole message, then MPX_EPROTO, again on the next call. */
+static int w_expect_eproto(int fd, void *arg) {
+  mpx_endpoint_t *e = w_open(fd);
+  const void *d;
+  size_t n;
+  (void)arg;
+  if (mpx_endpoint_recv(e, &d, &n, WAIT_S) != 0 || n != 2) return 22;
+  if (mpx_endpoint_recv(e, &d, &n, WAIT_S) != MPX_EPROTO) return 23;
+  if (mpx_endpoint_recv(e, &d, &n, 0) != MPX_EPROTO) return 24;
+  mpx_endpoint_free(e);
+  return 0;
+}
+
+static void test_bad_header(void) {
+  static const uint8_t bytes[] = {0, 0, 0, 2, 'o', 'k', 0x80, 0, 0, 1, 'x'};
+  env_t v;
+  peer_t p = {0};
+  int fd;
+  pid_t pid;
+  NEED_KIND();
+  worker_kind = kind;
+  env_init(&v);
+  pid = spawn_worker(w_bad_header, NULL, &fd);
+  add_link(&v, fd, &p);
+  CU_ASSERT(run_until(&v, closed, &p, WAIT_S));
+  CU_ASSERT_EQUAL(p.got, 1); /* "ok" first */
+  CU_ASSERT_EQUAL(p.closes, 1);
+  CU_ASSERT_EQUAL(p.close_status, MPX_EPROTO);
+  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0); /* the hub closed the socket */
+  env_free(&v);
+  pid = spawn_worker(w_expect_eproto, NULL, &fd);
+  write_dribble(fd, bytes, sizeof bytes, sizeof bytes);
+  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  close(fd);
+}
+
 /* ---- many workers, batching ------------------------------------------------ */
 
 /* Sends n records [id][seq][filler] on a link, seq from 0, in batches and
@@ -794,11 +840,12 @@ static void test_batching(void) {
   peer_t p = {0};
   peer_t *ps[] = {&p, NULL};
   mpx_conn_buf_t b[N / 2];
-  uint8_t (*recs)[8] = malloc(N * sizeof *recs);
+  uint8_t (*recs)[8];
   mpx_transport_stats_t st;
   int fd;
   pid_t pid;
   NEED_KIND();
+  recs = malloc(N * sizeof *recs);
   worker_kind = kind;
   env_init(&v);
   pid = spawn_worker(w_batch10k, NULL, &fd);
@@ -862,10 +909,11 @@ static void test_peer_sigkill(void) {
   env_t v;
   peer_t a = {0}, c = {0}, b = {0};
   peer_t *dead[] = {&a, &c, NULL}, *live[] = {&b, NULL};
-  uint8_t *big = pattern(16 * MiB, 3);
+  uint8_t *big;
   int fa, fb, fc;
   pid_t pa, pb, pc;
   NEED_KIND();
+  big = pattern(16 * MiB, 3);
   worker_kind = kind;
   env_init(&v);
   pa = spawn_worker(w_sleep, NULL, &fa);
@@ -1047,10 +1095,11 @@ static bool never(void *arg) {
 static void test_hub_free_pending(void) {
   env_t v;
   peer_t p = {0}, q = {0};
-  uint8_t *big = pattern(16 * MiB, 9);
+  uint8_t *big;
   int fd, fd2;
   pid_t pid, pid2;
   NEED_KIND();
+  big = pattern(16 * MiB, 9);
   worker_kind = kind;
   env_init(&v);
   pid = spawn_worker(w_slow_reader, NULL, &fd);
@@ -1179,6 +1228,52 @@ static void test_endpoint_send_timeout(void) {
   mpx_link_close(p.l);
   CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
   env_free(&v);
+}
+
+/* ---- driving the loop with UV_RUN_ONCE ------------------------------------- */
+
+static void on_alarm_exit(int sig) {
+  static const char m[] = "test_transport: hang: uv_run(UV_RUN_ONCE) "
+                          "blocked after the reply was delivered\n";
+  (void)sig;
+  if (write(2, m, sizeof m - 1) < 0) {
+  }
+  _exit(99);
+}
+
+/* Ping-pong driven by uv_run(UV_RUN_ONCE) alone (no timer to wake the
+ * loop): every call must return once the reply was delivered, even when
+ * the flush before the poll delivered it. A hang ends the suite. */
+static void test_run_once_returns(void) {
+  enum { N = 3000 };
+  uv_loop_t loop;
+  mpx_hub_t *h;
+  peer_t p = {0};
+  int fd;
+  pid_t pid;
+  NEED_KIND();
+  worker_kind = kind;
+  CU_ASSERT_EQUAL_FATAL(uv_loop_init(&loop), 0);
+  CU_ASSERT_EQUAL_FATAL(mpx_hub_new(&h, &loop, kind), 0);
+  pid = spawn_worker(w_echo, NULL, &fd);
+  CU_ASSERT_EQUAL_FATAL(mpx_hub_add(h, fd, on_msg, on_close, &p, &p.l), 0);
+  signal(SIGALRM, on_alarm_exit);
+  alarm(120);
+  for (uint32_t s = 0; s < N; s++) {
+    uint8_t rec[8];
+    put32(rec, 0);
+    put32(rec + 4, s);
+    CU_ASSERT_EQUAL_FATAL(mpx_link_send(p.l, rec, 8), 0);
+    while (p.got <= s && p.closes == 0) uv_run(&loop, UV_RUN_ONCE);
+  }
+  alarm(0);
+  signal(SIGALRM, SIG_DFL);
+  CU_ASSERT_EQUAL(p.got, N);
+  CU_ASSERT_EQUAL(p.bad, 0);
+  mpx_hub_free(h);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
 }
 
 /* ---- statistics and argument checks ---------------------------------------- */
@@ -1311,6 +1406,7 @@ static const mpx_test_t tests[] = {
     MPX_TEST(test_interop_conn_worker),
     MPX_TEST(test_interop_conn_coordinator),
     MPX_TEST(test_partial_frames),
+    MPX_TEST(test_bad_header),
     MPX_TEST(test_many_workers),
     MPX_TEST(test_batching),
     MPX_TEST(test_peer_sigkill),
@@ -1320,6 +1416,7 @@ static const mpx_test_t tests[] = {
     MPX_TEST(test_hub_free_pending),
     MPX_TEST(test_endpoint_recv_timeout),
     MPX_TEST(test_endpoint_send_timeout),
+    MPX_TEST(test_run_once_returns),
     MPX_TEST(test_stats),
     {NULL, NULL}};
 

@@ -18,6 +18,11 @@
  *                                       coordinator, microseconds
  *   transport.<kind>.rtt.sys_coord      system calls per round trip, hub
  *   transport.<kind>.rtt.sys_worker     ... and worker
+ *   transport.raw.rtt.median            the baseline: the same round trip
+ *   transport.raw.rtt.p99               with blocking write()/read() of the
+ *                                       68 framed bytes on a socketpair, no
+ *                                       loop (on a VM this is mostly the
+ *                                       cost of waking a process up)
  *
  * Medians over --runs runs (5).
  *
@@ -280,6 +285,53 @@ static rtt_t run_rtt(mpx_transport_t kind) {
   return r;
 }
 
+/* The baseline round trip: blocking write and read of one frame. */
+static rtt_t run_raw_rtt(void) {
+  uint8_t frame[4 + MSG] = {0, 0, 0, MSG};
+  double *t = malloc((size_t)n_rtt * sizeof *t);
+  int sv[2], st;
+  long skip = n_rtt / 10, n = n_rtt - skip;
+  rtt_t r = {0, 0, 2, 2};
+  pid_t pid;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    die("socketpair", MPX_EIO);
+  if ((pid = fork()) < 0) die("fork", MPX_EIO);
+  if (pid == 0) {
+    uint8_t buf[sizeof frame];
+    close(sv[0]);
+    for (;;) {
+      size_t got = 0;
+      while (got < sizeof buf) {
+        ssize_t k = read(sv[1], buf + got, sizeof buf - got);
+        if (k <= 0) _exit(0);
+        got += (size_t)k;
+      }
+      if (write(sv[1], buf, sizeof buf) != (ssize_t)sizeof buf) _exit(1);
+    }
+  }
+  close(sv[1]);
+  for (long i = 0; i < n_rtt; i++) {
+    uint8_t buf[sizeof frame];
+    size_t got = 0;
+    double t0 = bench_now();
+    if (write(sv[0], frame, sizeof frame) != (ssize_t)sizeof frame)
+      die("write", MPX_EIO);
+    while (got < sizeof buf) {
+      ssize_t k = read(sv[0], buf + got, sizeof buf - got);
+      if (k <= 0) die("read", MPX_EIO);
+      got += (size_t)k;
+    }
+    t[i] = bench_now() - t0;
+  }
+  close(sv[0]);
+  waitpid(pid, &st, 0);
+  bench_sort(t + skip, (int)n);
+  r.median = t[skip + n / 2] * 1e6;
+  r.p99 = t[skip + (long)((double)n * 0.99)] * 1e6;
+  free(t);
+  return r;
+}
+
 static int cmp(const void *a, const void *b) {
   return bench_cmp_double(a, b);
 }
@@ -306,6 +358,17 @@ int main(int argc, char **argv) {
   if (runs < 1) runs = 1;
   if (runs > 32) runs = 32;
   memset(payload, 'x', sizeof payload);
+  if (only == NULL || strcmp(only, "rtt") == 0) {
+    double m[32], p[32];
+    for (int i = 0; i < runs; i++) {
+      rtt_t r = run_raw_rtt();
+      m[i] = r.median;
+      p[i] = r.p99;
+    }
+    printf("transport.raw.rtt.median %.2f us\n", med(m, runs));
+    printf("transport.raw.rtt.p99 %.2f us\n", med(p, runs));
+    fflush(stdout);
+  }
   for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
     const char *name = mpx_transport_name(kinds[k]);
     mpx_transport_t got;

@@ -455,9 +455,18 @@ static void submit(stage_t *s, job_t *j) {
 
 /* ---- set-up ---------------------------------------------------------------------------- */
 
+static int wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k);
+static bool has_room(eng_t *e, size_t k);
+
 static int emit_to_next(void *arg, const void *data, size_t len) {
   stage_t *s = arg;
   eng_t *e = s->e;
+  /* Backpressure reaches into the source: one generate call may emit
+   * many items, and each waits for room. */
+  if (s->idx == 0) {
+    int rc = wait_for(e, has_room, 0);
+    if (rc != 0) return rc;
+  }
   pthread_mutex_lock(&e->mu);
   s->out++;
   if (s->in == 0) s->t_first = now();

@@ -5,7 +5,10 @@
  * worker loads the target and answers 0 or an error with its message, so a
  * missing file or symbol fails mpx_process_start() with that message
  * instead of a silent exit. Then the worker runs the target. */
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -26,13 +29,44 @@ extern char **environ;
 #ifndef MPX_INSTALL_WORKER
 #define MPX_INSTALL_WORKER ""
 #endif
+#ifndef MPX_WORKER_FROM_LIBDIR
+#define MPX_WORKER_FROM_LIBDIR ""
+#endif
+
+static pthread_once_t installed_once = PTHREAD_ONCE_INIT;
+static char installed_worker[PATH_MAX];
+
+/* The worker installed with the libmpx in use: its directory joined with
+ * MPX_WORKER_FROM_LIBDIR (../libexec/mpx/mpx-worker). Empty when libmpx
+ * is the build tree's, or linked statically into a program. */
+static void find_installed_worker(void) {
+  Dl_info info;
+  const char *slash;
+  size_t n, build = strlen(MPX_BUILD_WORKER);
+  if (MPX_WORKER_FROM_LIBDIR[0] == '\0' ||
+      !dladdr((void *)find_installed_worker, &info) || info.dli_fname == NULL ||
+      (slash = strrchr(info.dli_fname, '/')) == NULL)
+    return;
+  n = (size_t)(slash - info.dli_fname);
+  /* MPX_BUILD_WORKER is <build>/tools/mpx-worker, next to <build>/libmpx.so. */
+  if (build > n + 1 && memcmp(MPX_BUILD_WORKER, info.dli_fname, n + 1) == 0 &&
+      strcmp(MPX_BUILD_WORKER + n + 1, "tools/mpx-worker") == 0)
+    return;
+  snprintf(installed_worker, sizeof installed_worker, "%.*s/%s", (int)n,
+           info.dli_fname, MPX_WORKER_FROM_LIBDIR);
+}
 
 const char *mpx__worker_path(void) {
   const char *env = getenv("MPX_WORKER");
   if (env != NULL && *env != '\0') return env;
-  /* An installed worker speaks the installed library's protocol; the build
-   * tree's is for running from the build tree. Prefer whichever exists,
-   * the build tree first since tests run there. */
+  /* A worker must load the same libmpx as its parent: spawn passes it
+   * addresses by library path. So an installed libmpx spawns the worker
+   * installed next to it, wherever the tree was installed or moved; the
+   * build tree's libmpx (and a program linked statically) the build
+   * tree's worker, else the one at the configured prefix. */
+  pthread_once(&installed_once, find_installed_worker);
+  if (installed_worker[0] && access(installed_worker, X_OK) == 0)
+    return installed_worker;
   if (MPX_BUILD_WORKER[0] && access(MPX_BUILD_WORKER, X_OK) == 0)
     return MPX_BUILD_WORKER;
   return MPX_INSTALL_WORKER;

@@ -163,12 +163,12 @@ static void run_map(const mpx_plugin_t *d, const mpx__kv_t *kv, size_t nkv,
 /* ---- the loader ---------------------------------------------------------------- */
 
 static const char *shipped[] = {"range", "lines", "primes", "grep",
-                                "wordcount", "topk", "checksum", "print",
-                                "jsonl"};
+                                "wordcount", "topk", "checksum", "field",
+                                "print", "jsonl"};
 static const mpx_plugin_kind_t shipped_kind[] = {
     MPX_PLUGIN_SOURCE, MPX_PLUGIN_SOURCE, MPX_PLUGIN_MAP,
     MPX_PLUGIN_MAP, MPX_PLUGIN_REDUCE, MPX_PLUGIN_REDUCE,
-    MPX_PLUGIN_MAP, MPX_PLUGIN_SINK, MPX_PLUGIN_SINK};
+    MPX_PLUGIN_MAP, MPX_PLUGIN_MAP, MPX_PLUGIN_SINK, MPX_PLUGIN_SINK};
 
 static void test_load_shipped(void) {
   setenv("MPX_PLUGIN_PATH", PLUGIN_DIR, 1);
@@ -359,9 +359,9 @@ static void test_scan(void) {
   scan_t t = {.only = {dir, PLUGIN_DIR "/"}};
   CU_ASSERT_EQUAL(mpx__plugin_scan(MPX__SCAN_TASKS | MPX__SCAN_CODECS,
                                    on_scan, &t), 0);
-  const char *names[] = {"checksum", "grep", "jsonl", "lines", "primes",
-                         "print", "range", "range", "topk", "wordcount",
-                         "json", "msgpack", "pickle", "raw"};
+  const char *names[] = {"checksum", "field", "grep", "jsonl", "lines",
+                         "primes", "print", "range", "range", "topk",
+                         "wordcount", "json", "msgpack", "pickle", "raw"};
   CU_ASSERT_EQUAL(t.n, (int)NKV(names));
   for (int i = 0; i < t.n && i < (int)NKV(names); i++) {
     char name[64];
@@ -369,13 +369,14 @@ static void test_scan(void) {
     CU_ASSERT_STRING_EQUAL(name, names[i]);
   }
   snprintf(line, sizeof line, "source range %s: the integers", copy);
-  CU_ASSERT_EQUAL(strncmp(t.lines[6], line, strlen(line)), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[7], line, strlen(line)), 0);
   snprintf(line, sizeof line, "task range " PLUGIN_DIR "/mpx_task_range.so: "
            "shadowed by %s", copy);
-  CU_ASSERT_STRING_EQUAL(t.lines[7], line);
-  CU_ASSERT_EQUAL(strncmp(t.lines[10], "codec json ", 11), 0);
-  CU_ASSERT_EQUAL(strncmp(t.lines[2], "sink jsonl ", 11), 0);
-  CU_ASSERT_EQUAL(strncmp(t.lines[9], "reduce wordcount ", 17), 0);
+  CU_ASSERT_STRING_EQUAL(t.lines[8], line);
+  CU_ASSERT_EQUAL(strncmp(t.lines[11], "codec json ", 11), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[3], "sink jsonl ", 11), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[10], "reduce wordcount ", 17), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[1], "map field ", 10), 0);
   unlink(copy);
   rmdir(dir);
   setenv("MPX_PLUGIN_PATH", PLUGIN_DIR, 1);
@@ -1164,6 +1165,77 @@ static void test_checksum(void) {
   items_free(&again);
 }
 
+/* field: item.split(separator)[index], or nothing when out of range. */
+static void field_expect(const char *sep, const char *index, const items_t *in,
+                         const char *const *want_s) {
+  mpx__kv_t kv[] = {KV("separator", sep), KV("index", index)};
+  items_t out = {0}, want = {0};
+  for (; *want_s; want_s++) items_adds(&want, *want_s);
+  run_map(load("field"), sep ? kv : kv + 1, sep ? 2 : 1, in, &out);
+  CU_ASSERT_TRUE(items_equal(&out, &want));
+  char what[64];
+  snprintf(what, sizeof what, "field '%s' %s", sep ? sep : "(default)", index);
+  items_show_diff(what, &out, &want);
+  items_free(&out);
+  items_free(&want);
+}
+
+static void test_field(void) {
+  const char *lines[] = {"a b c", "one", "", "x  y", " lead", "trail ",
+                         "1.2.3.4 - - [d] \"GET /u HTTP/1.1\" 200"};
+  items_t in = {0};
+  for (size_t i = 0; i < NKV(lines); i++) items_adds(&in, lines[i]);
+  /* The default separator is one space; empty fields count. */
+  field_expect(NULL, "0", &in,
+               (const char *[]){"a", "one", "", "x", "", "trail",
+                                "1.2.3.4", NULL});
+  field_expect(" ", "1", &in,
+               (const char *[]){"b", "", "lead", "", "-", NULL});
+  field_expect(" ", "2", &in, (const char *[]){"c", "y", "-", NULL});
+  field_expect(" ", "5", &in, (const char *[]){"/u", NULL});
+  field_expect(" ", "-1", &in,
+               (const char *[]){"c", "one", "", "y", "lead", "", "200", NULL});
+  field_expect(" ", "-3", &in, (const char *[]){"a", "x", "/u", NULL});
+  field_expect(" ", "-4", &in, (const char *[]){"\"GET", NULL});
+  field_expect(" ", "-9", &in, (const char *[]){NULL});
+  field_expect(" ", "9223372036854775807", &in, (const char *[]){NULL});
+  field_expect(" ", "-9223372036854775808", &in, (const char *[]){NULL});
+  items_free(&in);
+
+  /* A longer separator: left to right, not overlapping, as in Python. */
+  items_adds(&in, "aaa");
+  items_adds(&in, "k::v::w");
+  field_expect("::", "1", &in, (const char *[]){"v", NULL});
+  field_expect("::", "-1", &in, (const char *[]){"aaa", "w", NULL});
+  field_expect("aa", "0", &in, (const char *[]){"", "k::v::w", NULL});
+  field_expect("aa", "1", &in, (const char *[]){"a", NULL});
+  field_expect("\t", "0", &in, (const char *[]){"aaa", "k::v::w", NULL});
+  items_free(&in);
+
+  /* Bytes after a NUL are seen too, and fields keep their NULs. */
+  items_t out = {0};
+  mpx__kv_t nul[] = {KV("separator", "::"), KV("index", "0")};
+  items_add(&in, "n\0ul::l\0", 8);
+  run_map(load("field"), nul, 2, &in, &out);
+  CU_ASSERT_TRUE(out.n == 1 && out.len[0] == 4 && memcmp(out.data[0], "n\0ul", 4) == 0);
+  items_free(&out);
+  nul[1] = KV("index", "1");
+  run_map(load("field"), nul, 2, &in, &out);
+  CU_ASSERT_TRUE(out.n == 1 && out.len[0] == 2 && memcmp(out.data[0], "l\0", 2) == 0);
+  items_free(&out);
+  items_free(&in);
+
+  /* An empty separator fails init. */
+  mpx__kv_t kv[] = {KV("separator", "")};
+  mpx_plugin_ctx_t *c;
+  void *st;
+  CU_ASSERT_EQUAL_FATAL(mpx__ctx_new(&c, load("field"), NULL, kv, 1, NULL, 0,
+                                     1, NULL, collect, NULL), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_init(c, &st), MPX_ETASK);
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_error(c), "separator must not be empty");
+  mpx__ctx_free(c);
+}
+
 /* ---- reduces ------------------------------------------------------------------------------- */
 
 /* The partial of one instance fed in[from, to). */
@@ -1577,6 +1649,6 @@ MPX_TEST_MAIN("plugin", MPX_TEST(test_load_shipped),
               MPX_TEST(test_params), MPX_TEST(test_params_encode),
               MPX_TEST(test_services), MPX_TEST(test_range),
               MPX_TEST(test_lines), MPX_TEST(test_primes),
-              MPX_TEST(test_grep), MPX_TEST(test_checksum),
+              MPX_TEST(test_grep), MPX_TEST(test_checksum), MPX_TEST(test_field),
               MPX_TEST(test_wordcount), MPX_TEST(test_topk),
               MPX_TEST(test_print), MPX_TEST(test_jsonl))

@@ -387,18 +387,16 @@ static void on_err(mpx_async_t *a, void *arg) {
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", mpx_async_error(a));
   mpx_async_free(a);
-  if (rc == MPX_EBROKEN || rc == MPX_ECANCELED || rc == MPX_ECLOSED) {
-    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
-    pthread_mutex_lock(&e->mu);
-    e->queued -= j->n;
-    s->inflight -= j->parent ? 0 : 1;
-    pthread_cond_broadcast(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    return;
-  }
   pthread_mutex_lock(&e->mu);
   e->queued -= j->n;
   pthread_mutex_unlock(&e->mu);
+  if (rc == MPX_EBROKEN || rc == MPX_ECANCELED || rc == MPX_ECLOSED) {
+    /* The run is over; the job ends without outputs. */
+    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
+    if (j->parent) sub_finish(j, NULL, 0, 0);
+    else job_finish(s, j, NULL, 0, 0);
+    return;
+  }
   if (j->n > 1) {
     /* Try each item alone: the one that kills its worker fails alone. */
     j->pending = j->n;

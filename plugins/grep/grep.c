@@ -14,10 +14,11 @@
 typedef struct {
   regex_t re;
   bool invert;
-#ifndef REG_STARTEND
-  char *line; /* a NUL-terminated copy of the item */
+  /* A NUL-terminated copy of the item: regexec implementations (and
+   * sanitizers' interceptors of it) may read up to a NUL even with
+   * REG_STARTEND, and an item is not NUL-terminated. */
+  char *line;
   size_t cap;
-#endif
 } grep_t;
 
 static int grep_init(mpx_plugin_ctx_t *ctx, void **state) {
@@ -41,9 +42,7 @@ static void grep_fini(mpx_plugin_ctx_t *ctx, void *state) {
   (void)ctx;
   if (g == NULL) return;
   regfree(&g->re);
-#ifndef REG_STARTEND
   free(g->line);
-#endif
   free(g);
 }
 
@@ -51,20 +50,20 @@ static int grep_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
                         size_t len) {
   grep_t *g = state;
   int rc;
+  if (len + 1 > g->cap) {
+    char *p = realloc(g->line, len + 1);
+    if (p == NULL) return mpx_plugin_fail(ctx, "out of memory for a %zu-byte line", len);
+    g->line = p;
+    g->cap = len + 1;
+  }
+  if (len) memcpy(g->line, in, len);
+  g->line[len] = '\0';
 #ifdef REG_STARTEND
   regmatch_t m[1];
   m[0].rm_so = 0;
   m[0].rm_eo = (regoff_t)len;
-  rc = regexec(&g->re, len ? in : "", 1, m, REG_STARTEND);
+  rc = regexec(&g->re, g->line, 1, m, REG_STARTEND);
 #else
-  if (len + 1 > g->cap) {
-    char *p = realloc(g->line, len + 1);
-    if (p == NULL) return MPX_ENOMEM;
-    g->line = p;
-    g->cap = len + 1;
-  }
-  memcpy(g->line, in, len);
-  g->line[len] = '\0';
   rc = regexec(&g->re, g->line, 0, NULL, 0);
 #endif
   if (rc != 0 && rc != REG_NOMATCH) {

@@ -1,7 +1,9 @@
 /* The pool coordinator.
  *
- * A pool owns a thread running a libuv loop with a transport hub (one link
- * per worker) and a supervisor (pidfds, stderr relay, restarts). Calls from
+ * A pool runs a libuv loop (on a thread of its own, or the caller's loop)
+ * with a transport hub (one link per worker) and a supervisor (pidfds,
+ * stderr relay, restarts). A call that would wait for the loop on the
+ * loop's own thread returns MPX_EDEADLK instead. Calls from
  * user threads build a request, hand it to the loop under `mu` and wake it
  * (uv_async); the loop cuts requests into jobs (one or more tasks sent in
  * one message), keeps up to DEPTH jobs in flight per worker, and delivers
@@ -17,9 +19,29 @@
  *
  * Lifetimes: a request is referenced by its caller and, while it has
  * tasks not yet answered or dropped, by the loop; both counts live under
- * `mu` and the last one frees it. */
+ * `mu` and the last one frees it.
+ *
+ * Large items (pool_proto.h) go through the pool's arena. An argument
+ * block is the coordinator's: apply's is made by apply_async and imap's
+ * by imap_fill (in the caller's thread) and belong to the request or the
+ * imap slot; map's and map_fixed's are made when the job is sent and
+ * belong to the job (job_t.lent) until it ends, answered or not, so a
+ * retry resends the same blocks. A result block arrives owned by its
+ * worker; on_answer checks and takes it, then it is copied out and freed,
+ * or kept as the result (apply, imap) and freed with it. exited() reclaims
+ * whatever a dead worker owned, after closing its link.
+ *
+ * The loop is the pool's own (a thread runs it) or the caller's
+ * (opts.loop). Both run the same code; the difference is how the pool
+ * ends: mpx_pool_free stops the own thread after join, while a shutdown
+ * (mpx_pool_shutdown, or mpx_pool_free with a caller's loop) is a state
+ * driven by the loop: `shut` set, wait for no work, stop the workers, wait
+ * for them to be gone, close every handle, then one more turn of the loop
+ * (the `fin` timer) so that every close callback has run before the
+ * shutdown callback and the pool's memory goes. */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -37,6 +59,7 @@
 #define DEPTH 2                      /* jobs in flight per worker */
 #define CHUNK_BYTES ((size_t)256 << 10) /* automatic chunks: argument bytes */
 #define WAIT_SLICE 0.02              /* callers re-check SIGINT this often */
+#define ARENA_DEFAULT ((size_t)64 << 20)
 
 typedef struct mpx_async_s req_t;
 typedef struct worker_s worker_t;
@@ -51,13 +74,15 @@ typedef struct job_s {
   unsigned attempts;
   bool timed_out;
   double deadline;
+  mpx_ref_t *lent; /* n argument blocks made at send (0: none), or NULL */
 } job_t;
 
 typedef struct {
-  void *in;
+  void *in;        /* malloc'd, or the memory of in_ref */
   size_t in_len;
-  void *out;
+  void *out;       /* malloc'd, or the memory of out_ref */
   size_t out_len;
+  mpx_ref_t in_ref, out_ref; /* arena blocks, or 0 */
   int rc;
   char *err;
   bool done;
@@ -75,8 +100,9 @@ struct mpx_async_s {
   const mpx_conn_buf_t *in;
   const uint8_t *fin;
   size_t in_size;
-  void *acopy;
+  void *acopy;      /* malloc'd, or the memory of aref */
   size_t alen;
+  mpx_ref_t aref;
   /* outputs */
   mpx_pool_result_t *out;
   uint8_t *fout;
@@ -90,8 +116,9 @@ struct mpx_async_s {
   size_t done;
   int rc;
   char *err;
-  void *res;
+  void *res;        /* malloc'd, or the memory of res_ref */
   size_t res_len;
+  mpx_ref_t res_ref;
   bool complete, cancelled, listed;
   int refs;
   int call_rc;
@@ -109,6 +136,7 @@ struct worker_s {
   unsigned ninflight, ndefined;
   uint64_t tasks;
   int child_fd;
+  int pass[2];
   uint8_t *wargs;
 };
 
@@ -124,11 +152,18 @@ struct mpx_pool_s {
   char name[32];
   unsigned n;
   int retries;
-  uv_loop_t loop;
+  uv_loop_t *L;        /* &own_loop, or the caller's */
+  uv_loop_t own_loop;
+  bool user_loop;
   uv_thread_t thread;
+  _Atomic bool have_tid;       /* loop_tid is set */
+  _Atomic(pthread_t) loop_tid; /* the thread running the loop */
   uv_async_t wake;
   uv_timer_t tick;
+  uv_timer_t fin;      /* shutdown: one more turn of the loop */
   bool have_tick;
+  mpx_arena_t *arena;  /* or NULL */
+  pid_t self;
   mpx_hub_t *hub;
   mpx__sup_t *sup;
   worker_t *w;
@@ -139,6 +174,7 @@ struct mpx_pool_s {
   uint64_t next_job;
   mpx_wbuf_t sbuf;
   unsigned rr;
+  bool quit_started;
   /* under mu */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -147,6 +183,13 @@ struct mpx_pool_s {
   size_t nfns;
   bool closed, terminated, stopping, stop_req, quit_loop, workers_gone;
   bool broken, cancels;
+  bool shut;           /* a shutdown was asked for */
+  _Atomic bool wake_closed;   /* no uv_async_send any more */
+  _Atomic unsigned wake_users; /* threads inside wake() */
+  bool handles_closed; /* the shutdown is over */
+  bool free_when_done; /* mpx_pool_free on the loop's thread came first */
+  mpx_pool_shutdown_cb shut_cb;
+  void *shut_arg;
   char why[512];
   size_t live_reqs; /* requests submitted and not complete */
   unsigned alive;
@@ -192,18 +235,81 @@ static void sigint_release(void) {
   pthread_mutex_unlock(&sig_mu);
 }
 
+/* ---- waking the loop and knowing its thread ------------------------------------ */
+
+/* Any thread: wake the loop, unless its async is closed (shut down). A
+ * sender that saw it open is waited for by close_wake(). */
+static void wake(mpx_pool_t *p) {
+  atomic_fetch_add(&p->wake_users, 1);
+  if (!atomic_load(&p->wake_closed)) uv_async_send(&p->wake);
+  atomic_fetch_sub(&p->wake_users, 1);
+}
+
+/* Loop thread: no uv_async_send after this, then close the async. */
+static void close_wake(mpx_pool_t *p, uv_close_cb cb) {
+  atomic_store(&p->wake_closed, true);
+  while (atomic_load(&p->wake_users) != 0) sched_yield();
+  uv_close((uv_handle_t *)&p->wake, cb);
+}
+
+/* Loop thread: remember it (the caller's loop may run on any thread). */
+static void note_loop_thread(mpx_pool_t *p) {
+  pthread_t self = pthread_self();
+  if (!atomic_load_explicit(&p->have_tid, memory_order_relaxed) ||
+      !pthread_equal(self, atomic_load_explicit(&p->loop_tid,
+                                                memory_order_relaxed))) {
+    atomic_store_explicit(&p->loop_tid, self, memory_order_relaxed);
+    atomic_store_explicit(&p->have_tid, true, memory_order_release);
+  }
+}
+
+static bool on_loop_thread(mpx_pool_t *p) {
+  return atomic_load_explicit(&p->have_tid, memory_order_acquire) &&
+         pthread_equal(pthread_self(), atomic_load_explicit(
+                                            &p->loop_tid, memory_order_relaxed));
+}
+
+static int deadlock(mpx_pool_t *p) {
+  return mpx__err(MPX_EDEADLK, "%s: a call that waits for the pool's loop, "
+                  "made on the loop's thread, would never return", p->name);
+}
+
+/* ---- arena blocks ------------------------------------------------------------------ */
+
+static void block_release(mpx_pool_t *p, mpx_ref_t ref) {
+  if (ref && mpx_arena_release(p->arena, ref) != 0)
+    MPX__WARN("%s: arena block %#llx: %s", p->name, (unsigned long long)ref,
+              mpx_last_error());
+}
+
+/* A copy of d in a new arena block (never waits), or 0 when it has no room. */
+static mpx_ref_t block_copy(mpx_pool_t *p, const void *d, size_t l) {
+  mpx_ref_t ref;
+  if (p->arena == NULL || mpx_arena_alloc(p->arena, l, 0, &ref) != 0) return 0;
+  memcpy(mpx_arena_ptr(p->arena, ref), d, l);
+  return ref;
+}
+
 /* ---- requests ------------------------------------------------------------------ */
 
+static void slot_clear(mpx_pool_t *p, islot_t *s) {
+  if (s->in_ref) block_release(p, s->in_ref);
+  else free(s->in);
+  if (s->out_ref) block_release(p, s->out_ref);
+  else free(s->out);
+  free(s->err);
+  *s = (islot_t){0};
+}
+
 static void req_free(req_t *r) {
-  free(r->acopy);
+  mpx_pool_t *p = r->p;
+  if (r->aref) block_release(p, r->aref);
+  else free(r->acopy);
   free(r->err);
-  free(r->res);
+  if (r->res_ref) block_release(p, r->res_ref);
+  else free(r->res);
   if (r->ring) {
-    for (size_t i = 0; i < r->W; i++) {
-      free(r->ring[i].in);
-      free(r->ring[i].out);
-      free(r->ring[i].err);
-    }
+    for (size_t i = 0; i < r->W; i++) slot_clear(p, &r->ring[i]);
     free(r->ring);
   }
   free(r->fifo);
@@ -233,6 +339,7 @@ static void req_finish(mpx_pool_t *p, req_t *r, int call_rc) {
   if (call_rc != 0 && r->call_rc == 0) r->call_rc = call_rc;
   p->live_reqs--;
   pthread_cond_broadcast(&p->cv);
+  if (p->live_reqs == 0 && p->shut) wake(p); /* the shutdown goes on */
 }
 
 static req_t *req_new(mpx_pool_t *p, int kind) {
@@ -313,7 +420,7 @@ static int submit(mpx_pool_t *p, req_t *r, mpx_func_t f) {
     p->incoming_tail = r;
   }
   pthread_mutex_unlock(&p->mu);
-  if (rc == 0) uv_async_send(&p->wake);
+  if (rc == 0) wake(p);
   return rc;
 }
 
@@ -326,13 +433,20 @@ static void cancel(mpx_pool_t *p, req_t *r) {
     req_finish(p, r, MPX_ECANCELED);
   }
   pthread_mutex_unlock(&p->mu);
-  uv_async_send(&p->wake);
+  wake(p);
 }
 
-/* Waits for `done(r)` under mu. 0, MPX_ETIMEDOUT, MPX_EINTR. */
+/* Waits for `done(r)` under mu. 0, MPX_ETIMEDOUT, MPX_EINTR, MPX_EDEADLK
+ * (it would wait on the loop's thread). */
 static int wait_until(mpx_pool_t *p, bool (*done)(void *), void *r,
                       double timeout) {
   int rc = 0;
+  if (timeout != 0 && on_loop_thread(p)) {
+    pthread_mutex_lock(&p->mu);
+    bool ready = done(r);
+    pthread_mutex_unlock(&p->mu);
+    return ready ? 0 : deadlock(p);
+  }
   double deadline = mpx__deadline(timeout);
   sigint_hold();
   sig_atomic_t sig0 = sigint_count;
@@ -386,11 +500,15 @@ static int run_call(mpx_pool_t *p, req_t *r, double timeout) {
 
 /* ---- the loop: jobs ----------------------------------------------------------------- */
 
-static void item_in(req_t *r, size_t i, const void **d, size_t *l) {
+/* Item i's argument, and its arena block when it has one already. */
+static void item_in(req_t *r, size_t i, const void **d, size_t *l,
+                    mpx_ref_t *ref) {
+  *ref = 0;
   switch (r->kind) {
     case R_APPLY:
       *d = r->acopy;
       *l = r->alen;
+      *ref = r->aref;
       break;
     case R_MAP:
       *d = r->in[i].data;
@@ -404,16 +522,20 @@ static void item_in(req_t *r, size_t i, const void **d, size_t *l) {
       islot_t *s = &r->ring[i % r->W];
       *d = s->in;
       *l = s->in_len;
+      *ref = s->in_ref;
     }
   }
 }
 
-/* Under mu: one task's outcome. */
-static void deliver(mpx_pool_t *p, req_t *r, size_t i, int rc,
-                    const void *d, size_t l) {
+/* Under mu: one task's outcome. d/l: the result or the failure's message;
+ * ref: the arena block holding the result (taken by the coordinator), or
+ * 0. Returns true when the block was kept as the result (apply, imap: the
+ * caller reads it in place), else it is the caller's to free. */
+static bool deliver(mpx_pool_t *p, req_t *r, size_t i, int rc,
+                    const void *d, size_t l, mpx_ref_t ref) {
   char *err = NULL;
-  if (r->complete && r->kind != R_IMAP) return; /* cancelled, broken */
-  if (r->cancelled) return;
+  if (r->complete && r->kind != R_IMAP) return false; /* cancelled, broken */
+  if (r->cancelled) return false;
   if (rc == 0 && r->kind == R_FIXED && l > r->out_size) {
     rc = MPX_ETASK;
     char m[128];
@@ -426,7 +548,10 @@ static void deliver(mpx_pool_t *p, req_t *r, size_t i, int rc,
     err = strndup(d ? d : "", l);
   }
   void *copy = NULL;
-  if (rc == 0 && r->kind != R_FIXED && l > 0) {
+  bool keep = ref && rc == 0 && (r->kind == R_APPLY || r->kind == R_IMAP);
+  if (keep) {
+    copy = (void *)d;
+  } else if (rc == 0 && r->kind != R_FIXED && l > 0) {
     copy = malloc(l);
     if (copy == NULL) {
       rc = MPX_ENOMEM;
@@ -445,6 +570,7 @@ static void deliver(mpx_pool_t *p, req_t *r, size_t i, int rc,
   switch (r->kind) {
     case R_APPLY:
       r->res = copy;
+      r->res_ref = keep ? ref : 0;
       r->res_len = rc == 0 ? l : 0;
       free(err);
       break;
@@ -452,13 +578,15 @@ static void deliver(mpx_pool_t *p, req_t *r, size_t i, int rc,
       r->out[i] = (mpx_pool_result_t){copy, rc == 0 ? l : 0, rc, err};
       break;
     case R_FIXED:
-      if (rc == 0 && l) memcpy(r->fout + i * r->out_size, d, l);
+      if (rc == 0 && l == 8) memcpy(r->fout + i * r->out_size, d, 8);
+      else if (rc == 0 && l) memcpy(r->fout + i * r->out_size, d, l);
       if (r->frc) r->frc[i] = rc;
       free(err);
       break;
     default: {
       islot_t *s = &r->ring[i % r->W];
       s->out = copy;
+      s->out_ref = keep ? ref : 0;
       s->out_len = rc == 0 ? l : 0;
       s->rc = rc;
       s->err = err;
@@ -469,11 +597,21 @@ static void deliver(mpx_pool_t *p, req_t *r, size_t i, int rc,
   r->done++;
   if (r->kind == R_IMAP) pthread_cond_broadcast(&p->cv);
   else if (r->done == r->n) req_finish(p, r, 0);
+  return keep;
+}
+
+/* Loop thread: the argument blocks made for the job go back to the arena. */
+static void job_unlend(mpx_pool_t *p, job_t *j) {
+  if (j->lent == NULL) return;
+  for (size_t i = 0; i < j->n; i++) block_release(p, j->lent[i]);
+  free(j->lent);
+  j->lent = NULL;
 }
 
 /* Loop thread: a job is over (answered, failed or dropped). */
 static void job_end(mpx_pool_t *p, job_t *j) {
   req_t *r = j->r;
+  job_unlend(p, j);
   pthread_mutex_lock(&p->mu);
   r->live -= j->n; /* sweep() unlists the request once nothing is live */
   pthread_mutex_unlock(&p->mu);
@@ -517,12 +655,18 @@ static void after_complete(mpx_pool_t *p, req_t *r) {
 }
 
 static job_t *next_job(mpx_pool_t *p) {
-  job_t *j = p->retry;
-  if (j) {
+  job_t *j;
+  while ((j = p->retry) != NULL) {
     p->retry = j->next;
     if (p->retry == NULL) p->retry_tail = NULL;
     j->next = NULL;
-    return j;
+    /* A call that ended since (cancelled, timed out) may have taken its
+     * inputs back: never read them again. */
+    pthread_mutex_lock(&p->mu);
+    bool over = j->r->cancelled || j->r->complete;
+    pthread_mutex_unlock(&p->mu);
+    if (!over) return j;
+    job_end(p, j);
   }
   for (req_t *r = p->active; r; r = r->next) {
     size_t n;
@@ -572,6 +716,27 @@ static void requeue(mpx_pool_t *p, job_t *j, bool front) {
   }
 }
 
+/* Loop thread: a job of several tasks becomes single tasks at the front of
+ * the retry queue, in order, keeping their argument blocks. */
+static void split_job(mpx_pool_t *p, job_t *j) {
+  for (size_t i = j->n; i-- > 0;) {
+    job_t *s = calloc(1, sizeof *s);
+    if (s == NULL) break;
+    s->r = j->r;
+    s->first = j->first + i;
+    s->n = 1;
+    s->attempts = j->attempts;
+    if (j->lent && j->lent[i] && (s->lent = malloc(sizeof *s->lent)) != NULL) {
+      s->lent[0] = j->lent[i];
+      j->lent[i] = 0;
+    }
+    requeue(p, s, true);
+  }
+  job_unlend(p, j);
+  j->n = 0;
+  free(j);
+}
+
 static void start_clock(mpx_pool_t *p, job_t *j) {
   j->deadline = p->o.task_timeout > 0
                     ? mpx__now() + p->o.task_timeout * (double)j->n
@@ -587,14 +752,38 @@ static int send_job(mpx_pool_t *p, worker_t *w, job_t *j) {
   j->id = h.job;
   p->sbuf.len = 0;
   mpx_wbuf_append(&p->sbuf, &h, sizeof h);
+  uint64_t by_ref = 0, inl = 0;
   for (size_t i = 0; i < j->n; i++) {
     const void *d;
     size_t l;
-    item_in(r, j->first + i, &d, &l);
-    uint32_t l32 = (uint32_t)l;
-    if ((rc = mpx_wbuf_append(&p->sbuf, &l32, 4)) != 0 ||
-        (rc = mpx_wbuf_append(&p->sbuf, d, l)) != 0)
+    mpx_ref_t ref;
+    item_in(r, j->first + i, &d, &l, &ref);
+    if (ref == 0 && j->lent) ref = j->lent[i]; /* sent before: a retry */
+    if (ref == 0 && l > MPX_POOL_ARENA_THRESHOLD && p->arena) {
+      /* One copy, into a block the job keeps until it ends. */
+      if (j->lent == NULL) j->lent = calloc(j->n, sizeof *j->lent);
+      if (j->lent) ref = j->lent[i] = block_copy(p, d, l);
+      if (ref == 0) inl++; /* full: inline */
+    }
+    pm_ref_t pr = {ref, l};
+    uint32_t lw = (uint32_t)l;
+    if (ref) {
+      d = &pr;
+      l = sizeof pr;
+      lw = PM_ITEM_REF | (uint32_t)sizeof pr;
+      by_ref++;
+    } else if (l > PM_ITEM_LEN) {
+      return mpx__err(MPX_E2BIG, "an argument of %zu bytes: too large to "
+                      "send inline, and the arena has no room for it", l);
+    }
+    if (p->sbuf.cap - p->sbuf.len < 4 + l &&
+        (rc = mpx_wbuf_reserve(&p->sbuf, 4 + l)) != 0)
       return rc;
+    uint8_t *o = p->sbuf.data + p->sbuf.len;
+    memcpy(o, &lw, 4);
+    if (l == 8) memcpy(o + 4, d, 8); /* the common fixed size, inlined */
+    else if (l) memcpy(o + 4, d, l);
+    p->sbuf.len += 4 + l;
   }
   if ((rc = mpx_link_send(w->link, p->sbuf.data, p->sbuf.len)) != 0) return rc;
   /* In send order: the worker runs them in that order, so the first is
@@ -606,9 +795,13 @@ static int send_job(mpx_pool_t *p, worker_t *w, job_t *j) {
   if (w->ninflight++ == 0) start_clock(p, j);
   pthread_mutex_lock(&p->mu);
   p->st.messages++;
+  p->st.arena_args += by_ref;
+  p->st.arena_inline += inl;
   pthread_mutex_unlock(&p->mu);
   return 0;
 }
+
+static void fail_job(mpx_pool_t *p, job_t *j, int rc, const char *msg);
 
 static void pump(mpx_pool_t *p) {
   bool progress = true;
@@ -626,7 +819,14 @@ static void pump(mpx_pool_t *p) {
         progress = false;
         goto retire;
       }
-      if (send_job(p, w, j) != 0) {
+      int rc = send_job(p, w, j);
+      if (rc == MPX_E2BIG) { /* an item that cannot travel: it fails alone */
+        if (j->n > 1) split_job(p, j);
+        else fail_job(p, j, MPX_E2BIG, mpx_last_error());
+        progress = true;
+        continue;
+      }
+      if (rc != 0) {
         requeue(p, j, true);
         mpx__sup_kill(p->sup, w->idx, SIGKILL); /* its link is broken */
         continue;
@@ -649,6 +849,34 @@ retire:
 
 /* ---- the loop: workers ---------------------------------------------------------------- */
 
+/* Loop thread: items [k, n) of a job whose answer stopped making sense at
+ * item k go back to the front of the queue (k > 0: the others were
+ * delivered), keeping their argument blocks; the job ends with k items. */
+static void job_cut(mpx_pool_t *p, job_t *j, size_t k) {
+  job_t *rest = calloc(1, sizeof *rest);
+  if (rest && j->lent && (rest->lent = calloc(j->n - k, sizeof *rest->lent)) == NULL) {
+    free(rest);
+    rest = NULL;
+  }
+  if (rest == NULL) { /* cannot requeue them: they fail */
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = k; i < j->n; i++)
+      deliver(p, j->r, j->first + i, MPX_ENOMEM, "out of memory", 13, 0);
+    pthread_mutex_unlock(&p->mu);
+    return;
+  }
+  rest->r = j->r;
+  rest->first = j->first + k;
+  rest->n = j->n - k;
+  rest->attempts = j->attempts;
+  for (size_t i = k; j->lent && i < j->n; i++) {
+    rest->lent[i - k] = j->lent[i];
+    j->lent[i] = 0;
+  }
+  requeue(p, rest, true); /* it carries the n - k tasks still live */
+  j->n = k;
+}
+
 static void on_answer(mpx_pool_t *p, worker_t *w, const uint8_t *m, size_t len) {
   pm_answer_t a;
   if (len < sizeof a) goto bad;
@@ -660,32 +888,57 @@ static void on_answer(mpx_pool_t *p, worker_t *w, const uint8_t *m, size_t len) 
       *pp = j->next;
       break;
     }
-  if (j == NULL || a.n != j->n) goto bad;
+  if (j == NULL || a.n != j->n) {
+    if (j) { /* back where it was: the worker's death handles it */
+      j->next = *pp;
+      *pp = j;
+    }
+    goto bad;
+  }
   w->ninflight--;
   if (w->inflight && pp == &w->inflight) start_clock(p, w->inflight);
+  /* Items are checked as they are delivered; from the first one that
+   * makes no sense on, the job goes back to the queue. A result block
+   * must be live and the worker's own: then it is taken. */
   size_t off = sizeof a;
+  uint32_t i;
+  uint64_t by_ref = 0;
   pthread_mutex_lock(&p->mu);
-  for (uint32_t i = 0; i < a.n; i++) {
+  for (i = 0; i < a.n; i++) {
     pm_item_t it;
-    if (off + sizeof it > len) {
-      pthread_mutex_unlock(&p->mu);
-      goto bad;
-    }
+    if (off + sizeof it > len) break;
     memcpy(&it, m + off, sizeof it);
-    off += sizeof it;
-    if (it.len > len - off) {
-      pthread_mutex_unlock(&p->mu);
-      goto bad;
+    uint32_t l = it.len & PM_ITEM_LEN;
+    if (l > len - off - sizeof it) break;
+    const void *d = m + off + sizeof it;
+    size_t dl = l;
+    mpx_ref_t ref = 0;
+    if (it.len & PM_ITEM_REF) {
+      pm_ref_t r;
+      if (l != sizeof r || p->arena == NULL) break;
+      memcpy(&r, d, sizeof r);
+      size_t cap = mpx_arena_block_size(p->arena, r.ref);
+      if (cap == 0 || cap < r.len || mpx_arena_owner(p->arena, r.ref) != w->pid)
+        break;
+      mpx_arena_give(p->arena, r.ref, p->self); /* ours from now on */
+      ref = r.ref;
+      d = mpx_arena_ptr(p->arena, ref);
+      dl = (size_t)r.len;
+      by_ref++;
     }
-    deliver(p, j->r, j->first + i, it.rc, m + off, it.len);
-    off += it.len;
+    off += sizeof it + l;
+    if (!deliver(p, j->r, j->first + i, it.rc, d, dl, ref) && ref)
+      block_release(p, ref);
   }
+  p->st.arena_results += by_ref;
   pthread_mutex_unlock(&p->mu);
+  bool malformed = i < a.n;
+  if (malformed) job_cut(p, j, i);
   w->tasks += j->n;
   job_end(p, j);
   if (p->o.maxtasksperchild && w->tasks >= p->o.maxtasksperchild)
     w->retiring = true;
-  return;
+  if (!malformed) return;
 bad:
   MPX__WARN("%s: worker %u sent a malformed answer; killing it", p->name,
             w->idx);
@@ -776,9 +1029,19 @@ static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st) {
     free(owned);
     return mpx__err(MPX_ENOMEM, "%s: out of memory", p->name);
   }
+  /* The arena: inherited under fork, its segment's descriptor otherwise. */
+  size_t npass = 0;
+  w->pass[npass++] = sv[1];
+  int arena_fd = -1;
+  uint64_t arena_addr = 0;
+  if (p->arena && p->o.start_method == MPX_START_FORK)
+    arena_addr = (uint64_t)(uintptr_t)p->arena;
+  else if (p->arena)
+    w->pass[npass++] = arena_fd = mpx_segment_fd(mpx_arena_segment(p->arena));
   pm_wargs_t a = {.version = PM_WARGS_VERSION, .index = idx,
                   .nworkers = p->n, .link_fd = sv[1],
                   .stderr_fd = st->stderr_fd, .transport = (int32_t)p->transport,
+                  .arena_fd = arena_fd, .arena_addr = arena_addr,
                   .init_kind = kind, .init_addr = addr,
                   .init_str_len = (uint32_t)sl,
                   .initargs_len = (uint32_t)p->o.initargs_len};
@@ -794,8 +1057,8 @@ static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st) {
   st->opts.args_len = total;
   st->opts.start_method = p->o.start_method;
   st->opts.daemon = true;
-  st->opts.pass_fds = &w->child_fd;
-  st->opts.n_pass_fds = 1;
+  st->opts.pass_fds = w->pass;
+  st->opts.n_pass_fds = npass;
   st->release = release_start;
   w->ready = w->retiring = w->quit_sent = false;
   w->tasks = 0;
@@ -817,7 +1080,7 @@ static void started(void *arg, unsigned idx, pid_t pid) {
 static void fail_job(mpx_pool_t *p, job_t *j, int rc, const char *msg) {
   pthread_mutex_lock(&p->mu);
   for (size_t i = 0; i < j->n; i++)
-    deliver(p, j->r, j->first + i, rc, msg, strlen(msg));
+    deliver(p, j->r, j->first + i, rc, msg, strlen(msg), 0);
   pthread_mutex_unlock(&p->mu);
   job_end(p, j);
 }
@@ -833,6 +1096,18 @@ static void exited(void *arg, unsigned idx, pid_t pid, int code,
   }
   bool was_alive = w->alive;
   w->alive = w->ready = false;
+  /* Its link is closed: no answer of it will be read. Free the blocks it
+   * held (a result being written, an answer that was not read). */
+  if (p->arena && pid > 0) {
+    int n = mpx_arena_reclaim(p->arena, pid);
+    if (n > 0) {
+      MPX__DEBUG("%s: %d arena block%s of worker %u (pid %d) reclaimed",
+                 p->name, n, n == 1 ? "" : "s", idx, (int)pid);
+      pthread_mutex_lock(&p->mu);
+      p->st.arena_reclaimed += (uint64_t)n;
+      pthread_mutex_unlock(&p->mu);
+    }
+  }
   char how[96], msg[1024];
   exit_text(code, how, sizeof how);
   MPX__DEBUG("%s: worker %u (pid %d) %s with %u job%s in flight", p->name, idx,
@@ -860,18 +1135,7 @@ static void exited(void *arg, unsigned idx, pid_t pid, int code,
     if (dropped) {
       job_end(p, j);
     } else if (j->n > 1) {
-      /* Split: the one that killed it fails alone. */
-      for (size_t i = j->n; i-- > 0;) {
-        job_t *s = calloc(1, sizeof *s);
-        if (s == NULL) break;
-        s->r = j->r;
-        s->first = j->first + i;
-        s->n = 1;
-        s->attempts = j->attempts;
-        requeue(p, s, true);
-      }
-      j->n = 0;
-      free(j);
+      split_job(p, j); /* the one that killed it fails alone */
     } else if (++j->attempts > (unsigned)(p->retries < 0 ? 0 : p->retries)) {
       if (j->timed_out)
         snprintf(msg, sizeof msg,
@@ -898,6 +1162,7 @@ static void exited(void *arg, unsigned idx, pid_t pid, int code,
   if (p->stopping && p->alive == 0) {
     p->workers_gone = true;
     pthread_cond_broadcast(&p->cv);
+    if (p->shut) wake(p); /* the shutdown goes on (outside this callback) */
   }
   pthread_mutex_unlock(&p->mu);
   pump(p);
@@ -917,7 +1182,7 @@ static void broken(void *arg, const char *why) {
   MPX__ERROR("%s: broken: %s", p->name, why);
   drop_dead(p);
   sweep(p);
-  uv_async_send(&p->wake);
+  wake(p);
 }
 
 /* ---- the loop: wake-ups ------------------------------------------------------------- */
@@ -986,13 +1251,47 @@ static void drop_dead(mpx_pool_t *p) {
   }
 }
 
+static void pool_release(mpx_pool_t *p);
+
+/* The shutdown's last steps: the async's close callback (every handle of
+ * the pool is closing by then), a timer for one more turn of the loop (so
+ * every close callback of this turn has run), its close callback. */
+static void on_fin_closed(uv_handle_t *h) {
+  mpx_pool_t *p = h->data;
+  pthread_mutex_lock(&p->mu);
+  mpx_pool_shutdown_cb cb = p->shut_cb;
+  void *arg = p->shut_arg;
+  pthread_mutex_unlock(&p->mu);
+  if (cb) cb(p, arg); /* may call mpx_pool_free: it sets free_when_done */
+  pthread_mutex_lock(&p->mu);
+  p->handles_closed = true;
+  bool release = p->free_when_done && p->user_loop;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  /* After the unlock, p may be freed by a waiting mpx_pool_free. */
+  if (release) pool_release(p);
+}
+
+static void on_fin(uv_timer_t *t) {
+  uv_close((uv_handle_t *)t, on_fin_closed);
+}
+
+static void on_wake_closed(uv_handle_t *h) {
+  mpx_pool_t *p = h->data;
+  uv_timer_init(p->L, &p->fin);
+  p->fin.data = p;
+  uv_timer_start(&p->fin, on_fin, 0, 0);
+}
+
 static void on_wake(uv_async_t *a) {
   mpx_pool_t *p = a->data;
+  if (p->user_loop) note_loop_thread(p);
   pthread_mutex_lock(&p->mu);
   req_t *in = p->incoming;
   p->incoming = p->incoming_tail = NULL;
   bool cancels = p->cancels, stop = p->stop_req, quit = p->quit_loop;
-  bool term = p->terminated;
+  bool term = p->terminated, shut = p->shut;
+  if (shut && p->live_reqs == 0) stop = true; /* as join does */
   p->cancels = false;
   if (p->broken)
     for (req_t *r = in; r; r = r->next) req_finish(p, r, MPX_EBROKEN);
@@ -1012,11 +1311,17 @@ static void on_wake(uv_async_t *a) {
   if (cancels || term) drop_dead(p);
   if (term) stop_workers(p, 0.2);
   else if (stop) stop_workers(p, 2.0);
-  if (!quit) {
+  if (shut && !quit) { /* the workers are gone: close everything */
+    pthread_mutex_lock(&p->mu);
+    quit = p->workers_gone;
+    pthread_mutex_unlock(&p->mu);
+  }
+  if (!quit || p->quit_started) {
     pump(p);
     sweep(p);
     return;
   }
+  p->quit_started = true;
   /* Shut down: nothing of the loop's may stay open, nothing listed may
    * stay referenced. */
   pthread_mutex_lock(&p->mu);
@@ -1042,16 +1347,27 @@ static void on_wake(uv_async_t *a) {
   mpx_hub_free(p->hub);
   p->hub = NULL;
   if (p->have_tick) uv_close((uv_handle_t *)&p->tick, close_cb);
-  uv_close((uv_handle_t *)&p->wake, close_cb);
+  /* mpx_pool_free on the own thread joins it when uv_run returns; a
+   * shutdown ends with its callback once every handle is closed. */
+  close_wake(p, shut ? on_wake_closed : close_cb);
 }
 
 static void loop_main(void *arg) {
   mpx_pool_t *p = arg;
+  note_loop_thread(p);
   sigset_t s;
   sigemptyset(&s);
   sigaddset(&s, SIGINT);
   pthread_sigmask(SIG_BLOCK, &s, NULL); /* SIGINT is for the callers */
-  uv_run(&p->loop, UV_RUN_DEFAULT);
+  uv_run(p->L, UV_RUN_DEFAULT);
+  /* mpx_pool_free from a callback left the pool to this thread. */
+  pthread_mutex_lock(&p->mu);
+  bool release = p->free_when_done;
+  pthread_mutex_unlock(&p->mu);
+  if (release) {
+    uv_loop_close(p->L);
+    pool_release(p);
+  }
 }
 
 /* ---- the pool ------------------------------------------------------------------------- */
@@ -1087,6 +1403,13 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
   if (o->initializer_spec) o->initializer_spec = strdup(o->initializer_spec);
   if ((rc = mpx_transport_resolve(o->transport, &p->transport)) != 0) goto fail;
   p->st.transport = p->transport;
+  p->self = getpid();
+  if (o->arena_size != MPX_POOL_ARENA_OFF) {
+    mpx_arena_opts_t ao = {.size = o->arena_size ? o->arena_size : ARENA_DEFAULT};
+    if ((rc = mpx_arena_new(&p->arena, &ao)) != 0) goto fail;
+  }
+  p->user_loop = o->loop != NULL;
+  p->L = o->loop ? o->loop : &p->own_loop;
   p->w = calloc(p->n, sizeof *p->w);
   if (p->w == NULL) {
     rc = mpx__err(MPX_ENOMEM, "pool: out of memory");
@@ -1104,14 +1427,18 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
   pthread_cond_init(&p->cv, &ca);
   pthread_condattr_destroy(&ca);
   mpx_wbuf_init(&p->sbuf);
-  if ((rc = uv_loop_init(&p->loop)) != 0) {
+  if (!p->user_loop && (rc = uv_loop_init(&p->own_loop)) != 0) {
     rc = mpx__err(MPX_ENOMEM, "pool: uv_loop_init: %s", uv_strerror(rc));
     goto fail;
   }
-  uv_async_init(&p->loop, &p->wake, on_wake);
+  if ((rc = uv_async_init(p->L, &p->wake, on_wake)) != 0) {
+    rc = mpx__err(MPX_ENOMEM, "pool: uv_async_init: %s", uv_strerror(rc));
+    if (!p->user_loop) uv_loop_close(&p->own_loop);
+    goto fail;
+  }
   p->wake.data = p;
   if (o->task_timeout > 0) {
-    uv_timer_init(&p->loop, &p->tick);
+    uv_timer_init(p->L, &p->tick);
     p->tick.data = p;
     double iv = o->task_timeout / 4;
     if (iv > 0.05) iv = 0.05;
@@ -1119,7 +1446,7 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
     uv_timer_start(&p->tick, on_tick, ms, ms);
     p->have_tick = true;
   }
-  if ((rc = mpx_hub_new(&p->hub, &p->loop, p->transport)) != 0) goto fail_loop;
+  if ((rc = mpx_hub_new(&p->hub, p->L, p->transport)) != 0) goto fail_loop;
   mpx__sup_opts_t so = {
       .name = p->name, .n = p->n, .restart = (mpx__restart_t)o->restart,
       .max_restarts = o->max_restarts ? o->max_restarts : 10 + 2 * p->n,
@@ -1128,9 +1455,13 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
       .backoff_max = o->backoff_max > 0 ? o->backoff_max : 1.0,
       .quiet = o->quiet, .arg = p, .prepare = prepare, .started = started,
       .exited = exited, .broken = broken};
-  if ((rc = mpx__sup_new(&p->sup, &p->loop, &so)) != 0) goto fail_loop;
+  if ((rc = mpx__sup_new(&p->sup, p->L, &so)) != 0) goto fail_loop;
   if ((rc = mpx__sup_start(p->sup)) != 0) goto fail_loop;
-  if (uv_thread_create(&p->thread, loop_main, p) != 0) {
+  if (p->user_loop) {
+    /* This thread is the loop's, or the loop's first turn says which. */
+    note_loop_thread(p);
+    wake(p);
+  } else if (uv_thread_create(&p->thread, loop_main, p) != 0) {
     rc = mpx__err(MPX_ENOMEM, "pool: cannot start its thread");
     goto fail_loop;
   }
@@ -1140,14 +1471,21 @@ fail_loop:
   if (p->sup) mpx__sup_free(p->sup);
   if (p->hub) mpx_hub_free(p->hub);
   if (p->have_tick) uv_close((uv_handle_t *)&p->tick, close_cb);
+  if (p->user_loop) {
+    /* The caller's loop finishes the closes, then the pool frees itself. */
+    p->free_when_done = true;
+    close_wake(p, on_wake_closed);
+    return rc;
+  }
   uv_close((uv_handle_t *)&p->wake, close_cb);
-  uv_run(&p->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&p->loop);
+  uv_run(&p->own_loop, UV_RUN_DEFAULT);
+  uv_loop_close(&p->own_loop);
 fail:
   free(p->w);
   free((void *)o->initargs);
   free((void *)o->initializer_spec);
   mpx_wbuf_free(&p->sbuf);
+  mpx_arena_free(p->arena);
   free(p);
   return rc;
 }
@@ -1167,11 +1505,21 @@ int mpx_pool_apply(mpx_pool_t *p, mpx_func_t f, const void *in, size_t len,
     return mpx__err(MPX_EINVAL, "pool: NULL argument");
   *out = NULL;
   *out_len = 0;
+  if (on_loop_thread(p)) return deadlock(p);
   mpx_async_t *a;
   int rc = mpx_pool_apply_async(p, f, in, len, NULL, NULL, NULL, &a);
   if (rc != 0) return rc;
   rc = run_call(p, a, timeout);
-  if (rc == 0) {
+  if (rc == 0 && a->res_ref) {
+    /* The worker's block: one copy into the caller's buffer. */
+    if ((*out = malloc(a->res_len)) == NULL) {
+      rc = mpx__err(MPX_ENOMEM, "pool: out of memory for a %zu-byte result",
+                    a->res_len);
+    } else {
+      memcpy(*out, a->res, a->res_len);
+      *out_len = a->res_len;
+    }
+  } else if (rc == 0) {
     *out = a->res;
     *out_len = a->res_len;
     a->res = NULL;
@@ -1187,11 +1535,21 @@ int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
   if (p == NULL || out == NULL || (in == NULL && len))
     return mpx__err(MPX_EINVAL, "pool: NULL argument");
   req_t *r = req_new(p, R_APPLY);
-  if (r == NULL || (len && (r->acopy = malloc(len)) == NULL)) {
+  if (r == NULL) return mpx__err(MPX_ENOMEM, "pool: out of memory");
+  /* A large argument: copied once, into a block the worker reads. */
+  if (len > MPX_POOL_ARENA_THRESHOLD && (r->aref = block_copy(p, in, len))) {
+    r->acopy = mpx_arena_ptr(p->arena, r->aref);
+  } else if (len > PM_ITEM_LEN) {
     free(r);
-    return mpx__err(MPX_ENOMEM, "pool: out of memory");
+    return mpx__err(MPX_E2BIG, "pool: an argument of %zu bytes is too large "
+                    "to send inline and the arena has no room", len);
+  } else if (len) {
+    if ((r->acopy = malloc(len)) == NULL) {
+      free(r);
+      return mpx__err(MPX_ENOMEM, "pool: out of memory");
+    }
+    memcpy(r->acopy, in, len);
   }
-  if (len) memcpy(r->acopy, in, len);
   r->alen = len;
   r->n = 1;
   r->chunk = 1;
@@ -1264,6 +1622,10 @@ void mpx_async_free(mpx_async_t *a) {
 }
 
 static int map_common(mpx_pool_t *p, req_t *r, mpx_func_t f, double timeout) {
+  if (on_loop_thread(p)) {
+    req_free(r);
+    return deadlock(p);
+  }
   if (r->n == 0) {
     req_free(r);
     return 0;
@@ -1413,17 +1775,18 @@ static void imap_fill(mpx_imap_t *it) {
       break;
     }
     islot_t *s = &r->ring[n % r->W];
-    free(s->out);
-    free(s->err);
-    void *c = l ? malloc(l) : NULL;
+    slot_clear(p, s);
+    /* A large argument goes straight into an arena block. */
+    mpx_ref_t ref = l > MPX_POOL_ARENA_THRESHOLD ? block_copy(p, d, l) : 0;
+    void *c = ref ? mpx_arena_ptr(p->arena, ref) : l ? malloc(l) : NULL;
     if (l && c == NULL) {
       it->exhausted = true;
-      it->iter_rc = MPX_ENOMEM;
+      it->iter_rc = mpx__err(l > PM_ITEM_LEN ? MPX_E2BIG : MPX_ENOMEM,
+                             "pool: no room for an argument of %zu bytes", l);
       break;
     }
-    if (l) memcpy(c, d, l);
-    free(s->in);
-    *s = (islot_t){.in = c, .in_len = l, .busy = true};
+    if (l && !ref) memcpy(c, d, l);
+    *s = (islot_t){.in = c, .in_len = l, .in_ref = ref, .busy = true};
     n++;
     added++;
   }
@@ -1432,7 +1795,7 @@ static void imap_fill(mpx_imap_t *it) {
     r->n = n;
     r->live += added;
     pthread_mutex_unlock(&p->mu);
-    uv_async_send(&p->wake);
+    wake(p);
   }
 }
 
@@ -1454,11 +1817,7 @@ int mpx_imap_next(mpx_imap_t *it, const void **data, size_t *len,
   *data = NULL;
   *len = 0;
   if (it->have_cur) {
-    islot_t *s = &r->ring[it->cur % r->W];
-    free(s->out);
-    free(s->err);
-    free(s->in);
-    *s = (islot_t){0};
+    slot_clear(p, &r->ring[it->cur % r->W]);
     it->have_cur = false;
   }
   imap_fill(it);
@@ -1578,12 +1937,13 @@ int mpx_pool_terminate(mpx_pool_t *p) {
   pthread_mutex_lock(&p->mu);
   p->closed = p->terminated = true;
   pthread_mutex_unlock(&p->mu);
-  uv_async_send(&p->wake);
+  wake(p);
   return 0;
 }
 
 static bool no_work(void *p) { return ((mpx_pool_t *)p)->live_reqs == 0; }
 static bool gone(void *p) { return ((mpx_pool_t *)p)->workers_gone; }
+static bool shut_down(void *p) { return ((mpx_pool_t *)p)->handles_closed; }
 
 int mpx_pool_join(mpx_pool_t *p, double timeout) {
   if (p == NULL) return mpx__err(MPX_EINVAL, "pool: NULL argument");
@@ -1597,19 +1957,93 @@ int mpx_pool_join(mpx_pool_t *p, double timeout) {
   pthread_mutex_lock(&p->mu);
   p->stop_req = true;
   pthread_mutex_unlock(&p->mu);
-  uv_async_send(&p->wake);
+  wake(p);
   double left = deadline < 0 ? -1 : deadline - mpx__now();
   return wait_until(p, gone, p, deadline >= 0 && left < 0 ? 0 : left);
 }
 
+/* Under mu: start a shutdown (or keep the one started). */
+static void begin_shutdown(mpx_pool_t *p) {
+  p->closed = true;
+  p->shut = true;
+  pthread_cond_broadcast(&p->cv);
+}
+
+int mpx_pool_shutdown(mpx_pool_t *p, mpx_pool_shutdown_cb cb, void *arg) {
+  if (p == NULL) return mpx__err(MPX_EINVAL, "pool: NULL argument");
+  pthread_mutex_lock(&p->mu);
+  bool again = p->shut;
+  if (!again) {
+    p->shut_cb = cb;
+    p->shut_arg = arg;
+    begin_shutdown(p);
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (again) return mpx__err(MPX_ESTATE, "%s: already shutting down", p->name);
+  wake(p);
+  return 0;
+}
+
+/* Everything the pool holds, once its handles are closed and its loop
+ * (the own one) is closed or is the caller's. */
+static void pool_release(mpx_pool_t *p) {
+  for (size_t i = 0; i < p->nfns; i++) free(p->fns[i].str);
+  free(p->fns);
+  for (unsigned k = 0; p->w && k < p->n; k++) free(p->w[k].wargs);
+  free(p->w);
+  free((void *)p->o.initargs);
+  free((void *)p->o.initializer_spec);
+  mpx_wbuf_free(&p->sbuf);
+  if (p->arena) {
+    mpx_arena_stats_t as;
+    if (mpx_arena_stats(p->arena, &as) == 0 && as.n_allocated)
+      MPX__DEBUG("%s: %zu arena blocks still allocated at free (a result "
+                 "handle not freed?)", p->name, as.n_allocated);
+    mpx_arena_free(p->arena);
+  }
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  free(p);
+}
+
 void mpx_pool_free(mpx_pool_t *p) {
   if (p == NULL) return;
+  bool mine = on_loop_thread(p);
   pthread_mutex_lock(&p->mu);
-  bool closed = p->closed, busy = p->live_reqs > 0;
+  bool closed = p->closed, busy = p->live_reqs > 0, shut = p->shut;
+  bool done = p->handles_closed;
   pthread_mutex_unlock(&p->mu);
   if (!closed && busy) {
     MPX__WARN("%s: freed while busy and not closed: terminating it", p->name);
     mpx_pool_terminate(p);
+  }
+  if (p->user_loop || shut || mine) {
+    /* The loop ends the pool: a shutdown. */
+    if (!done) {
+      pthread_mutex_lock(&p->mu);
+      begin_shutdown(p);
+      done = p->handles_closed;
+      if (!done && mine) p->free_when_done = true;
+      pthread_mutex_unlock(&p->mu);
+      if (!done && mine) {
+        /* On the loop's thread: the rest happens as the loop runs. The
+         * own thread frees the pool when its loop returns. */
+        wake(p);
+        if (!p->user_loop) pthread_detach(p->thread);
+        return;
+      }
+      if (!done) {
+        wake(p);
+        while (wait_until(p, shut_down, p, -1) == MPX_EINTR) {
+        }
+      }
+    }
+    if (!p->user_loop) {
+      uv_thread_join(&p->thread);
+      uv_loop_close(&p->own_loop);
+    }
+    pool_release(p);
+    return;
   }
   mpx_pool_close(p);
   while (mpx_pool_join(p, -1) == MPX_EINTR) {
@@ -1617,19 +2051,10 @@ void mpx_pool_free(mpx_pool_t *p) {
   pthread_mutex_lock(&p->mu);
   p->quit_loop = true;
   pthread_mutex_unlock(&p->mu);
-  uv_async_send(&p->wake);
+  wake(p);
   uv_thread_join(&p->thread);
-  uv_loop_close(&p->loop);
-  for (size_t i = 0; i < p->nfns; i++) free(p->fns[i].str);
-  free(p->fns);
-  for (unsigned k = 0; k < p->n; k++) free(p->w[k].wargs);
-  free(p->w);
-  free((void *)p->o.initargs);
-  free((void *)p->o.initializer_spec);
-  mpx_wbuf_free(&p->sbuf);
-  pthread_mutex_destroy(&p->mu);
-  pthread_cond_destroy(&p->cv);
-  free(p);
+  uv_loop_close(&p->own_loop);
+  pool_release(p);
 }
 
 int mpx_pool_stats(mpx_pool_t *p, mpx_pool_stats_t *st) {
@@ -1638,5 +2063,11 @@ int mpx_pool_stats(mpx_pool_t *p, mpx_pool_stats_t *st) {
   *st = p->st;
   st->workers = p->alive;
   pthread_mutex_unlock(&p->mu);
+  mpx_arena_stats_t as;
+  if (p->arena && mpx_arena_stats(p->arena, &as) == 0) {
+    st->arena_size = as.capacity;
+    st->arena_used = as.used;
+    st->arena_blocks = as.n_allocated;
+  }
   return 0;
 }

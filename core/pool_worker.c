@@ -4,8 +4,15 @@
  * The worker ignores SIGINT (Ctrl-C in a terminal reaches the whole
  * process group; the coordinator decides what an interrupt means), moves
  * its stderr onto the supervisor's pipe, and, when it was forked, closes
- * every descriptor it inherited but its link (a copy of another worker's
- * socket would hide that worker's end of file). */
+ * every descriptor it inherited but its link and the arena's segment (a
+ * copy of another worker's socket would hide that worker's end of file).
+ *
+ * Large items (pool_proto.h): an argument that arrives as an arena
+ * reference is passed to the task in place; a result of more than
+ * MPX_POOL_ARENA_THRESHOLD bytes is written by the task into a block this
+ * worker allocates (owned by its pid until the coordinator takes it), and
+ * the answer carries the block's reference. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +30,9 @@ struct mpx_task_s {
   size_t item;      /* offset of the current item's pm_item_t */
   bool failed;
   unsigned index, workers;
+  mpx_arena_t *arena; /* the pool's, or NULL */
+  mpx_ref_t res;    /* the current item's result block, or 0 */
+  size_t res_len;
 };
 
 static void *worker_state;
@@ -39,20 +49,49 @@ void *mpx_task_state(const mpx_task_t *t) {
 unsigned mpx_task_worker(const mpx_task_t *t) { return t ? t->index : 0; }
 unsigned mpx_task_workers(const mpx_task_t *t) { return t ? t->workers : 0; }
 
-void *mpx_task_result_buf(mpx_task_t *t, size_t len) {
-  if (t == NULL || len > UINT32_MAX) return NULL;
+/* Drops the current item's result block. */
+static void drop_block(mpx_task_t *t) {
+  mpx_arena_release(t->arena, t->res);
+  t->res = 0;
+  t->res_len = 0;
+}
+
+/* A result block of len bytes, or NULL (never waits: a full arena sends
+ * the result inline). */
+static __attribute__((noinline)) void *block_for(mpx_task_t *t, size_t len) {
+  mpx_ref_t r;
+  if (mpx_arena_alloc(t->arena, len, 0, &r) != 0) return NULL;
+  t->res = r;
+  t->res_len = len;
+  return mpx_arena_ptr(t->arena, r);
+}
+
+/* Room for the current item's result (see mpx_task_result_buf). */
+static inline void *result_room(mpx_task_t *t, size_t len) {
+  if (t->res) drop_block(t);
   t->out.len = t->item + sizeof(pm_item_t);
-  if (mpx_wbuf_reserve(&t->out, len) != 0) return NULL;
+  t->failed = false;
+  if (len > MPX_POOL_ARENA_THRESHOLD && t->arena) {
+    void *b = block_for(t, len);
+    if (b) return b;
+  }
+  if (len > PM_ITEM_LEN) return NULL;
+  if (t->out.cap - t->out.len < len && mpx_wbuf_reserve(&t->out, len) != 0)
+    return NULL;
   void *p = t->out.data + t->out.len;
   t->out.len += len;
-  t->failed = false;
   return p;
 }
 
+void *mpx_task_result_buf(mpx_task_t *t, size_t len) {
+  return t ? result_room(t, len) : NULL;
+}
+
 int mpx_task_result(mpx_task_t *t, const void *data, size_t len) {
-  void *p = mpx_task_result_buf(t, len);
+  void *p = t ? result_room(t, len) : NULL;
   if (p == NULL) return MPX_ENOMEM;
-  if (len) memcpy(p, data, len);
+  if (len == 8) memcpy(p, data, 8);
+  else if (len) memcpy(p, data, len);
   return 0;
 }
 
@@ -65,6 +104,7 @@ int mpx_task_fail(mpx_task_t *t, const char *fmt, ...) {
   if (n < 0) n = 0;
   if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
   if (t != NULL) {
+    if (t->res) drop_block(t);
     t->out.len = t->item + sizeof(pm_item_t);
     mpx_wbuf_append(&t->out, msg, (size_t)n);
     t->failed = true;
@@ -135,30 +175,75 @@ static int run_job(mpx_endpoint_t *ep, fntab_t *ft, mpx_task_t *t,
   t->out.len = 0;
   mpx_wbuf_append(&t->out, &a, sizeof a);
   for (uint32_t i = 0; i < h.n; i++) {
-    uint32_t l;
+    uint32_t lw, l;
     if (off + 4 > len) return MPX_EPROTO;
-    memcpy(&l, m + off, 4);
+    memcpy(&lw, m + off, 4);
     off += 4;
+    l = lw & PM_ITEM_LEN;
     if (l > len - off) return MPX_EPROTO;
+    const void *arg = m + off;
+    size_t arg_len = l;
+    bool lost = false;
+    if (lw & PM_ITEM_REF) {
+      pm_ref_t r;
+      if (l != sizeof r) return MPX_EPROTO;
+      memcpy(&r, m + off, sizeof r);
+      arg = t->arena ? mpx_arena_ptr(t->arena, r.ref) : NULL;
+      arg_len = (size_t)r.len;
+      lost = arg == NULL || mpx_arena_block_size(t->arena, r.ref) < r.len;
+    }
     t->item = t->out.len;
     pm_item_t it = {0, 0};
     if (mpx_wbuf_append(&t->out, &it, sizeof it) != 0) return MPX_ENOMEM;
     t->failed = false;
+    t->res = 0;
     int rc;
     if (fn == NULL) {
       rc = mpx_task_fail(t, "task function %u could not be resolved in the "
                          "worker (see its stderr)", h.fn_id);
+    } else if (lost) {
+      rc = mpx_task_fail(t, "argument block of %zu bytes is not a live block "
+                         "of the pool's arena", arg_len);
     } else {
-      rc = fn(t, m + off, l);
+      rc = fn(t, arg, arg_len);
       if (rc != 0 && !t->failed) mpx_task_fail(t, "task returned %d", rc);
       if (rc == 0 && t->failed) rc = MPX_ETASK;
     }
     it.rc = rc == 0 ? 0 : (rc < 0 ? rc : MPX_ETASK);
-    it.len = (uint32_t)(t->out.len - t->item - sizeof it);
+    if (rc == 0 && t->res) {
+      /* The block goes with the answer: the coordinator takes it. */
+      pm_ref_t r = {t->res, t->res_len};
+      t->out.len = t->item + sizeof it;
+      if (mpx_wbuf_append(&t->out, &r, sizeof r) != 0) return MPX_ENOMEM;
+      it.len = PM_ITEM_REF | (uint32_t)sizeof r;
+      t->res = 0;
+    } else {
+      if (t->res) drop_block(t);
+      it.len = (uint32_t)(t->out.len - t->item - sizeof it);
+    }
     memcpy(t->out.data + t->item, &it, sizeof it);
     off += l;
   }
   return mpx_endpoint_send(ep, t->out.data, t->out.len, -1);
+}
+
+/* Moves fds[0] (the link) to 3 and fds[1] (the arena's segment, or -1)
+ * to 4, whatever numbers they had, closing the old ones. */
+static int place_fds(int fds[2]) {
+  for (int i = 0; i < 2; i++) { /* out of the way of each other first */
+    if (fds[i] < 0 || fds[i] == 3 + i) continue;
+    int h = fcntl(fds[i], F_DUPFD, 5);
+    if (h < 0) return -1;
+    close(fds[i]);
+    fds[i] = h;
+  }
+  for (int i = 0; i < 2; i++) {
+    if (fds[i] < 0 || fds[i] == 3 + i) continue;
+    if (dup2(fds[i], 3 + i) < 0) return -1;
+    close(fds[i]);
+    fds[i] = 3 + i;
+  }
+  return 0;
 }
 
 int mpx_pool_worker_main(const void *args, size_t len) {
@@ -172,14 +257,26 @@ int mpx_pool_worker_main(const void *args, size_t len) {
   worker_index = w.index;
   worker_count = w.nworkers;
   signal(SIGINT, SIG_IGN);
-  /* Keep 0-2 and the link (moved to 3); drop everything else inherited. */
-  int fd = w.link_fd;
-  if (fd != 3) {
-    if (dup2(fd, 3) < 0) return 122;
-    close(fd);
-    fd = 3;
+  /* Keep 0-2, the link (moved to 3) and the arena's segment (moved to 4);
+   * drop everything else inherited. */
+  int fds[2] = {w.link_fd, w.arena_fd};
+  if (place_fds(fds) != 0) return 122;
+  int fd = fds[0];
+  close_range(fds[1] >= 0 ? 5 : 4, ~0U, 0);
+  mpx_segment_t *seg = NULL;
+  mpx_arena_t *arena = NULL;
+  if (w.arena_addr) {
+    /* fork: the coordinator's handle, inherited with the mapping. */
+    arena = (mpx_arena_t *)(uintptr_t)w.arena_addr;
+  } else if (fds[1] >= 0) {
+    if (mpx_segment_attach(&seg, fds[1], 0) != 0 ||
+        mpx_arena_attach(&arena, seg, 0) != 0) {
+      fprintf(stderr, "mpx pool: worker %u: cannot attach the arena: %s\n",
+              w.index, mpx_last_error());
+      return 119;
+    }
+    close(fds[1]); /* the segment keeps its own descriptor */
   }
-  close_range(4, ~0U, 0);
   mpx_endpoint_t *ep;
   if (mpx_endpoint_open(&ep, fd, (mpx_transport_t)w.transport) != 0) {
     fprintf(stderr, "mpx pool: worker %u: %s\n", w.index, mpx_last_error());
@@ -204,7 +301,7 @@ int mpx_pool_worker_main(const void *args, size_t len) {
   pm_ready_t r = {.type = PM_READY, .index = w.index, .pid = (int32_t)getpid()};
   if (mpx_endpoint_send(ep, &r, sizeof r, -1) != 0) return 0;
   fntab_t ft = {0};
-  mpx_task_t t = {.index = w.index, .workers = w.nworkers};
+  mpx_task_t t = {.index = w.index, .workers = w.nworkers, .arena = arena};
   mpx_wbuf_init(&t.out);
   int code = 0;
   for (;;) {
@@ -235,5 +332,9 @@ int mpx_pool_worker_main(const void *args, size_t len) {
   mpx_endpoint_free(ep);
   mpx_wbuf_free(&t.out);
   free(ft.fn);
+  if (seg) {
+    mpx_arena_free(arena);
+    mpx_segment_free(seg);
+  }
   return code;
 }

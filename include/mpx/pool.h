@@ -32,11 +32,56 @@
  * intensity, the pool is broken: every waiting call returns MPX_EBROKEN
  * at once with mpx_last_error() naming the cause, and later calls too.
  *
- * Threads. Every mpx_pool_* call may come from any thread. The pool runs
- * its workers' links, pidfds, timers and callbacks on its own thread with a
- * libuv loop. Callbacks (apply_async's callback and error_callback) run on
- * that thread: they must be quick and must not block on the pool (no
- * mpx_pool_* call that waits, no mpx_async_get with a timeout).
+ * Threads. Every mpx_pool_* call may come from any thread, with the
+ * limits below. The pool runs its workers' links, pidfds, timers and
+ * callbacks on a libuv loop: by default a thread of its own with its own
+ * loop; with opts.loop, the caller's loop (see "The caller's loop").
+ * Callbacks (apply_async's callback and error_callback, map_async's) run
+ * on the loop's thread: they must be quick and must not block on the
+ * pool. The calls that wait for the loop return MPX_EDEADLK on the loop's
+ * thread instead of hanging: apply, map, map_fixed, starmap and apply_obj
+ * always; mpx_imap_next, join, mpx_async_wait and mpx_async_get when they
+ * would have to wait (timeout other than 0 and nothing ready yet; with
+ * timeout 0 they only poll). The loop's thread is the pool's own thread,
+ * or with opts.loop the thread running that loop (the thread that called
+ * mpx_pool_new until the loop's first turn). A callback may call the
+ * non-blocking ones, mpx_pool_shutdown and mpx_pool_free (which then does
+ * not wait: see "Ending").
+ *
+ * The caller's loop (opts.loop). The pool adds its handles (an async, a
+ * timer, its workers' links and pidfds) to that loop and starts no thread.
+ *  - mpx_pool_new must be called on the loop's thread, or before the loop
+ *    runs: it adds handles to the loop (uv_* calls are not thread-safe).
+ *  - Callbacks run on the loop's thread, inside uv_run. Nothing happens
+ *    while the loop does not run: no task is sent, no result delivered.
+ *  - The blocking calls work from any other thread while the loop runs,
+ *    and return MPX_EDEADLK on the loop's thread (above). The other calls
+ *    (apply_async, map_async, imap, mpx_imap_next and mpx_async_get with
+ *    timeout 0, close, terminate, stats, mpx_pool_shutdown) work anywhere.
+ *  - The pool's handles keep the loop alive until the pool is shut down.
+ *    To end it from inside the loop: mpx_pool_shutdown(p, cb, arg) (after
+ *    mpx_pool_terminate(p) to cancel what is pending rather than finish
+ *    it), then keep the loop running; cb runs on the loop's thread once
+ *    every handle of the pool is closed, and mpx_pool_free(p) then only
+ *    releases memory (from cb or later, any thread). Or mpx_pool_free(p)
+ *    on the loop's thread: it starts the same shutdown, returns at once,
+ *    and the pool frees itself when its handles are closed (run the loop
+ *    until then: uv_run returns once nothing else is on it). On another
+ *    thread, mpx_pool_free(p) waits for the shutdown (the loop must be
+ *    running).
+ *
+ * Large items. An argument or result of more than MPX_POOL_ARENA_THRESHOLD
+ * bytes travels through a shared-memory arena that the pool and its
+ * workers map (opts.arena_size): the argument is copied once into a block
+ * that the worker reads in place (the task's `in` points into it), and a
+ * result set with mpx_task_result_buf is written by the task straight
+ * into a block (mpx_task_result copies its bytes into one). The caller then gets it with one copy
+ * (apply's malloc'd result, map's results, map_fixed's out) or none
+ * (mpx_async_get and mpx_imap_next hand out the block's memory itself).
+ * When the arena is full the item travels through the socket as usual:
+ * no task fails for it. A worker that dies leaves no block behind: the
+ * coordinator frees the arguments it lent and reclaims whatever the
+ * worker had allocated.
  *
  * Signals. Workers ignore SIGINT. A blocking call (apply, map, imap's
  * next, join) that receives SIGINT in the calling thread returns MPX_EINTR
@@ -49,7 +94,13 @@
  * the workers' exit; free() after close waits for submitted work too
  * (Python's `with Pool()` terminates it). terminate() stops at once:
  * pending calls return MPX_ECANCELED. Freeing a pool that is busy and not
- * closed logs a warning and terminates it rather than hanging. */
+ * closed logs a warning and terminates it rather than hanging.
+ * mpx_pool_shutdown() does what free() does without waiting and calls
+ * back when it is over. free() on the loop's thread (in a callback, or on
+ * the caller's loop's thread) does not wait either: it starts that
+ * shutdown and the pool frees itself when it is over (on its own thread
+ * after that thread's loop returns; on the caller's loop once its handles
+ * are closed). */
 #ifndef MPX_POOL_H
 #define MPX_POOL_H
 
@@ -70,7 +121,8 @@ typedef struct mpx_imap_s mpx_imap_t;
 
 /* ---- tasks (worker side) ---------------------------------------------------- */
 
-/* A task. in/len: the argument, valid during the call. 0: success (with
+/* A task. in/len: the argument, valid during the call (a large one is
+ * read in place in the pool's arena: never write through it). 0: success (with
  * the result set by mpx_task_result, or an empty result); non-zero: the
  * task failed (message from mpx_task_fail, else "task returned N"). */
 typedef int (*mpx_task_fn)(mpx_task_t *t, const void *in, size_t len);
@@ -86,7 +138,10 @@ typedef struct {
 /* Set the task's result (copied; a later call replaces it). */
 MPX_API int mpx_task_result(mpx_task_t *t, const void *data, size_t len);
 /* Room for a result of len bytes, to write in place (replaces any result
- * set before); NULL when out of memory. */
+ * set before); NULL when out of memory. Above MPX_POOL_ARENA_THRESHOLD it
+ * is a block of the pool's arena when there is room (the zero-copy path:
+ * the caller reads what the task wrote there), else the answer's buffer.
+ * Valid until the task returns or sets another result. */
 MPX_API void *mpx_task_result_buf(mpx_task_t *t, size_t len);
 /* Fail the task with a message; returns MPX_ETASK (return it). */
 MPX_API int mpx_task_fail(mpx_task_t *t, const char *fmt, ...)
@@ -116,6 +171,12 @@ typedef enum {
   MPX_RESTART_TEMPORARY = 2  /* never (the pool shrinks) */
 } mpx_restart_t;
 
+/* Items (arguments, results) of more than this many bytes travel through
+ * the pool's arena when it has room (see "Large items"). */
+#define MPX_POOL_ARENA_THRESHOLD ((size_t)64 << 10)
+/* opts.arena_size: no arena; every item travels through the sockets. */
+#define MPX_POOL_ARENA_OFF ((size_t)-1)
+
 typedef struct {
   unsigned processes;             /* 0: mpx_cpu_count() */
   mpx_pool_init_fn initializer;   /* or initializer_spec "lib.so:symbol" */
@@ -135,6 +196,13 @@ typedef struct {
   double backoff_min, backoff_max;/* seconds; 0: 0.01 and 1 */
   const char *name;               /* log prefix; default "pool-N" */
   bool quiet;                     /* do not relay worker stderr */
+  size_t arena_size;              /* bytes of shared memory for large items
+                                     (a memfd, mapped by the pool and its
+                                     workers; pages are used as touched);
+                                     0: 64 MiB; MPX_POOL_ARENA_OFF: none */
+  uv_loop_t *loop;                /* NULL: the pool runs its own thread and
+                                     loop; else the caller's loop (see
+                                     "The caller's loop") */
 } mpx_pool_opts_t;
 
 #ifdef __cplusplus
@@ -146,7 +214,8 @@ extern "C" {
  * initializer that fails) are retried by the supervisor and break the
  * pool past the intensity; mpx_pool_new itself fails only for bad
  * options or resources (MPX_EINVAL, MPX_ENOMEM, MPX_ENOTSUP for a
- * transport the kernel refuses). */
+ * transport the kernel refuses, an arena that cannot be created). With
+ * opts.loop: call it on the loop's thread or before the loop runs. */
 MPX_API int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts);
 
 /* ---- one task -------------------------------------------------------------- */
@@ -156,28 +225,32 @@ MPX_API int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts);
  * task's failure (MPX_ETASK, MPX_EWORKER, MPX_ETIMEDOUT for the task's own
  * timeout) with the message in mpx_last_error(), MPX_ETIMEDOUT when
  * `timeout` (the caller's wait) ran out (the task is cancelled),
- * MPX_EINTR, MPX_EBROKEN, MPX_ECLOSED (pool closed), MPX_ECANCELED. */
+ * MPX_EINTR, MPX_EBROKEN, MPX_ECLOSED (pool closed), MPX_ECANCELED,
+ * MPX_EDEADLK on the loop's thread. */
 MPX_API int mpx_pool_apply(mpx_pool_t *p, mpx_func_t f, const void *in,
                            size_t len, void **out, size_t *out_len,
                            double timeout);
 
 typedef void (*mpx_async_cb)(mpx_async_t *a, void *arg);
 
-/* Submits f(in) (in is copied) and returns at once with a handle (the
- * caller's: mpx_async_free, which may come before the result: the result
- * is then dropped). callback (success) or error_callback (failure) is
- * called once, on the pool's thread, when the task ends; both may be
- * NULL. */
+/* Submits f(in) (in is copied: into the arena when it is large) and
+ * returns at once with a handle (the caller's: mpx_async_free, which may
+ * come before the result: the result is then dropped). callback (success)
+ * or error_callback (failure) is called once, on the loop's thread, when
+ * the task ends; both may be NULL. MPX_E2BIG for an argument of 2 GiB or
+ * more that the arena cannot take. */
 MPX_API int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
                                  size_t len, mpx_async_cb callback,
                                  mpx_async_cb error_callback, void *arg,
                                  mpx_async_t **out);
 
-/* Waits for the result: 0 when ready, MPX_ETIMEDOUT, MPX_EINTR. */
+/* Waits for the result: 0 when ready, MPX_ETIMEDOUT, MPX_EINTR, MPX_EDEADLK
+ * (on the loop's thread with a timeout other than 0). */
 MPX_API int mpx_async_wait(mpx_async_t *a, double timeout);
-/* The result, borrowed from the handle (valid until mpx_async_free).
+/* The result, borrowed from the handle (valid until mpx_async_free; a
+ * large result is the arena block the worker wrote, not a copy).
  * Returns 0 or the task's failure as mpx_pool_apply, MPX_ETIMEDOUT if not
- * ready within timeout. */
+ * ready within timeout, MPX_EDEADLK as mpx_async_wait. */
 MPX_API int mpx_async_get(mpx_async_t *a, const void **data, size_t *len,
                           double timeout);
 MPX_API bool mpx_async_ready(const mpx_async_t *a);
@@ -245,10 +318,12 @@ typedef int (*mpx_iter_fn)(void *arg, const void **data, size_t *len);
 MPX_API int mpx_pool_imap(mpx_pool_t *p, mpx_func_t f, mpx_iter_fn next,
                           void *arg, bool ordered, size_t window,
                           mpx_imap_t **out);
-/* The next result: 1 with *data / *len (borrowed until the next call) and
- * *index (its input position; may be NULL); 0 at the end; or a negative
- * code: the task's failure (the imap goes on: call again for the next),
- * or MPX_ETIMEDOUT / MPX_EINTR / MPX_EBROKEN for the call. */
+/* The next result: 1 with *data / *len (borrowed until the next call; a
+ * large result is the arena block the worker wrote) and *index (its input
+ * position; may be NULL); 0 at the end; or a negative code: the task's
+ * failure (the imap goes on: call again for the next), or MPX_ETIMEDOUT /
+ * MPX_EINTR / MPX_EBROKEN for the call, MPX_EDEADLK on the loop's thread
+ * with a timeout other than 0. */
 MPX_API int mpx_imap_next(mpx_imap_t *it, const void **data, size_t *len,
                           size_t *index, double timeout);
 MPX_API void mpx_imap_free(mpx_imap_t *it);
@@ -274,8 +349,33 @@ MPX_API int mpx_pool_close(mpx_pool_t *p);
 MPX_API int mpx_pool_terminate(mpx_pool_t *p);
 /* After close or terminate: waits until the submitted work is done and
  * the workers have exited. MPX_ESTATE before close; MPX_ETIMEDOUT;
- * MPX_EINTR. */
+ * MPX_EINTR; MPX_EDEADLK on the loop's thread when it would have to wait
+ * (timeout other than 0). */
 MPX_API int mpx_pool_join(mpx_pool_t *p, double timeout);
+
+typedef void (*mpx_pool_shutdown_cb)(mpx_pool_t *p, void *arg);
+
+/* Ends the pool without waiting, from any thread (the loop's included):
+ * closes it (as mpx_pool_close), lets the submitted work finish (call
+ * mpx_pool_terminate first to cancel it instead), stops the workers and
+ * closes every handle of the pool; then cb (may be NULL) runs once on the
+ * loop's thread. After that, mpx_pool_free(p) only releases memory and
+ * may be called from cb or later from any thread; mpx_pool_stats and
+ * mpx_async_* still work until then. MPX_ESTATE when a shutdown was
+ * already started. With the pool's own thread it works too (cb runs on
+ * that thread). */
+MPX_API int mpx_pool_shutdown(mpx_pool_t *p, mpx_pool_shutdown_cb cb,
+                              void *arg);
+
+/* Frees the pool: closes it, waits for the submitted work (terminating a
+ * pool that is busy and not closed, with a warning), stops the workers,
+ * releases everything. Handles (mpx_async_t, mpx_imap_t) must be freed
+ * before, and no call of another thread may still be inside the pool. On the loop's thread (a callback, or the thread of the caller's
+ * loop) it does not wait: it starts mpx_pool_shutdown (keeping a callback
+ * given to it) and the pool frees itself once its handles are closed
+ * (keep running the caller's loop until then). With opts.loop on another
+ * thread, it waits for that while the loop runs. After
+ * mpx_pool_shutdown's callback it only releases memory. */
 MPX_API void mpx_pool_free(mpx_pool_t *p);
 
 typedef struct {
@@ -288,6 +388,15 @@ typedef struct {
   uint64_t messages;      /* task messages sent to workers */
   bool broken;
   mpx_transport_t transport; /* the one in use */
+  /* The arena (all 0 without one). */
+  size_t arena_size;      /* bytes the arena's heap manages */
+  size_t arena_used;      /* bytes in allocated blocks now, headers included */
+  size_t arena_blocks;    /* allocated blocks now */
+  uint64_t arena_args;    /* arguments sent to workers as arena blocks (a
+                             retry sends its block again and counts again) */
+  uint64_t arena_results; /* results received through the arena */
+  uint64_t arena_inline;  /* large arguments sent inline: the arena was full */
+  uint64_t arena_reclaimed; /* blocks freed for dead workers */
 } mpx_pool_stats_t;
 MPX_API int mpx_pool_stats(mpx_pool_t *p, mpx_pool_stats_t *st);
 

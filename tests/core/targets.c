@@ -198,3 +198,27 @@ int pt_pid(mpx_task_t *t, const void *in, size_t len) {
   int32_t pid = (int32_t)getpid();
   return mpx_task_result(t, &pid, sizeof pid);
 }
+
+int pt_xform(mpx_task_t *t, const void *in, size_t len) {
+  const unsigned char *a = in;
+  unsigned char *o = mpx_task_result_buf(t, len);
+  size_t i;
+  if (o == NULL && len) return mpx_task_fail(t, "no room for %zu bytes", len);
+  for (i = 0; i < len; i++) o[i] = a[len - 1 - i] ^ 0x5a;
+  return 0;
+}
+
+int pt_xform_kill_once(mpx_task_t *t, const void *in, size_t len) {
+  const char *path = in;
+  int fd;
+  if (len == 0 || memchr(in, 0, len < 4096 ? len : 4096) == NULL)
+    return mpx_task_fail(t, "no path");
+  fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    unsigned char *o = mpx_task_result_buf(t, len);
+    close(fd);
+    if (o != NULL) memset(o, 0xee, len);
+    raise(SIGKILL);
+  }
+  return pt_xform(t, in, len);
+}

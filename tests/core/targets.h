@@ -44,4 +44,16 @@ int tt_forkserver_fd_check(const void *a, size_t n);
  * args.fd, then pauses. */
 int tt_daemon_parent(const void *a, size_t n);
 
+/* ---- pool tasks ---- */
+int pt_square(mpx_task_t *t, const void *in, size_t len);
+int pt_pid(mpx_task_t *t, const void *in, size_t len);
+/* The result, written in place with mpx_task_result_buf: the argument
+ * reversed, each byte xor 0x5a (so a result is never its argument). */
+int pt_xform(mpx_task_t *t, const void *in, size_t len);
+/* The argument starts with a NUL-terminated path. The first call that
+ * creates that file (O_EXCL) takes a result buffer of the argument's size
+ * (an arena block when large), writes into it and SIGKILLs its worker;
+ * every later call answers as pt_xform. */
+int pt_xform_kill_once(mpx_task_t *t, const void *in, size_t len);
+
 #endif

@@ -4,8 +4,13 @@
  * (distinct pids), the initializer once per worker, a task that SIGSEGVs
  * on some inputs, a storm of SIGKILLs during a 200 000-task map, restart
  * intensity breaking the pool, task timeouts, SIGINT during map, close +
- * join, spawn and forkserver workers, objects through a codec, and 1 000
- * create/destroy cycles without fd or child leaks. */
+ * join, spawn and forkserver workers, objects through a codec, 1 000
+ * create/destroy cycles without fd or child leaks; large arguments and
+ * results through the arena (1 and 16 MiB, every start method), a worker
+ * killed holding a result block (nothing left in the arena), a full arena
+ * falling back to the sockets; a pool on the caller's uv_loop_t
+ * (callbacks on the loop's thread, blocking calls from another thread,
+ * MPX_EDEADLK on the loop's thread, shutdown and free from the loop). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <pthread.h>
@@ -16,7 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <uv.h>
+
 #include "mpx.h"
+#include "targets.h"
 #include "../mpx_test.h"
 
 static double now(void) {
@@ -666,6 +675,530 @@ static void test_create_destroy_cycles(void) {
   CU_ASSERT_EQUAL(count_children(), kids0);
 }
 
+/* ---- large items through the arena ---------------------------------------------------- */
+
+/* Item k's bytes, and the result pt_xform makes of them. */
+static void pattern(unsigned char *b, size_t n, unsigned k) {
+  uint64_t x = 0x9e3779b97f4a7c15ull * (k + 1);
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    b[i] = (unsigned char)x;
+  }
+}
+static void xformed(unsigned char *o, const unsigned char *in, size_t n) {
+  for (size_t i = 0; i < n; i++) o[i] = in[n - 1 - i] ^ 0x5a;
+}
+
+static const char *method_name(mpx_start_method_t m) {
+  return mpx_start_method_name(m);
+}
+
+/* apply, apply_async, map, map_fixed and imap of items of `size` bytes,
+ * byte-exact. */
+enum { NL = 3 };
+typedef struct {
+  unsigned char *in[NL];
+  size_t n, next;
+} big_gen_t;
+static int big_next(void *arg, const void **d, size_t *l) {
+  big_gen_t *g = arg;
+  if (g->next == NL) return 0;
+  *d = g->in[g->next++];
+  *l = g->n;
+  return 1;
+}
+
+static void check_large(mpx_pool_t *p, size_t size, const char *what) {
+  unsigned char *in = malloc(NL * size), *want = malloc(NL * size);
+  unsigned char *out = malloc(NL * size);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(in && want && out);
+  for (unsigned k = 0; k < NL; k++) {
+    pattern(in + k * size, size, k);
+    xformed(want + k * size, in + k * size, size);
+  }
+  mpx_func_t f = MPX_FUNC(pt_xform);
+  int bad = 0;
+  /* apply: one copy out */
+  void *res = NULL;
+  size_t len = 0;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, f, in, size, &res, &len, 120), 0);
+  bad += len != size || res == NULL || memcmp(res, want, size) != 0;
+  free(res);
+  /* apply_async: the result is read in place */
+  mpx_async_t *a;
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, f, in + size, size, NULL, NULL,
+                                             NULL, &a), 0);
+  const void *d;
+  CU_ASSERT_EQUAL(mpx_async_get(a, &d, &len, 120), 0);
+  bad += len != size || d == NULL || memcmp(d, want + size, size) != 0;
+  mpx_async_free(a);
+  /* map */
+  mpx_conn_buf_t bin[NL];
+  mpx_pool_result_t r[NL];
+  for (unsigned k = 0; k < NL; k++) bin[k] = (mpx_conn_buf_t){in + k * size, size};
+  CU_ASSERT_EQUAL(mpx_pool_map(p, f, bin, NL, r, 120), 0);
+  for (unsigned k = 0; k < NL; k++)
+    bad += r[k].rc != 0 || r[k].len != size ||
+           memcmp(r[k].data, want + k * size, size) != 0;
+  mpx_pool_results_free(r, NL);
+  /* map_fixed: straight into out */
+  int rc[NL];
+  memset(out, 0, NL * size);
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, f, in, size, NL, out, size, rc, 120), 0);
+  for (unsigned k = 0; k < NL; k++) bad += rc[k] != 0;
+  bad += memcmp(out, want, NL * size) != 0;
+  /* imap: results read in place */
+  big_gen_t g = {.n = size};
+  for (unsigned k = 0; k < NL; k++) g.in[k] = in + k * size;
+  mpx_imap_t *it;
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_imap(p, f, big_next, &g, true, 0, &it), 0);
+  size_t idx, got = 0;
+  int irc;
+  while ((irc = mpx_imap_next(it, &d, &len, &idx, 120)) == 1) {
+    bad += idx >= NL || len != size || memcmp(d, want + idx * size, size) != 0;
+    got++;
+  }
+  CU_ASSERT_EQUAL(irc, 0);
+  CU_ASSERT_EQUAL(got, NL);
+  mpx_imap_free(it);
+  CU_ASSERT_EQUAL(bad, 0);
+  if (bad) fprintf(stderr, "%s: %d wrong results\n", what, bad);
+  free(in);
+  free(want);
+  free(out);
+}
+
+static void test_large_items(void) {
+  mpx_start_method_t methods[3] = {MPX_START_FORK, MPX_START_FORKSERVER,
+                                   MPX_START_SPAWN};
+  mpx_forkserver_start(); /* a child of ours that stays */
+  int kids0 = count_children();
+  for (int m = 0; m < 3; m++) {
+    mpx_pool_opts_t o = {.start_method = methods[m]};
+    mpx_pool_t *p = pool(2, &o);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    check_large(p, (size_t)1 << 20, method_name(methods[m]));
+    check_large(p, (size_t)16 << 20, method_name(methods[m]));
+    mpx_pool_close(p);
+    CU_ASSERT_EQUAL(mpx_pool_join(p, 60), 0);
+    mpx_pool_stats_t st;
+    mpx_pool_stats(p, &st);
+    fprintf(stderr, "%s: %llu arguments and %llu results through the arena, "
+            "%llu arguments inline (arena full)\n", method_name(methods[m]),
+            (unsigned long long)st.arena_args, (unsigned long long)st.arena_results,
+            (unsigned long long)st.arena_inline);
+    /* 2 sizes x (apply + async + 3 map + 3 fixed + 3 imap) */
+    CU_ASSERT_EQUAL(st.tasks_done, 2 * 11);
+    CU_ASSERT_TRUE(st.arena_args + st.arena_inline >= 2 * 11);
+    CU_ASSERT_TRUE(st.arena_args >= 11);
+    CU_ASSERT_TRUE(st.arena_results >= 11);
+    CU_ASSERT_EQUAL(st.arena_size >= ((size_t)63 << 20), true);
+    CU_ASSERT_EQUAL(st.arena_used, 0);
+    CU_ASSERT_EQUAL(st.arena_blocks, 0);
+    mpx_pool_free(p);
+  }
+  CU_ASSERT_EQUAL(count_children(), kids0);
+}
+
+static void test_large_worker_killed(void) {
+  mpx_start_method_t methods[3] = {MPX_START_FORK, MPX_START_FORKSERVER,
+                                   MPX_START_SPAWN};
+  for (int m = 0; m < 3; m++) {
+    mpx_pool_opts_t o = {.start_method = methods[m], .quiet = true};
+    mpx_pool_t *p = pool(2, &o);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    size_t size = (size_t)1 << 20;
+    unsigned char *in = malloc(size), *want = malloc(size);
+    pattern(in, size, 7);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mpx-pool-kill-%d-%d", (int)getpid(), m);
+    unlink(path);
+    memcpy(in, path, strlen(path) + 1);
+    xformed(want, in, size);
+    void *res = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(pt_xform_kill_once), in, size, &res,
+                                   &len, 60), 0);
+    CU_ASSERT_TRUE(len == size && res && memcmp(res, want, size) == 0);
+    free(res);
+    mpx_pool_stats_t st;
+    mpx_pool_stats(p, &st);
+    CU_ASSERT_EQUAL(st.retries, 1);
+    CU_ASSERT_EQUAL(st.arena_reclaimed, 1); /* the block it was writing */
+    CU_ASSERT_EQUAL(st.arena_results, 1);
+    mpx_pool_close(p);
+    CU_ASSERT_EQUAL(mpx_pool_join(p, 60), 0);
+    mpx_pool_stats(p, &st);
+    CU_ASSERT_EQUAL(st.arena_used, 0);
+    CU_ASSERT_EQUAL(st.arena_blocks, 0);
+    mpx_pool_free(p);
+    unlink(path);
+    free(in);
+    free(want);
+  }
+}
+
+static void test_arena_full_or_off(void) {
+  /* 2 MiB of arena, items of 1.5 MiB: one block at a time fits, so the
+   * worker's result and a second argument travel through the socket. */
+  size_t size = (size_t)3 << 19;
+  size_t sizes[2] = {(size_t)2 << 20, MPX_POOL_ARENA_OFF};
+  for (int v = 0; v < 2; v++) {
+    mpx_pool_opts_t o = {.arena_size = sizes[v]};
+    mpx_pool_t *p = pool(2, &o);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    enum { N = 6 };
+    unsigned char *in = malloc(N * size), *want = malloc(N * size),
+                  *out = malloc(N * size);
+    for (unsigned k = 0; k < N; k++) {
+      pattern(in + k * size, size, k);
+      xformed(want + k * size, in + k * size, size);
+    }
+    void *res = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(pt_xform), in, size, &res, &len, 60), 0);
+    CU_ASSERT_TRUE(len == size && res && memcmp(res, want, size) == 0);
+    free(res);
+    mpx_pool_stats_t st;
+    mpx_pool_stats(p, &st);
+    /* the argument took the arena: no room for the result */
+    CU_ASSERT_EQUAL(st.arena_args, v == 0 ? 1 : 0);
+    CU_ASSERT_EQUAL(st.arena_results, 0);
+    int rc[N];
+    CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(pt_xform), in, size, N, out, size,
+                                       rc, 60), 0);
+    CU_ASSERT_EQUAL(memcmp(out, want, N * size), 0);
+    mpx_pool_close(p);
+    CU_ASSERT_EQUAL(mpx_pool_join(p, 60), 0);
+    mpx_pool_stats(p, &st);
+    CU_ASSERT_EQUAL(st.tasks_done, 1 + N);
+    for (int k = 0; k < N; k++) CU_ASSERT_EQUAL(rc[k], 0);
+    if (v == 0) {
+      CU_ASSERT_TRUE(st.arena_args >= 1);
+      CU_ASSERT_TRUE(st.arena_inline >= 1);
+      CU_ASSERT_EQUAL(st.arena_blocks, 0);
+    } else {
+      CU_ASSERT_EQUAL(st.arena_args, 0);
+      CU_ASSERT_EQUAL(st.arena_results, 0);
+      CU_ASSERT_EQUAL(st.arena_size, 0);
+    }
+    mpx_pool_free(p);
+    free(in);
+    free(want);
+    free(out);
+  }
+}
+
+/* SIGKILLs while workers read arguments in place and write results into
+ * arena blocks (some die holding the arena's lock): every result exact,
+ * once, and nothing left in the arena. */
+static void test_large_kill_storm(void) {
+  mpx_pool_opts_t o = {.retries = 1000, .max_restarts = 100000, .quiet = true,
+                       .chunksize = 1, .backoff_min = 0.001, .backoff_max = 0.01};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  enum { N = 600 };
+  size_t size = (size_t)96 << 10;
+  unsigned char *in = malloc(N * size), *want = malloc(N * size),
+                *out = malloc(N * size);
+  for (unsigned k = 0; k < N; k++) {
+    pattern(in + k * size, size, k);
+    xformed(want + k * size, in + k * size, size);
+  }
+  int *rc = malloc(N * sizeof *rc);
+  storm_t s = {.p = p};
+  pthread_t th;
+  pthread_create(&th, NULL, storm, &s);
+  enum { ROUNDS = 8 };
+  size_t bad = 0;
+  for (int round = 0; round < ROUNDS; round++) {
+    memset(out, 0, N * size);
+    int r = mpx_pool_map_fixed(p, MPX_FUNC(pt_xform), in, size, N, out, size, rc, 300);
+    CU_ASSERT_EQUAL(r, 0);
+    for (unsigned k = 0; k < N; k++)
+      bad += rc[k] != 0 || memcmp(out + k * size, want + k * size, size) != 0;
+  }
+  atomic_store(&s.stop, true);
+  pthread_join(th, NULL);
+  CU_ASSERT_EQUAL(bad, 0);
+  mpx_pool_close(p);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, 60), 0);
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  fprintf(stderr, "large kill storm: %d kills, %llu retries, %llu blocks reclaimed, "
+          "%llu results through the arena\n", s.kills, (unsigned long long)st.retries,
+          (unsigned long long)st.arena_reclaimed, (unsigned long long)st.arena_results);
+  CU_ASSERT_EQUAL(st.tasks_done, ROUNDS * N);
+  CU_ASSERT_TRUE(s.kills >= 20);
+  CU_ASSERT_TRUE(st.arena_results > 0);
+  CU_ASSERT_EQUAL(st.arena_used, 0);
+  CU_ASSERT_EQUAL(st.arena_blocks, 0);
+  mpx_pool_free(p);
+  free(in);
+  free(want);
+  free(out);
+  free(rc);
+}
+
+/* ---- a pool on the caller's loop -------------------------------------------------------- */
+
+typedef struct {
+  uv_loop_t loop;
+  mpx_pool_t *p;
+  pthread_t loop_thread;
+  _Atomic int ok, off_thread;
+  uv_async_t done; /* the second thread finished */
+  uv_timer_t timer;
+  mpx_async_t *pending;
+  mpx_async_t *a[100];
+  int results_ok;
+  int apply_rc, blocking_ok;
+  bool shut_cb_ran, shut_cb_on_loop;
+  int deadlk_apply, deadlk_map, deadlk_get, poll_get, deadlk_join, deadlk_imap;
+} uloop_t;
+
+static void uloop_cb(mpx_async_t *a, void *arg) {
+  uloop_t *u = arg;
+  (void)a;
+  atomic_fetch_add(&u->ok, 1);
+  if (!pthread_equal(pthread_self(), u->loop_thread)) atomic_fetch_add(&u->off_thread, 1);
+}
+
+static void uloop_shut(mpx_pool_t *p, void *arg) {
+  uloop_t *u = arg;
+  u->shut_cb_ran = true;
+  u->shut_cb_on_loop = pthread_equal(pthread_self(), u->loop_thread);
+  /* Every submitted task has ended: the results are there without waiting. */
+  for (int64_t i = 0; i < 100; i++) {
+    const void *d;
+    size_t len;
+    u->results_ok += mpx_async_get(u->a[i], &d, &len, 0) == 0 && len == 8 &&
+                     *(const int64_t *)d == i * i;
+    mpx_async_free(u->a[i]);
+  }
+  mpx_async_free(u->pending);
+  mpx_pool_free(p); /* allowed here: only memory is left */
+  u->p = NULL;
+}
+
+static void uloop_closed(uv_handle_t *h) { (void)h; }
+
+/* On the loop, once the second thread is done: what would block fails
+ * with MPX_EDEADLK; then the pool shuts down from inside the loop. */
+static void uloop_on_done(uv_async_t *h) {
+  uloop_t *u = h->data;
+  mpx_pool_t *p = u->p;
+  int64_t x = 3;
+  void *res;
+  size_t len;
+  u->deadlk_apply = mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 5);
+  int64_t out;
+  u->deadlk_map = mpx_pool_map_fixed(p, MPX_FUNC(square), &x, 8, 1, &out, 8, NULL, 5);
+  double s = 0.3;
+  CU_ASSERT_EQUAL(mpx_pool_apply_async(p, MPX_FUNC(sleepy), &s, 8, uloop_cb, NULL, u,
+                                       &u->pending), 0);
+  const void *d;
+  u->deadlk_get = mpx_async_get(u->pending, &d, &len, 5);
+  u->poll_get = mpx_async_get(u->pending, &d, &len, 0);
+  gen_t g = {0, 4};
+  mpx_imap_t *it;
+  CU_ASSERT_EQUAL(mpx_pool_imap(p, MPX_FUNC(square), gen_next, &g, true, 0, &it), 0);
+  size_t idx;
+  u->deadlk_imap = mpx_imap_next(it, &d, &len, &idx, 5);
+  mpx_imap_free(it);
+  mpx_pool_close(p);
+  u->deadlk_join = mpx_pool_join(p, 5);
+  /* The sleepy task still runs: the shutdown lets it finish. */
+  CU_ASSERT_EQUAL(mpx_pool_shutdown(p, uloop_shut, u), 0);
+  CU_ASSERT_EQUAL(mpx_pool_shutdown(p, uloop_shut, u), MPX_ESTATE);
+  uv_close((uv_handle_t *)h, uloop_closed);
+}
+
+static void *uloop_second(void *arg) {
+  uloop_t *u = arg;
+  int bad = 0;
+  for (int64_t i = 0; i < 50; i++) {
+    void *res;
+    size_t len;
+    int rc = mpx_pool_apply(u->p, MPX_FUNC(square), &i, 8, &res, &len, 30);
+    bad += rc != 0 || len != 8 || *(int64_t *)res != i * i;
+    free(res);
+  }
+  enum { N = 1000 };
+  int64_t in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  bad += mpx_pool_map_fixed(u->p, MPX_FUNC(square), in, 8, N, out, 8, NULL, 30) != 0;
+  for (int i = 0; i < N; i++) bad += out[i] != (int64_t)i * i;
+  u->blocking_ok = bad == 0;
+  uv_async_send(&u->done);
+  return NULL;
+}
+
+static void test_user_loop(void) {
+  mpx_forkserver_start();
+  int kids0 = count_children();
+  uloop_t *u = calloc(1, sizeof *u);
+  CU_ASSERT_EQUAL_FATAL(uv_loop_init(&u->loop), 0);
+  u->loop_thread = pthread_self();
+  mpx_pool_opts_t o = {.loop = &u->loop};
+  u->p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(u->p);
+  /* Before the loop runs, this is its thread: a blocking call would hang. */
+  int64_t x = 5;
+  void *res;
+  size_t len;
+  CU_ASSERT_EQUAL(mpx_pool_apply(u->p, MPX_FUNC(square), &x, 8, &res, &len, 1),
+                  MPX_EDEADLK);
+  enum { N = 100 };
+  for (int64_t i = 0; i < N; i++)
+    CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(u->p, MPX_FUNC(square), &i, 8, uloop_cb,
+                                               NULL, u, &u->a[i]), 0);
+  uv_async_init(&u->loop, &u->done, uloop_on_done);
+  u->done.data = u;
+  pthread_t th;
+  pthread_create(&th, NULL, uloop_second, u);
+  double t0 = now();
+  CU_ASSERT_EQUAL(uv_run(&u->loop, UV_RUN_DEFAULT), 0); /* until all is closed */
+  double dt = now() - t0;
+  pthread_join(th, NULL);
+  CU_ASSERT_TRUE(dt < 30);
+  CU_ASSERT_TRUE(u->blocking_ok);
+  CU_ASSERT_EQUAL(u->deadlk_apply, MPX_EDEADLK);
+  CU_ASSERT_EQUAL(u->deadlk_map, MPX_EDEADLK);
+  CU_ASSERT_EQUAL(u->deadlk_get, MPX_EDEADLK);
+  CU_ASSERT_EQUAL(u->poll_get, MPX_ETIMEDOUT);
+  CU_ASSERT_EQUAL(u->deadlk_imap, MPX_EDEADLK);
+  CU_ASSERT_EQUAL(u->deadlk_join, MPX_EDEADLK);
+  CU_ASSERT_TRUE(u->shut_cb_ran);
+  CU_ASSERT_TRUE(u->shut_cb_on_loop);
+  CU_ASSERT_PTR_NULL(u->p);
+  /* the N squares and the sleepy task (which the shutdown let finish) */
+  CU_ASSERT_EQUAL(atomic_load(&u->ok), N + 1);
+  CU_ASSERT_EQUAL(atomic_load(&u->off_thread), 0);
+  CU_ASSERT_EQUAL(u->results_ok, N);
+  CU_ASSERT_EQUAL(uv_loop_close(&u->loop), 0); /* nothing of the pool is left */
+  CU_ASSERT_EQUAL(count_children(), kids0);
+  free(u);
+}
+typedef struct {
+  mpx_pool_t *p;
+  mpx_async_t *a[4];
+  bool freed;
+} ufree_t;
+
+/* On the loop: free a busy pool that is not closed. It is terminated, and
+ * frees itself once the loop has closed its handles. */
+static void ufree_timer(uv_timer_t *t) {
+  ufree_t *f = t->data;
+  for (int i = 0; i < 4; i++) mpx_async_free(f->a[i]);
+  mpx_pool_free(f->p);
+  f->freed = true;
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void *ufree_thread(void *arg) {
+  mpx_pool_t *p = arg;
+  for (int64_t i = 0; i < 20; i++) {
+    void *res;
+    size_t len;
+    if (mpx_pool_apply(p, MPX_FUNC(square), &i, 8, &res, &len, 30) != 0) return (void *)1;
+    free(res);
+  }
+  mpx_pool_close(p);
+  mpx_pool_free(p); /* waits while the loop, on its thread, closes the pool */
+  return NULL;
+}
+
+static _Atomic int own_cb_deadlk, own_shut_ran, own_free_ran;
+static pthread_t main_thread;
+static void own_cb(mpx_async_t *a, void *arg) {
+  int64_t x = 2;
+  void *res;
+  size_t len;
+  (void)a, (void)arg;
+  if (mpx_pool_apply(arg, MPX_FUNC(square), &x, 8, &res, &len, 1) == MPX_EDEADLK)
+    atomic_fetch_add(&own_cb_deadlk, 1);
+}
+static void own_shut(mpx_pool_t *p, void *arg) {
+  (void)p, (void)arg;
+  if (!pthread_equal(pthread_self(), main_thread)) atomic_fetch_add(&own_shut_ran, 1);
+}
+static void own_free_cb(mpx_async_t *a, void *arg) {
+  mpx_async_free(a);
+  mpx_pool_free(arg); /* from a callback: the pool's thread frees it later */
+  atomic_fetch_add(&own_free_ran, 1);
+}
+
+static void test_loop_thread_free_and_shutdown(void) {
+  /* A: mpx_pool_free on the loop's thread, busy and not closed. */
+  mpx_forkserver_start();
+  int kids0 = count_children();
+  uv_loop_t loop;
+  CU_ASSERT_EQUAL_FATAL(uv_loop_init(&loop), 0);
+  mpx_pool_opts_t o = {.loop = &loop, .quiet = true};
+  ufree_t f = {.p = pool(2, &o)};
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f.p);
+  double s = 20;
+  for (int i = 0; i < 4; i++)
+    CU_ASSERT_EQUAL(mpx_pool_apply_async(f.p, MPX_FUNC(sleepy), &s, 8, NULL, NULL, NULL,
+                                         &f.a[i]), 0);
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  t.data = &f;
+  uv_timer_start(&t, ufree_timer, 200, 0);
+  double t0 = now();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CU_ASSERT_TRUE(f.freed);
+  CU_ASSERT_TRUE(now() - t0 < 10); /* terminated, not waited for */
+  CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+  CU_ASSERT_EQUAL(count_children(), kids0);
+
+  /* B: blocking calls and mpx_pool_free on another thread while the loop
+   * runs; uv_run returns once the pool is gone. */
+  CU_ASSERT_EQUAL_FATAL(uv_loop_init(&loop), 0);
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  pthread_t th;
+  void *thr = (void *)1;
+  pthread_create(&th, NULL, ufree_thread, p);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  pthread_join(th, &thr);
+  CU_ASSERT_PTR_NULL(thr);
+  CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+  CU_ASSERT_EQUAL(count_children(), kids0);
+
+  /* C: the own thread: MPX_EDEADLK in a callback, mpx_pool_shutdown, free. */
+  main_thread = pthread_self();
+  mpx_pool_opts_t oo = {0};
+  p = pool(2, &oo);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  int64_t x = 4;
+  mpx_async_t *a;
+  CU_ASSERT_EQUAL(mpx_pool_apply_async(p, MPX_FUNC(square), &x, 8, own_cb, NULL, p, &a), 0);
+  CU_ASSERT_EQUAL(mpx_async_wait(a, 30), 0);
+  CU_ASSERT_EQUAL(mpx_pool_shutdown(p, own_shut, NULL), 0);
+  void *res;
+  size_t len;
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 1), MPX_ECLOSED);
+  mpx_async_free(a);
+  mpx_pool_free(p);
+  CU_ASSERT_EQUAL(atomic_load(&own_cb_deadlk), 1);
+  CU_ASSERT_EQUAL(atomic_load(&own_shut_ran), 1);
+  CU_ASSERT_EQUAL(count_children(), kids0);
+
+  /* D: the own thread, mpx_pool_free from a callback. */
+  p = pool(2, &oo);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  CU_ASSERT_EQUAL(mpx_pool_apply_async(p, MPX_FUNC(square), &x, 8, own_free_cb, NULL, p,
+                                       &a), 0);
+  for (int i = 0; i < 1000 && (atomic_load(&own_free_ran) == 0 || count_children() > kids0);
+       i++)
+    sleep_s(0.01);
+  CU_ASSERT_EQUAL(atomic_load(&own_free_ran), 1);
+  CU_ASSERT_EQUAL(count_children(), kids0);
+  sleep_s(0.05); /* the pool's thread frees it after its loop returns */
+}
+
 MPX_TEST_MAIN("pool", MPX_TEST(test_map_fixed_in_order), MPX_TEST(test_map_bytes_and_errors),
               MPX_TEST(test_apply_and_callbacks), MPX_TEST(test_imap_bounded_and_ordered),
               MPX_TEST(test_imap_unordered_multiset), MPX_TEST(test_maxtasks_and_initializer),
@@ -673,4 +1206,7 @@ MPX_TEST_MAIN("pool", MPX_TEST(test_map_fixed_in_order), MPX_TEST(test_map_bytes
               MPX_TEST(test_intensity_breaks_pool), MPX_TEST(test_task_timeout),
               MPX_TEST(test_sigint_during_map), MPX_TEST(test_close_join_waits),
               MPX_TEST(test_spawn_and_forkserver), MPX_TEST(test_objects),
-              MPX_TEST(test_create_destroy_cycles))
+              MPX_TEST(test_create_destroy_cycles), MPX_TEST(test_large_items),
+              MPX_TEST(test_large_worker_killed), MPX_TEST(test_arena_full_or_off),
+              MPX_TEST(test_large_kill_storm),
+              MPX_TEST(test_user_loop), MPX_TEST(test_loop_thread_free_and_shutdown))

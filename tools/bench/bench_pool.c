@@ -5,6 +5,17 @@
  *   pool.map.chunk1          calls/s, map_fixed of 20 000 x*x, chunksize 1
  *   pool.imap_unordered.chunk1  tasks/s, 20 000 tasks
  *   pool.apply.<p50|p99>     µs per apply round trip
+ *   pool.apply_1mib.<arena|inline>  GB/s through apply of a 1 MiB argument
+ *                            and a 1 MiB result (2 MiB per call; the task
+ *                            copies its argument into its result buffer),
+ *                            median call; arena: the default, inline: the
+ *                            pool without an arena (everything through the
+ *                            sockets)
+ *   pool.apply_async_1mib.arena  the same through apply_async and
+ *                            mpx_async_get, which hands out the worker's
+ *                            block (no copy of the result)
+ *   pool.memcpy_1mib         GB/s of memcpy of 2 x 1 MiB (the same bytes,
+ *                            one copy each, warm buffers): the yardstick
  *   pool.create_join.<fork|spawn>  ms for Pool(2) create + close + join + free
  *   pool.primes.<1|2>        s for the seed's primes work through the pool
  *   pool.primes.pthreads2    s for the same work split statically between
@@ -49,9 +60,20 @@ static int primes_task(mpx_task_t *t, const void *in, size_t len) {
   return mpx_task_result(t, &s, sizeof s);
 }
 
+/* The result is the argument, written into the result buffer (an arena
+ * block for a large result when the pool has an arena). */
+static int copy_task(mpx_task_t *t, const void *in, size_t len) {
+  void *o = mpx_task_result_buf(t, len);
+  if (o == NULL) return mpx_task_fail(t, "no room");
+  memcpy(o, in, len);
+  return 0;
+}
+
+static size_t arena_size; /* for the pools made by pool() */
+
 static mpx_pool_t *pool(unsigned n, size_t chunk, mpx_start_method_t m) {
   mpx_pool_opts_t o = {.processes = n, .chunksize = chunk, .transport = transport,
-                       .start_method = m};
+                       .start_method = m, .arena_size = arena_size};
   mpx_pool_t *p;
   int rc = mpx_pool_new(&p, &o);
   if (rc != 0) die("pool_new", rc);
@@ -125,6 +147,70 @@ static void run_apply(double *p50, double *p99) {
   *p99 = t[(long)(n_apply * 0.99)];
   free(t);
   mpx_pool_free(p);
+}
+
+/* GB/s of apply with a 1 MiB argument and a 1 MiB result (async: through
+ * apply_async + mpx_async_get, the result read in place). */
+static double run_apply_big(bool arena, bool async) {
+  size_t mib = (size_t)1 << 20;
+  arena_size = arena ? 0 : MPX_POOL_ARENA_OFF;
+  mpx_pool_t *p = pool(2, 0, MPX_START_FORK);
+  arena_size = 0;
+  unsigned char *in = malloc(mib);
+  for (size_t i = 0; i < mib; i++) in[i] = (unsigned char)(i * 7);
+  long n = n_apply / 10 < 20 ? 20 : n_apply / 10;
+  double *t = malloc(sizeof(double) * (size_t)n);
+  for (long i = -10; i < n; i++) {
+    void *res = NULL;
+    const void *data;
+    size_t len;
+    mpx_async_t *a = NULL;
+    double t0 = bench_now();
+    int rc;
+    if (async) {
+      rc = mpx_pool_apply_async(p, MPX_FUNC(copy_task), in, mib, NULL, NULL, NULL, &a);
+      if (rc == 0) rc = mpx_async_get(a, &data, &len, -1);
+    } else {
+      rc = mpx_pool_apply(p, MPX_FUNC(copy_task), in, mib, &res, &len, -1);
+      data = res;
+    }
+    if (rc != 0) die("apply 1 MiB", rc);
+    if (i >= 0) t[i] = bench_now() - t0;
+    if (len != mib || memcmp(data, in, mib) != 0) die("apply 1 MiB result", MPX_EUNKNOWN);
+    free(res);
+    mpx_async_free(a);
+  }
+  mpx_pool_stats_t st;
+  mpx_pool_stats(p, &st);
+  if (arena && st.arena_results == 0) die("apply 1 MiB: no result came through the arena", MPX_EUNKNOWN);
+  bench_sort(t, (int)n);
+  double med = t[n / 2];
+  free(t);
+  free(in);
+  mpx_pool_free(p);
+  return 2.0 * (double)mib / med / 1e9;
+}
+
+static double run_memcpy_big(void) {
+  size_t mib = (size_t)1 << 20;
+  unsigned char *a = malloc(mib), *b = malloc(mib), *c = malloc(mib);
+  memset(a, 1, mib);
+  memset(b, 2, mib);
+  memset(c, 3, mib);
+  double t[64];
+  for (int r = -3; r < 64; r++) {
+    double t0 = bench_now();
+    memcpy(b, a, mib);
+    memcpy(c, b, mib);
+    if (r >= 0) t[r] = bench_now() - t0;
+  }
+  bench_sort(t, 64);
+  double med = t[32];
+  if (c[mib - 1] != 1) die("memcpy", MPX_EUNKNOWN);
+  free(a);
+  free(b);
+  free(c);
+  return 2.0 * (double)mib / med / 1e9;
 }
 
 static double run_cycle(mpx_start_method_t m) {
@@ -205,6 +291,14 @@ int main(int argc, char **argv) {
   for (int r = 0; r < runs; r++) run_apply(&v[r], &w[r]);
   printf("pool.apply.p50 %.1f us\n", median(v, runs));
   printf("pool.apply.p99 %.1f us\n", median(w, runs));
+  for (int r = 0; r < runs; r++) v[r] = run_apply_big(true, false);
+  printf("pool.apply_1mib.arena %.2f GB/s\n", median(v, runs));
+  for (int r = 0; r < runs; r++) v[r] = run_apply_big(true, true);
+  printf("pool.apply_async_1mib.arena %.2f GB/s\n", median(v, runs));
+  for (int r = 0; r < runs; r++) v[r] = run_apply_big(false, false);
+  printf("pool.apply_1mib.inline %.2f GB/s\n", median(v, runs));
+  for (int r = 0; r < runs; r++) v[r] = run_memcpy_big();
+  printf("pool.memcpy_1mib %.2f GB/s\n", median(v, runs));
   printf("pool.create_join.fork %.2f ms\n", run_cycle(MPX_START_FORK));
   printf("pool.create_join.spawn %.2f ms\n", run_cycle(MPX_START_SPAWN));
   long long c1, c2, ct;

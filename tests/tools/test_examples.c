@@ -34,6 +34,7 @@
 
 #include "../mpx_test.h"
 #include "blob.h"
+#include "cli.h"
 
 /* A sanitizer's shadow memory and quarantine say nothing about mpx's. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -46,116 +47,6 @@
 #ifndef SANITIZED
 #define SANITIZED 0
 #endif
-
-extern char **environ;
-static char dir[] = "/tmp/mpx-examples-XXXXXX";
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
-/* dir/name, in one of a few rotating buffers. */
-static const char *in_dir(const char *name) {
-  static char bufs[8][512];
-  static int next;
-  char *p = bufs[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
-
-static void write_file(const char *name, const char *text) {
-  FILE *f = fopen(in_dir(name), "w");
-  fputs(text, f);
-  fclose(f);
-}
-
-static char *read_path(const char *path, size_t *len) {
-  FILE *f = fopen(path, "r");
-  if (!f) return NULL;
-  char *b = NULL;
-  size_t cap = 0, n = 0, r;
-  do {
-    if (n + 65536 > cap) b = realloc(b, cap = (n + 65536) * 2);
-    r = fread(b + n, 1, 65536, f);
-    n += r;
-  } while (r > 0);
-  fclose(f);
-  b[n] = '\0';
-  if (len) *len = n;
-  return b;
-}
-
-static char *read_file(const char *name, size_t *len) { return read_path(in_dir(name), len); }
-
-/* The environment without the variables that would steer an installed
- * mpx elsewhere. */
-static char **clean_env(void) {
-  static char *env[512];
-  size_t n = 0;
-  for (char **e = environ; *e && n + 1 < 512; e++)
-    if (strncmp(*e, "MPX_PLUGIN_PATH=", 16) != 0 && strncmp(*e, "MPX_WORKER=", 11) != 0)
-      env[n++] = *e;
-  env[n] = NULL;
-  return env;
-}
-
-/* Starts BIN ARGS... in cwd (NULL: here) with stdout and stderr to files
- * in dir. */
-static pid_t start_bin(const char *bin, const char *cwd, char **env,
-                       const char *const *args) {
-  const char *argv[32] = {bin};
-  int n = 1;
-  for (; args[n - 1]; n++) argv[n] = args[n - 1];
-  argv[n] = NULL;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, in_dir("stdout"), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&fa, 2, in_dir("stderr"), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-  pid_t pid;
-  int rc = posix_spawn(&pid, bin, &fa, NULL, (char **)argv, env ? env : environ);
-  posix_spawn_file_actions_destroy(&fa);
-  return rc == 0 ? pid : -1;
-}
-
-static void show_stderr(void) {
-  char *e = read_file("stderr", NULL);
-  fprintf(stderr, "--- mpx stderr:\n%s---\n", e ? e : "");
-  free(e);
-}
-
-/* After a run: a sanitizer report on mpx's stderr (its own, or a
- * worker's, which the supervisor relays) fails the test, whatever the
- * exit code, as a restarted worker hides its own. */
-static void no_sanitizer_report(void) {
-  char *e = read_file("stderr", NULL);
-  bool bad = e && (strstr(e, "ERROR: AddressSanitizer") || strstr(e, "ERROR: LeakSanitizer") ||
-                   strstr(e, "runtime error:") || strstr(e, "ThreadSanitizer"));
-  CU_ASSERT_FALSE(bad);
-  if (bad) show_stderr();
-  free(e);
-}
-
-/* Waits for pid, then checks its stderr as above. */
-static int finish(pid_t pid) {
-  int rc = mpx_test_wait_exit(pid);
-  no_sanitizer_report();
-  return rc;
-}
-
-static pid_t start_mpx(const char *const *args) { return start_bin(MPX_BIN, NULL, NULL, args); }
-
-static int run_mpx(const char *const *args) { return finish(start_mpx(args)); }
 
 /* Runs a shell command line; its exit status (-1 when it did not exit). */
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -731,7 +622,7 @@ int main(int argc, char **argv) {
       MPX_TEST(test_gen_access_log_deterministic), MPX_TEST(test_wide_finder),
       MPX_TEST(test_ordered_keeps_input_order), MPX_TEST(test_sigkill_storm),
       MPX_TEST(test_installed_tree), MPX_TEST(test_payload_rss_bounded), {NULL, NULL}};
-  if (mkdtemp(dir) == NULL) return 2;
+  cli_mkdir("/tmp/mpx-examples-XXXXXX");
   int rc = mpx_test_main(argc, argv, "examples", argc > 1 ? all : some);
   if (sh("rm -rf '%s'", dir) != 0) rc = 1;
   return rc;

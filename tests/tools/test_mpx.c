@@ -18,68 +18,7 @@
 #include <unistd.h>
 
 #include "../mpx_test.h"
-
-extern char **environ;
-static char dir[] = "/tmp/mpx-test-XXXXXX";
-
-static void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
-static void write_file(const char *name, const char *text) {
-  char p[512];
-  snprintf(p, sizeof p, "%s/%s", dir, name);
-  FILE *f = fopen(p, "w");
-  fputs(text, f);
-  fclose(f);
-}
-
-static char *read_file(const char *name, size_t *len) {
-  char p[512];
-  snprintf(p, sizeof p, "%s/%s", dir, name);
-  FILE *f = fopen(p, "r");
-  if (!f) return NULL;
-  char *b = NULL;
-  size_t cap = 0, n = 0, r;
-  do {
-    if (n + 65536 > cap) b = realloc(b, cap = (n + 65536) * 2);
-    r = fread(b + n, 1, 65536, f);
-    n += r;
-  } while (r > 0);
-  fclose(f);
-  b[n] = '\0';
-  if (len) *len = n;
-  return b;
-}
-
-/* Starts `mpx ARGS...` with stdout and stderr to files in dir. */
-static pid_t start_mpx(const char *const *args) {
-  const char *argv[32] = {MPX_BIN};
-  int n = 1;
-  for (; args[n - 1]; n++) argv[n] = args[n - 1];
-  argv[n] = NULL;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  char out[512], err[512];
-  snprintf(out, sizeof out, "%s/stdout", dir);
-  snprintf(err, sizeof err, "%s/stderr", dir);
-  posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid;
-  int rc = posix_spawn(&pid, MPX_BIN, &fa, NULL, (char **)argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  return rc == 0 ? pid : -1;
-}
-
-static int run_mpx(const char *const *args) { return mpx_test_wait_exit(start_mpx(args)); }
-
-static void show_stderr(void) {
-  char *e = read_file("stderr", NULL);
-  fprintf(stderr, "--- mpx stderr:\n%s---\n", e ? e : "");
-  free(e);
-}
+#include "cli.h"
 
 static long long sum_primes(long n) {
   long long s = 0;
@@ -318,9 +257,7 @@ static void test_sigkill_leaves_no_worker(void) {
   CU_ASSERT_EQUAL(alive, 0);
 }
 
-static void setup(void) {
-  if (mkdtemp(dir) == NULL) abort();
-}
+static void setup(void) { cli_mkdir("/tmp/mpx-test-XXXXXX"); }
 
 static void test_cleanup(void) {
   char cmd[600];

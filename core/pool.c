@@ -73,6 +73,7 @@ typedef struct job_s {
   size_t first, n;
   unsigned attempts;
   bool timed_out;
+  bool retried; /* came back from a dead worker */
   double deadline;
   mpx_ref_t *lent; /* n argument blocks made at send (0: none), or NULL */
 } job_t;
@@ -705,6 +706,7 @@ static int send_defines(mpx_pool_t *p, worker_t *w, uint32_t upto) {
 
 static void requeue(mpx_pool_t *p, job_t *j, bool front) {
   j->next = NULL;
+  j->retried = true;
   if (front) {
     j->next = p->retry;
     p->retry = j;
@@ -803,6 +805,12 @@ static int send_job(mpx_pool_t *p, worker_t *w, job_t *j) {
 
 static void fail_job(mpx_pool_t *p, job_t *j, int rc, const char *msg);
 
+static bool worker_has_retried(const worker_t *w) {
+  for (const job_t *j = w->inflight; j; j = j->next)
+    if (j->retried) return true;
+  return false;
+}
+
 static void pump(mpx_pool_t *p) {
   bool progress = true;
   while (progress) {
@@ -814,6 +822,12 @@ static void pump(mpx_pool_t *p) {
       if (p->o.maxtasksperchild &&
           w->tasks + w->ninflight >= p->o.maxtasksperchild)
         continue; /* counted in jobs: a retiring worker's last ones */
+      /* Jobs back from a dead worker (the retry queue, always taken
+       * first) run alone on their worker: if it dies again, the job it
+       * ran is the one to charge, never a neighbour whose answer was
+       * still in the socket. */
+      if (w->ninflight > 0 && (p->retry != NULL || worker_has_retried(w)))
+        continue;
       job_t *j = next_job(p);
       if (j == NULL) {
         progress = false;
@@ -1120,7 +1134,11 @@ static void exited(void *arg, unsigned idx, pid_t pid, int code,
   job_t *rest = j ? j->next : NULL;
   if (rest) {
     job_t *last = rest;
-    while (last->next) last = last->next;
+    rest->retried = true;
+    while (last->next) {
+      last = last->next;
+      last->retried = true;
+    }
     last->next = p->retry;
     if (p->retry == NULL) p->retry_tail = last;
     p->retry = rest;

@@ -27,12 +27,13 @@
 
 #include <mpx/plugin.h>
 
+#include "../common/outbuf.h"
+
 #define FLUSH_AT 65536
 
 typedef struct {
   int fd;
-  char *buf;
-  size_t len, cap;
+  outbuf_t out;
 } jsonl_t;
 
 static int jsonl_init(mpx_plugin_ctx_t *ctx, void **state) {
@@ -56,47 +57,26 @@ static int jsonl_init(mpx_plugin_ctx_t *ctx, void **state) {
 }
 
 static int write_out(mpx_plugin_ctx_t *ctx, jsonl_t *j) {
-  size_t done = 0;
-  while (done < j->len) {
-    ssize_t n = write(j->fd, j->buf + done, j->len - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      j->len = 0;
-      return mpx_plugin_fail(ctx, "write '%s': %s",
-                             mpx_param_str(ctx, "path"), strerror(e));
-    }
-    done += (size_t)n;
-  }
-  j->len = 0;
-  return 0;
+  int e = outbuf_write(&j->out, j->fd);
+  return e ? mpx_plugin_fail(ctx, "write '%s': %s", mpx_param_str(ctx, "path"),
+                             strerror(e))
+           : 0;
 }
 
-static char *room(jsonl_t *j, size_t n) {
-  if (j->cap - j->len < n) {
-    size_t cap = j->cap ? j->cap : 4096;
-    while (cap - j->len < n) cap *= 2;
-    char *b = realloc(j->buf, cap);
-    if (b == NULL) return NULL;
-    j->buf = b;
-    j->cap = cap;
-  }
-  return j->buf + j->len;
-}
 
 static int put(jsonl_t *j, const char *s, size_t n) {
-  char *out = room(j, n);
+  char *out = outbuf_room(&j->out, n);
   if (out == NULL) return MPX_ENOMEM;
   memcpy(out, s, n);
-  j->len += n;
+  j->out.len += n;
   return 0;
 }
 
 static int put_escaped(jsonl_t *j, const unsigned char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
   /* At most 6 bytes out per byte in. */
-  if (len > SIZE_MAX / 6 || room(j, 6 * len) == NULL) return MPX_ENOMEM;
-  char *o = j->buf + j->len;
+  if (len > SIZE_MAX / 6 || outbuf_room(&j->out, 6 * len) == NULL) return MPX_ENOMEM;
+  char *o = j->out.buf + j->out.len;
   for (size_t i = 0; i < len; i++) {
     unsigned char c = s[i];
     const char *esc = NULL;
@@ -121,7 +101,7 @@ static int put_escaped(jsonl_t *j, const unsigned char *s, size_t len) {
       *o++ = (char)c;
     }
   }
-  j->len = (size_t)(o - j->buf);
+  j->out.len = (size_t)(o - j->out.buf);
   return 0;
 }
 
@@ -129,9 +109,9 @@ static int put_base64(jsonl_t *j, const unsigned char *s, size_t len) {
   static const char b64[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   size_t i;
-  if (len > SIZE_MAX / 2 || room(j, (len + 2) / 3 * 4) == NULL)
+  if (len > SIZE_MAX / 2 || outbuf_room(&j->out, (len + 2) / 3 * 4) == NULL)
     return MPX_ENOMEM;
-  char *o = j->buf + j->len;
+  char *o = j->out.buf + j->out.len;
   for (i = 0; i + 3 <= len; i += 3) {
     unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
     *o++ = b64[v >> 18];
@@ -147,14 +127,14 @@ static int put_base64(jsonl_t *j, const unsigned char *s, size_t len) {
     *o++ = i + 1 < len ? b64[(v >> 6) & 63] : '=';
     *o++ = '=';
   }
-  j->len = (size_t)(o - j->buf);
+  j->out.len = (size_t)(o - j->out.buf);
   return 0;
 }
 
 static int jsonl_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
                          size_t len) {
   jsonl_t *j = state;
-  size_t mark = j->len;
+  size_t mark = j->out.len;
   int rc;
   if (mpx_utf8_valid(in, len)) {
     if ((rc = put(j, "{\"item\": \"", 10)) == 0 &&
@@ -166,10 +146,10 @@ static int jsonl_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
       rc = put(j, "\"}\n", 3);
   }
   if (rc != 0) {
-    j->len = mark; /* no half line */
+    j->out.len = mark; /* no half line */
     return rc;
   }
-  return j->len >= FLUSH_AT ? write_out(ctx, j) : 0;
+  return j->out.len >= FLUSH_AT ? write_out(ctx, j) : 0;
 }
 
 static int jsonl_flush(mpx_plugin_ctx_t *ctx, void *state) {
@@ -181,7 +161,7 @@ static void jsonl_fini(mpx_plugin_ctx_t *ctx, void *state) {
   if (j == NULL) return;
   write_out(ctx, j);
   close(j->fd);
-  free(j->buf);
+  outbuf_free(&j->out);
   free(j);
 }
 

@@ -15,6 +15,8 @@
 
 #include <mpx/plugin.h>
 
+#include "../common/outbuf.h"
+
 #define FLUSH_AT 65536
 
 enum { FMT_TEXT, FMT_HEX, FMT_INT64 };
@@ -22,8 +24,7 @@ enum { FMT_TEXT, FMT_HEX, FMT_INT64 };
 typedef struct {
   int format;
   int tty;
-  char *buf;
-  size_t len, cap;
+  outbuf_t out;
 } print_t;
 
 static int print_init(mpx_plugin_ctx_t *ctx, void **state) {
@@ -44,32 +45,8 @@ static int print_init(mpx_plugin_ctx_t *ctx, void **state) {
 }
 
 static int write_out(mpx_plugin_ctx_t *ctx, print_t *p) {
-  size_t done = 0;
-  while (done < p->len) {
-    ssize_t n = write(STDOUT_FILENO, p->buf + done, p->len - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      p->len = 0;
-      return mpx_plugin_fail(ctx, "write to stdout: %s", strerror(e));
-    }
-    done += (size_t)n;
-  }
-  p->len = 0;
-  return 0;
-}
-
-/* Room for n more bytes in the buffer. */
-static char *room(print_t *p, size_t n) {
-  if (p->cap - p->len < n) {
-    size_t cap = p->cap ? p->cap : 4096;
-    while (cap - p->len < n) cap *= 2;
-    char *b = realloc(p->buf, cap);
-    if (b == NULL) return NULL;
-    p->buf = b;
-    p->cap = cap;
-  }
-  return p->buf + p->len;
+  int e = outbuf_write(&p->out, STDOUT_FILENO);
+  return e ? mpx_plugin_fail(ctx, "write to stdout: %s", strerror(e)) : 0;
 }
 
 static int print_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
@@ -80,19 +57,19 @@ static int print_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
   char *out;
   switch (p->format) {
   case FMT_TEXT:
-    if ((out = room(p, len + 1)) == NULL) return MPX_ENOMEM;
+    if ((out = outbuf_room(&p->out, len + 1)) == NULL) return MPX_ENOMEM;
     if (len) memcpy(out, in, len);
     out[len] = '\n';
-    p->len += len + 1;
+    p->out.len += len + 1;
     break;
   case FMT_HEX:
-    if ((out = room(p, 2 * len + 1)) == NULL) return MPX_ENOMEM;
+    if ((out = outbuf_room(&p->out, 2 * len + 1)) == NULL) return MPX_ENOMEM;
     for (size_t i = 0; i < len; i++) {
       out[2 * i] = digits[s[i] >> 4];
       out[2 * i + 1] = digits[s[i] & 15];
     }
     out[2 * len] = '\n';
-    p->len += 2 * len + 1;
+    p->out.len += 2 * len + 1;
     break;
   default: {
     uint64_t u = 0;
@@ -100,11 +77,11 @@ static int print_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
       return mpx_plugin_fail(ctx, "format int64 needs 8-byte items, got %zu "
                              "bytes", len);
     for (int i = 7; i >= 0; i--) u = u << 8 | s[i];
-    if ((out = room(p, 24)) == NULL) return MPX_ENOMEM;
-    p->len += (size_t)snprintf(out, 24, "%" PRId64 "\n", (int64_t)u);
+    if ((out = outbuf_room(&p->out, 24)) == NULL) return MPX_ENOMEM;
+    p->out.len += (size_t)snprintf(out, 24, "%" PRId64 "\n", (int64_t)u);
   }
   }
-  if (p->tty || p->len >= FLUSH_AT) return write_out(ctx, p);
+  if (p->tty || p->out.len >= FLUSH_AT) return write_out(ctx, p);
   return 0;
 }
 
@@ -116,7 +93,7 @@ static void print_fini(mpx_plugin_ctx_t *ctx, void *state) {
   print_t *p = state;
   if (p == NULL) return;
   write_out(ctx, p);
-  free(p->buf);
+  outbuf_free(&p->out);
   free(p);
 }
 

@@ -10,11 +10,13 @@
 #define MPX_TEST_H
 
 #include <CUnit/Basic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 
 typedef struct {
   const char *name;
@@ -29,6 +31,41 @@ static inline int mpx_test_wait_exit(pid_t pid) {
   int st;
   if (waitpid(pid, &st, 0) != pid) return -1000;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+/* Monotonic seconds, and a sleep that finishes after a signal. */
+static inline double mpx_test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline void mpx_test_sleep(double s) {
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Payloads the suites check byte for byte: byte j of pattern `seed` is
+ * j * 7 + seed (py_conn.py uses the same). mpx_test_pattern's buffer is
+ * the caller's to free; one byte more than n is allocated. */
+static inline void mpx_test_fill_pattern(uint8_t *p, size_t n, unsigned seed) {
+  for (size_t j = 0; j < n; j++) p[j] = (uint8_t)(j * 7 + seed);
+}
+
+static inline uint8_t *mpx_test_pattern(size_t n, unsigned seed) {
+  uint8_t *p = malloc(n + 1);
+  if (p) mpx_test_fill_pattern(p, n, seed);
+  return p;
+}
+
+static inline int mpx_test_pattern_ok(const void *buf, size_t n, size_t want,
+                                      unsigned seed) {
+  const uint8_t *p = buf;
+  if (n != want) return 0;
+  for (size_t j = 0; j < n; j++)
+    if (p[j] != (uint8_t)(j * 7 + seed)) return 0;
+  return 1;
 }
 
 static inline int mpx_test_main(int argc, char **argv, const char *suite_name,

@@ -28,18 +28,6 @@
 #include "targets.h"
 #include "../mpx_test.h"
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 /* Processes whose parent is this one, from /proc. */
 static int count_children(void) {
   DIR *d = opendir("/proc");
@@ -84,8 +72,8 @@ static int square(mpx_task_t *t, const void *in, size_t len) {
 
 /* square after ~20 µs of work: long enough for a storm to hit. */
 static int slow_square(mpx_task_t *t, const void *in, size_t len) {
-  double t0 = now();
-  while (now() - t0 < 20e-6) {
+  double t0 = mpx_test_now();
+  while (mpx_test_now() - t0 < 20e-6) {
   }
   return square(t, in, len);
 }
@@ -128,7 +116,7 @@ static int sleepy(mpx_task_t *t, const void *in, size_t len) {
   double s;
   memcpy(&s, in, sizeof s);
   (void)len;
-  sleep_s(s);
+  mpx_test_sleep(s);
   return mpx_task_result(t, &s, sizeof s);
 }
 
@@ -325,7 +313,7 @@ static void test_imap_bounded_and_ordered(void) {
   }
   mpx_imap_free(it); /* stops pulling */
   int64_t pulled = g.next;
-  sleep_s(0.05);
+  mpx_test_sleep(0.05);
   CU_ASSERT_EQUAL(g.next, pulled);
   mpx_pool_free(p);
 }
@@ -450,7 +438,7 @@ static void *storm(void *arg) {
   storm_t *s = arg;
   unsigned seed = 7;
   while (!atomic_load(&s->stop)) {
-    sleep_s(0.005 + (rand_r(&seed) % 10) * 0.001);
+    mpx_test_sleep(0.005 + (rand_r(&seed) % 10) * 0.001);
     /* a random child of ours */
     DIR *d = opendir("/proc");
     struct dirent *e;
@@ -517,9 +505,9 @@ static void test_intensity_breaks_pool(void) {
   int64_t x = 2;
   void *res;
   size_t len;
-  double t0 = now();
+  double t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 60), MPX_EBROKEN);
-  CU_ASSERT_TRUE(now() - t0 < 30);
+  CU_ASSERT_TRUE(mpx_test_now() - t0 < 30);
   CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "code 3"));
   CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(square), &x, 8, &res, &len, 60), MPX_EBROKEN);
   mpx_pool_stats_t st;
@@ -534,16 +522,16 @@ static void test_task_timeout(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(p);
   double in[6] = {0.01, 0.01, 0.01, 30, 0.01, 0.01}, out[6];
   int rc[6];
-  double t0 = now();
+  double t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(sleepy), in, 8, 6, out, 8, rc, 60),
                   MPX_ETIMEDOUT);
-  CU_ASSERT_TRUE(now() - t0 < 20);
+  CU_ASSERT_TRUE(mpx_test_now() - t0 < 20);
   for (int i = 0; i < 6; i++) CU_ASSERT_EQUAL(rc[i], i == 3 ? MPX_ETIMEDOUT : 0);
   mpx_pool_free(p);
 }
 
 static void *send_sigint(void *arg) {
-  sleep_s(*(double *)arg);
+  mpx_test_sleep(*(double *)arg);
   kill(getpid(), SIGINT);
   return NULL;
 }
@@ -558,9 +546,9 @@ static void test_sigint_during_map(void) {
   double delay = 0.3;
   pthread_t th;
   pthread_create(&th, NULL, send_sigint, &delay);
-  double t0 = now();
+  double t0 = mpx_test_now();
   int rc = mpx_pool_map_fixed(p, MPX_FUNC(sleepy), in, 8, N, out, 8, NULL, 60);
-  double dt = now() - t0;
+  double dt = mpx_test_now() - t0;
   pthread_join(th, NULL);
   CU_ASSERT_EQUAL(rc, MPX_EINTR);
   CU_ASSERT_TRUE(dt < delay + 5); /* promptly: not the 10 s the map needs */
@@ -1057,9 +1045,9 @@ static void test_user_loop(void) {
   u->done.data = u;
   pthread_t th;
   pthread_create(&th, NULL, uloop_second, u);
-  double t0 = now();
+  double t0 = mpx_test_now();
   CU_ASSERT_EQUAL(uv_run(&u->loop, UV_RUN_DEFAULT), 0); /* until all is closed */
-  double dt = now() - t0;
+  double dt = mpx_test_now() - t0;
   pthread_join(th, NULL);
   CU_ASSERT_TRUE(dt < 30);
   CU_ASSERT_TRUE(u->blocking_ok);
@@ -1146,10 +1134,10 @@ static void test_loop_thread_free_and_shutdown(void) {
   uv_timer_init(&loop, &t);
   t.data = &f;
   uv_timer_start(&t, ufree_timer, 200, 0);
-  double t0 = now();
+  double t0 = mpx_test_now();
   uv_run(&loop, UV_RUN_DEFAULT);
   CU_ASSERT_TRUE(f.freed);
-  CU_ASSERT_TRUE(now() - t0 < 10); /* terminated, not waited for */
+  CU_ASSERT_TRUE(mpx_test_now() - t0 < 10); /* terminated, not waited for */
   CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
   CU_ASSERT_EQUAL(count_children(), kids0);
 
@@ -1193,10 +1181,10 @@ static void test_loop_thread_free_and_shutdown(void) {
                                        &a), 0);
   for (int i = 0; i < 1000 && (atomic_load(&own_free_ran) == 0 || count_children() > kids0);
        i++)
-    sleep_s(0.01);
+    mpx_test_sleep(0.01);
   CU_ASSERT_EQUAL(atomic_load(&own_free_ran), 1);
   CU_ASSERT_EQUAL(count_children(), kids0);
-  sleep_s(0.05); /* the pool's thread frees it after its loop returns */
+  mpx_test_sleep(0.05); /* the pool's thread frees it after its loop returns */
 }
 
 MPX_TEST_MAIN("pool", MPX_TEST(test_map_fixed_in_order), MPX_TEST(test_map_bytes_and_errors),

@@ -125,12 +125,6 @@ struct ctx_s {
   char why[4096];
 };
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st);
 
 static void release(void *arg, unsigned idx) {
@@ -174,7 +168,7 @@ static void on_started(void *arg, unsigned idx, pid_t pid) {
   if (c->starts < MAX_EVENTS) {
     c->start_idx[c->starts] = idx;
     c->start_pid[c->starts] = pid;
-    c->start_t[c->starts] = now();
+    c->start_t[c->starts] = mpx_test_now();
   }
   c->starts++;
   c->slot_starts[idx]++;
@@ -723,10 +717,10 @@ static void test_stop_grace(void) {
   c->mode[0] = W_IGNORE_TERM;
   sup_begin(c, &o);
   CU_ASSERT_FATAL(run_until(c, started_and_ignoring, GUARD_S));
-  t0 = now();
+  t0 = mpx_test_now();
   mpx__sup_stop(c->sup, 0.3);
   CU_ASSERT(run_until(c, one_exit, GUARD_S));
-  CU_ASSERT(now() - t0 >= 0.29);
+  CU_ASSERT(mpx_test_now() - t0 >= 0.29);
   settle(c, 0.2);
   CU_ASSERT_EQUAL(c->exits, 1);
   CU_ASSERT_EQUAL(c->exit_code[0], -SIGKILL);

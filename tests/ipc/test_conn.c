@@ -27,35 +27,9 @@
 
 static const size_t SIZES[4] = {0, 1, 64 * KiB, 16 * MiB};
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 /* Byte j of a message with seed s; py_conn.py uses the same. */
-static uint8_t *pattern(size_t n, unsigned seed) {
-  uint8_t *p = malloc(n + 1);
-  for (size_t j = 0; j < n; j++) p[j] = (uint8_t)(j * 7 + seed);
-  return p;
-}
-
-static int pattern_ok(const void *buf, size_t n, size_t want, unsigned seed) {
-  const uint8_t *p = buf;
-  if (n != want) return 0;
-  for (size_t j = 0; j < n; j++)
-    if (p[j] != (uint8_t)(j * 7 + seed)) return 0;
-  return 1;
-}
-
 static int send_pattern(mpx_conn_t *c, size_t n, unsigned seed) {
-  uint8_t *p = pattern(n, seed);
+  uint8_t *p = mpx_test_pattern(n, seed);
   int rc = mpx_conn_send_bytes(c, p, n, -1);
   free(p);
   return rc;
@@ -67,7 +41,7 @@ static int recv_pattern(mpx_conn_t *c, size_t n, unsigned seed,
   void *buf = NULL;
   size_t len = 0;
   int ok = mpx_conn_recv_bytes(c, &buf, &len, 0, timeout) == 0 &&
-           pattern_ok(buf, len, n, seed);
+           mpx_test_pattern_ok(buf, len, n, seed);
   free(buf);
   return ok;
 }
@@ -76,7 +50,7 @@ static int recv_pattern(mpx_conn_t *c, size_t n, unsigned seed,
  * receiver that stopped reading fails the test instead of hanging it). */
 static void write_raw(int fd, const void *p, size_t n) {
   const char *s = p;
-  double end = now() + 10;
+  double end = mpx_test_now() + 10;
   while (n > 0) {
     struct pollfd pf = {fd, POLLOUT, 0};
     ssize_t k = send(fd, s, n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -87,7 +61,7 @@ static void write_raw(int fd, const void *p, size_t n) {
       continue;
     }
     if (k < 0 && errno != EAGAIN && errno != EINTR) break;
-    if (now() > end) break;
+    if (mpx_test_now() > end) break;
     poll(&pf, 1, 100);
   }
   CU_ASSERT_EQUAL_FATAL(n, 0);
@@ -97,18 +71,18 @@ static void write_raw(int fd, const void *p, size_t n) {
  * its exit code, minus the signal that killed it, or -2000 when it had to
  * be killed. */
 static int reap(pid_t pid, double timeout) {
-  double end = now() + timeout;
+  double end = mpx_test_now() + timeout;
   int st;
   for (;;) {
     pid_t r = waitpid(pid, &st, WNOHANG);
     if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
     if (r < 0) return -1000;
-    if (now() > end) {
+    if (mpx_test_now() > end) {
       kill(pid, SIGKILL);
       mpx_test_wait_exit(pid);
       return -2000;
     }
-    sleep_s(0.002);
+    mpx_test_sleep(0.002);
   }
 }
 
@@ -263,7 +237,7 @@ static void test_sizes_duplex(void) {
         buf = malloc(SIZES[i] + 1);
         rc = mpx_conn_recv_bytes_into(b, buf, SIZES[i], &len, 60);
       }
-      if (rc != 0 || !pattern_ok(buf, len, SIZES[i], (unsigned)i)) bad++;
+      if (rc != 0 || !mpx_test_pattern_ok(buf, len, SIZES[i], (unsigned)i)) bad++;
       if (mpx_conn_send_bytes(b, buf, len, 60) != 0) bad++;
       free(buf);
     }
@@ -303,7 +277,7 @@ static void test_sizes_simplex(void) {
       uint8_t *buf = malloc(SIZES[i] + 1);
       size_t len = 0;
       if (mpx_conn_recv_bytes_into(r1, buf, SIZES[i], &len, 60) != 0 ||
-          !pattern_ok(buf, len, SIZES[i], (unsigned)i))
+          !mpx_test_pattern_ok(buf, len, SIZES[i], (unsigned)i))
         bad++;
       free(buf);
       if (send_pattern(w2, SIZES[i], 20u + (unsigned)i) != 0) bad++;
@@ -341,7 +315,7 @@ static void test_into_too_short(void) {
                   MPX_ETOOSHORT);
   big = malloc(300 * KiB);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes_into(b, big, 100, &len, 10), 0);
-  CU_ASSERT(pattern_ok(big, len, 100, 1));
+  CU_ASSERT(mpx_test_pattern_ok(big, len, 100, 1));
   /* 300 KiB (beyond the read-ahead buffer) into 1000 bytes: kept. */
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes_into(b, big, 1000, &len, 10),
                   MPX_ETOOSHORT);
@@ -350,7 +324,7 @@ static void test_into_too_short(void) {
                   MPX_ETOOSHORT);
   CU_ASSERT_EQUAL(len, 300 * KiB);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes_into(b, big, 300 * KiB, &len, 10), 0);
-  CU_ASSERT(pattern_ok(big, len, 300 * KiB, 2));
+  CU_ASSERT(mpx_test_pattern_ok(big, len, 300 * KiB, 2));
   /* An empty message fits an empty buffer; the next one follows. */
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes_into(b, NULL, 0, &len, 10), 0);
   CU_ASSERT_EQUAL(len, 0);
@@ -376,7 +350,7 @@ static void test_maxlength(void) {
   CU_ASSERT_PTR_NULL(buf);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 1, 10), MPX_EMSGSIZE);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 1000, 10), 0);
-  CU_ASSERT(pattern_ok(buf, len, 1000, 7));
+  CU_ASSERT(mpx_test_pattern_ok(buf, len, 1000, 7));
   free(buf);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 1000, 10), MPX_EMSGSIZE);
   CU_ASSERT_EQUAL(len, 300 * KiB);
@@ -385,7 +359,7 @@ static void test_maxlength(void) {
   CU_ASSERT_EQUAL(len, 300 * KiB);
   CU_ASSERT(recv_pattern(b, 300 * KiB, 8, 10));
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 5, 10), 0);
-  CU_ASSERT(pattern_ok(buf, len, 5, 9));
+  CU_ASSERT(mpx_test_pattern_ok(buf, len, 5, 9));
   free(buf);
   CU_ASSERT_EQUAL(reap(pid, 30), 0);
   mpx_conn_free(a);
@@ -405,7 +379,7 @@ static void test_recv_timeout_partial(void) {
   pair(&a, &b, true);
   fd = mpx_conn_fileno(a);
   /* A small frame: its header in two pieces, then half its payload. */
-  msg = pattern(10, 3);
+  msg = mpx_test_pattern(10, 3);
   write_raw(fd, "\0\0", 2);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, 0), MPX_ETIMEDOUT);
   write_raw(fd, "\0\12", 2);
@@ -418,7 +392,7 @@ static void test_recv_timeout_partial(void) {
   free(msg);
 
   /* A large frame through recv_bytes, then recv_bytes_into. */
-  msg = pattern(big, 4);
+  msg = mpx_test_pattern(big, 4);
   into = malloc(big);
   hdr[0] = 0;
   hdr[1] = (uint8_t)(big >> 16);
@@ -438,7 +412,7 @@ static void test_recv_timeout_partial(void) {
   write_raw(fd, msg + 2 * step, big - 2 * step);
   memset(into, 0, big);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes_into(b, into, big, &len, 1), 0);
-  CU_ASSERT(pattern_ok(into, len, big, 4));
+  CU_ASSERT(mpx_test_pattern_ok(into, len, big, 4));
 
   /* A large frame read straight into the caller's buffer, timing out,
    * then finished by recv_bytes. */
@@ -468,17 +442,17 @@ static void test_poll_timeout(void) {
   pair(&a, &b, true);
   pair(&r, &w, false);
   CU_ASSERT_EQUAL(mpx_conn_poll(b, 0), MPX_ETIMEDOUT);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(b, 0.2), MPX_ETIMEDOUT);
-  dt = now() - t0;
+  dt = mpx_test_now() - t0;
   CU_ASSERT(dt >= 0.2 && dt < 0.25);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, 0.1), MPX_ETIMEDOUT);
-  dt = now() - t0;
+  dt = mpx_test_now() - t0;
   CU_ASSERT(dt >= 0.1 && dt < 0.15);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(r, 0.1), MPX_ETIMEDOUT);
-  dt = now() - t0;
+  dt = mpx_test_now() - t0;
   CU_ASSERT(dt >= 0.1 && dt < 0.15);
   CU_ASSERT_EQUAL(mpx_conn_poll(b, NAN), MPX_EINVAL);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, "x", 1, 0), 0);
@@ -539,14 +513,14 @@ static void test_wait_timeout(void) {
   items[1] = mpx_wait_conn(a2);
   items[2] = mpx_wait_process(p);
   items[3] = mpx_wait_fd(raw[0]);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_wait(items, 4, 0.3, ready, &n_ready), MPX_ETIMEDOUT);
-  dt = now() - t0;
+  dt = mpx_test_now() - t0;
   CU_ASSERT_EQUAL(n_ready, 0);
   CU_ASSERT(dt >= 0.3 && dt < 0.35);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_wait(items, 4, 0, ready, &n_ready), MPX_ETIMEDOUT);
-  CU_ASSERT(now() - t0 < 0.05);
+  CU_ASSERT(mpx_test_now() - t0 < 0.05);
   CU_ASSERT_EQUAL(mpx_conn_wait(items, 4, NAN, ready, &n_ready), MPX_EINVAL);
   CU_ASSERT_EQUAL(write(gate, "g", 1), 1);
   CU_ASSERT_EQUAL(mpx_process_join(p, 10), 0);
@@ -671,11 +645,11 @@ static void test_eof_after_close(void) {
     CU_ASSERT_EQUAL(send_pattern(a, 10 + i, i), 0);
   mpx_conn_free(a);
   for (unsigned i = 0; i < 3; i++) CU_ASSERT(recv_pattern(b, 10 + i, i, 1));
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(b, -1), 0);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, -1), MPX_EPIPE);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, -1), MPX_EPIPE);
-  CU_ASSERT(now() - t0 < 1);
+  CU_ASSERT(mpx_test_now() - t0 < 1);
   /* Sending to the closed peer: EPIPE, no signal. */
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(b, "x", 1, -1), MPX_EPIPE);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(b, "x", 1, -1), MPX_EPIPE);
@@ -736,9 +710,9 @@ static void test_peer_killed(void) {
   CU_ASSERT(recv_pattern(b, 5, 1, 10));
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, 0.05), MPX_ETIMEDOUT);
   kill(child, SIGKILL);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, 10), MPX_EPIPE);
-  CU_ASSERT(now() - t0 < 5);
+  CU_ASSERT(mpx_test_now() - t0 < 5);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(child), -SIGKILL);
   mpx_conn_free(b);
 
@@ -754,7 +728,7 @@ static void test_peer_killed(void) {
   killer = fork();
   CU_ASSERT_FATAL(killer >= 0);
   if (killer == 0) {
-    sleep_s(0.1);
+    mpx_test_sleep(0.1);
     kill(child, SIGKILL);
     _exit(0);
   }
@@ -822,7 +796,7 @@ static void test_batch(void) {
   pair(&a, &b, true);
   for (int i = 0; i < N; i++) {
     msgs[i].len = (size_t)(i % 50);
-    msgs[i].data = pattern(msgs[i].len, (unsigned)i);
+    msgs[i].data = mpx_test_pattern(msgs[i].len, (unsigned)i);
   }
   CU_ASSERT_EQUAL(mpx_conn_send_batch(a, msgs, N, &sent, 5), 0);
   CU_ASSERT_EQUAL(sent, N);
@@ -872,7 +846,7 @@ static void test_send_timeout(void) {
    * sees exactly `count` of them, then "end". */
   pair(&a, &b, true);
   for (;;) {
-    uint8_t *p = pattern(1000, (unsigned)count);
+    uint8_t *p = mpx_test_pattern(1000, (unsigned)count);
     rc = mpx_conn_send_bytes(a, p, 1000, 0);
     free(p);
     if (rc != 0) break;
@@ -890,7 +864,7 @@ static void test_send_timeout(void) {
    * copied (the caller may reuse its buffer at once), later sends wait
    * for it, and flush pushes it out. */
   pair(&a, &b, true);
-  big = pattern(bigsz, 0);
+  big = mpx_test_pattern(bigsz, 0);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, big, bigsz, 0.05), 0);
   memset(big, 0, bigsz);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, "x", 1, 0.05), MPX_ETIMEDOUT);
@@ -1040,20 +1014,20 @@ static void test_eintr(void) {
   sigaction(SIGALRM, &sa, &old);
   alarms = 0;
   setitimer(ITIMER_REAL, &it, NULL);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(b, 0.2), MPX_ETIMEDOUT);
-  dt = now() - t0;
+  dt = mpx_test_now() - t0;
   CU_ASSERT(dt >= 0.2 && dt < 0.25);
   item = mpx_wait_conn(b);
-  t0 = now();
+  t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_wait(&item, 1, 0.1, NULL, &n_ready), MPX_ETIMEDOUT);
-  dt = now() - t0;
+  dt = mpx_test_now() - t0;
   CU_ASSERT(dt >= 0.1 && dt < 0.15);
   pid = fork();
   CU_ASSERT_FATAL(pid >= 0);
   if (pid == 0) {
     setitimer(ITIMER_REAL, &off, NULL);
-    sleep_s(0.2);
+    mpx_test_sleep(0.2);
     _exit(send_pattern(a, sz[0], 5) == 0 ? 0 : 1);
   }
   CU_ASSERT(recv_pattern(b, 5, 5, -1));
@@ -1102,7 +1076,7 @@ static void test_send_ref(void) {
     const void *d;
     size_t n;
     CU_ASSERT_EQUAL_FATAL(mpx_conn_recv_ref(p, a, &r, &d, &n, 5), 0);
-    CU_ASSERT_TRUE(pattern_ok(d, n, MiB - i, i));
+    CU_ASSERT_TRUE(mpx_test_pattern_ok(d, n, MiB - i, i));
     CU_ASSERT_EQUAL(mpx_arena_owner(a, r), getpid());
     CU_ASSERT_EQUAL(mpx_arena_release(a, r), 0);
   }

@@ -26,12 +26,6 @@
 static mpx_arena_t *arena;
 static size_t arena_used0;
 
-static void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 static void *shared_mem(size_t n) {
   void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                  -1, 0);
@@ -67,20 +61,6 @@ static void end_queue(mpx_queue_t *q) {
   arena = NULL;
 }
 
-static uint8_t *pattern(size_t n, unsigned seed) {
-  uint8_t *p = malloc(n + 1);
-  for (size_t j = 0; j < n; j++) p[j] = (uint8_t)(j * 7 + seed);
-  return p;
-}
-
-static int pattern_ok(const void *buf, size_t n, size_t want, unsigned seed) {
-  const uint8_t *p = buf;
-  if (n != want) return 0;
-  for (size_t j = 0; j < n; j++)
-    if (p[j] != (uint8_t)(j * 7 + seed)) return 0;
-  return 1;
-}
-
 /* ---- content -------------------------------------------------------------------- */
 
 static const size_t SIZES[] = {0, 1, 111, 112, 113, 4 * KiB, 64 * KiB, 16 * MiB};
@@ -90,7 +70,7 @@ static void test_sizes_fifo(void) {
   mpx_queue_t *q = new_queue(0, 0, false);
   CU_ASSERT_PTR_NOT_NULL_FATAL(q);
   for (size_t i = 0; i < NSIZES; i++) {
-    uint8_t *p = pattern(SIZES[i], (unsigned)i);
+    uint8_t *p = mpx_test_pattern(SIZES[i], (unsigned)i);
     CU_ASSERT_EQUAL(mpx_queue_put(q, p, SIZES[i], 0), 0);
     free(p);
   }
@@ -104,20 +84,20 @@ static void test_sizes_fifo(void) {
       if (i % 3 == 0) {
         void *d;
         if (mpx_queue_get(q, &d, &n, 5) != 0) _exit(10 + (int)i);
-        int ok = pattern_ok(d, n, SIZES[i], (unsigned)i);
+        int ok = mpx_test_pattern_ok(d, n, SIZES[i], (unsigned)i);
         free(d);
         if (!ok) _exit(30 + (int)i);
       } else if (i % 3 == 1) {
         mpx_queue_msg_t m;
         if (mpx_queue_get_msg(q, &m, 5) != 0) _exit(10 + (int)i);
-        if (!pattern_ok(m.data, m.len, SIZES[i], (unsigned)i)) _exit(30 + (int)i);
+        if (!mpx_test_pattern_ok(m.data, m.len, SIZES[i], (unsigned)i)) _exit(30 + (int)i);
         /* Block-stored items are read in place. */
         if ((SIZES[i] > 112) != (m.ref != 0)) _exit(50 + (int)i);
         mpx_queue_msg_release(q, &m);
       } else {
         void *buf = malloc(SIZES[i] + 1);
         if (mpx_queue_get_into(q, buf, SIZES[i], &n, 5) != 0) _exit(10 + (int)i);
-        int ok = pattern_ok(buf, n, SIZES[i], (unsigned)i);
+        int ok = mpx_test_pattern_ok(buf, n, SIZES[i], (unsigned)i);
         free(buf);
         if (!ok) _exit(30 + (int)i);
       }
@@ -139,7 +119,7 @@ static void test_sizes_fifo(void) {
 static void test_too_short_keeps_item(void) {
   mpx_queue_t *q = new_queue(0, 0, false);
   CU_ASSERT_PTR_NOT_NULL_FATAL(q);
-  uint8_t *p = pattern(64 * KiB, 3);
+  uint8_t *p = mpx_test_pattern(64 * KiB, 3);
   CU_ASSERT_EQUAL(mpx_queue_put(q, p, 64 * KiB, 0), 0);
   CU_ASSERT_EQUAL(mpx_queue_put(q, "x", 1, 0), 0);
   uint8_t small[100];
@@ -149,7 +129,7 @@ static void test_too_short_keeps_item(void) {
   CU_ASSERT_EQUAL(mpx_queue_qsize(q), 2);
   uint8_t *big = malloc(64 * KiB);
   CU_ASSERT_EQUAL(mpx_queue_get_into(q, big, 64 * KiB, &n, 0), 0);
-  CU_ASSERT_TRUE(pattern_ok(big, n, 64 * KiB, 3));
+  CU_ASSERT_TRUE(mpx_test_pattern_ok(big, n, 64 * KiB, 3));
   CU_ASSERT_EQUAL(mpx_queue_get_into(q, small, 0, &n, 0), MPX_ETOOSHORT);
   CU_ASSERT_EQUAL(n, 1);
   CU_ASSERT_EQUAL(mpx_queue_get_into(q, small, 1, &n, 0), 0);
@@ -202,7 +182,7 @@ static void test_timeouts(void) {
   /* A blocked put goes through once a child takes an item. */
   pid_t pid = fork();
   if (pid == 0) {
-    sleep_s(0.1);
+    mpx_test_sleep(0.1);
     _exit(mpx_queue_get_into(q, b, sizeof b, &n, 5) == 0 && b[0] == 'a' ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_queue_put(q, "c", 1, 30), 0);
@@ -215,7 +195,7 @@ static void test_timeouts(void) {
   /* A blocked get wakes for a child's put. */
   pid = fork();
   if (pid == 0) {
-    sleep_s(0.1);
+    mpx_test_sleep(0.1);
     _exit(mpx_queue_put(q, "d", 1, 5) == 0 ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_queue_get_into(q, b, sizeof b, &n, 30), 0);
@@ -243,7 +223,7 @@ static void test_close_and_shutdown(void) {
     if (mpx_queue_get_into(q, b, sizeof b, &n, 5) != 0 || b[0] != 'b') _exit(2);
     _exit(mpx_queue_get_into(q, b, sizeof b, &n, 60) == MPX_ECLOSED ? 0 : 3);
   }
-  sleep_s(0.2);
+  mpx_test_sleep(0.2);
   mpx_queue_shutdown(q2);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(mpx_queue_put(q2, "c", 1, 0), MPX_ECLOSED);
@@ -300,7 +280,7 @@ static void test_mpmc_exactly_once(void) {
   }
   for (int p = 0; p < NPROD; p++) CU_ASSERT_EQUAL(mpx_test_wait_exit(pids[p]), 0);
   /* Everything put: wait for the consumers to drain, then shut down. */
-  for (int t = 0; t < 3000 && !mpx_queue_empty(q); t++) sleep_s(0.01);
+  for (int t = 0; t < 3000 && !mpx_queue_empty(q); t++) mpx_test_sleep(0.01);
   mpx_queue_shutdown(q);
   for (int c = 0; c < NCONS; c++)
     CU_ASSERT_EQUAL(mpx_test_wait_exit(pids[NPROD + c]), 0);
@@ -357,7 +337,7 @@ static void test_joinable(void) {
       uint32_t v;
       size_t n;
       if (mpx_queue_get_into(q, &v, 4, &n, 5) != 0) _exit(1);
-      if (i % 10 == 0) sleep_s(0.01);
+      if (i % 10 == 0) mpx_test_sleep(0.01);
       atomic_fetch_add(done, 1); /* the work, before task_done */
       if (mpx_queue_task_done(q) != 0) _exit(2);
     }
@@ -405,7 +385,7 @@ static void test_objects_and_codec_errors(void) {
   CU_ASSERT_EQUAL_FATAL(mpx_codec_load(&mp, "msgpack"), 0);
   mpx_obj_t *small = mpx_obj_int(42);
   size_t bigsz = 1 * MiB;
-  uint8_t *p = pattern(bigsz, 9);
+  uint8_t *p = mpx_test_pattern(bigsz, 9);
   mpx_obj_t *big = mpx_obj_bytes(p, bigsz);
   CU_ASSERT_EQUAL(mpx_queue_put_obj(q, mp, small, 0), 0);
   CU_ASSERT_EQUAL(mpx_queue_put_obj(q, mp, big, 0), 0);
@@ -424,7 +404,7 @@ static void test_objects_and_codec_errors(void) {
     if (mpx_queue_get_obj(q, mp, &o, 5) != 0) _exit(2);
     size_t n;
     const void *d = mpx_obj_bytes_data(o, &n);
-    if (!pattern_ok(d, n, bigsz, 9)) _exit(3);
+    if (!mpx_test_pattern_ok(d, n, bigsz, 9)) _exit(3);
     mpx_obj_release(o);
     /* A decode error consumes the item and says so. */
     if (mpx_queue_put(q, "zz", 2, 0) != 0) _exit(4);
@@ -467,7 +447,7 @@ static void test_loan_publish_release(void) {
     /* In place: the data is the block in the shared segment. */
     CU_ASSERT_TRUE((const char *)m.data >= lo && (const char *)m.data < hi);
     CU_ASSERT_EQUAL(mpx_arena_owner(arena, m.ref), getpid());
-    CU_ASSERT_TRUE(pattern_ok(m.data, m.len, MiB - i, i));
+    CU_ASSERT_TRUE(mpx_test_pattern_ok(m.data, m.len, MiB - i, i));
     mpx_queue_msg_release(q, &m);
   }
   end_queue(q);
@@ -632,12 +612,12 @@ static void test_random_kills(void) {
         atomic_fetch_add(&got[(size_t)(id >> 20) * MAXPUT + (id & 0xfffff)], 1);
       }
     }
-    sleep_s((rand() % 3000) * 1e-6);
+    mpx_test_sleep((rand() % 3000) * 1e-6);
     kill(prod, SIGKILL);
     CU_ASSERT_EQUAL(mpx_test_wait_exit(prod), -SIGKILL);
     mpx_arena_reclaim(arena, prod);
     if (rand() % 2 == 0 || k == ROUNDS - 1) {
-      sleep_s((rand() % 1000) * 1e-6);
+      mpx_test_sleep((rand() % 1000) * 1e-6);
       kill(cons, SIGKILL);
       CU_ASSERT_EQUAL(mpx_test_wait_exit(cons), -SIGKILL);
       mpx_arena_reclaim(arena, cons);

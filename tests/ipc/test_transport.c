@@ -44,31 +44,9 @@ static mpx_transport_t kind, worker_kind;
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 static bool uring_disabled(void) {
   const char *d = getenv("MPX_URING_DISABLE");
   return d != NULL && *d != '\0' && strcmp(d, "0") != 0;
-}
-
-static void fill_pattern(uint8_t *p, size_t n, unsigned seed) {
-  for (size_t j = 0; j < n; j++) p[j] = (uint8_t)(j * 7 + seed);
-}
-
-static uint8_t *pattern(size_t n, unsigned seed) {
-  uint8_t *p = malloc(n + 1);
-  fill_pattern(p, n, seed);
-  return p;
 }
 
 static bool pattern_ok(const void *buf, size_t n, size_t want, unsigned seed) {
@@ -95,18 +73,18 @@ static uint32_t get32(const uint8_t *p) {
  * exit code, minus the signal that killed it, or -2000 when it had to be
  * killed. */
 static int reap(pid_t pid, double timeout) {
-  double end = now() + timeout;
+  double end = mpx_test_now() + timeout;
   int st;
   for (;;) {
     pid_t r = waitpid(pid, &st, WNOHANG);
     if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
     if (r < 0) return -1000;
-    if (now() > end) {
+    if (mpx_test_now() > end) {
       kill(pid, SIGKILL);
       mpx_test_wait_exit(pid);
       return -2000;
     }
-    sleep_s(0.002);
+    mpx_test_sleep(0.002);
   }
 }
 
@@ -281,11 +259,11 @@ static void env_init(env_t *v) {
 /* Runs the loop until done(arg) or `timeout` seconds. */
 static bool run_until(env_t *v, bool (*done)(void *), void *arg,
                       double timeout) {
-  double end = now() + timeout;
+  double end = mpx_test_now() + timeout;
   bool ok = true;
   uv_timer_start(&v->tick, on_tick, 5, 5); /* wakes the loop to check */
   while (!done(arg)) {
-    if (now() > end) {
+    if (mpx_test_now() > end) {
       ok = false;
       break;
     }
@@ -501,7 +479,7 @@ static void test_fallback_log(void) {
 static void queue_sizes(mpx_link_t *l, unsigned seed0) {
   size_t framed = 0;
   for (int i = 0; i < 4; i++) {
-    uint8_t *p = pattern(SIZES[i], seed0 + (unsigned)i);
+    uint8_t *p = mpx_test_pattern(SIZES[i], seed0 + (unsigned)i);
     CU_ASSERT_EQUAL(mpx_link_send(l, p, SIZES[i]), 0);
     free(p);
     framed += 4 + SIZES[i];
@@ -595,13 +573,13 @@ static void write_dribble(int fd, const void *p, size_t n, size_t step) {
   const uint8_t *s = p;
   size_t done = 0;
   int pieces = 0;
-  double end = now() + WAIT_S;
-  while (done < n && now() < end) {
+  double end = mpx_test_now() + WAIT_S;
+  while (done < n && mpx_test_now() < end) {
     size_t k = n - done < step ? n - done : step;
     ssize_t w = send(fd, s + done, k, MSG_NOSIGNAL);
     if (w > 0) done += (size_t)w;
     else if (w < 0 && errno != EINTR) break;
-    if (pieces++ < 40) sleep_s(0.001);
+    if (pieces++ < 40) mpx_test_sleep(0.001);
   }
   CU_ASSERT_EQUAL(done, n);
 }
@@ -624,7 +602,7 @@ static void test_interop_conn_coordinator(void) {
   pid = spawn_worker(w_echo, NULL, &fd);
   CU_ASSERT_EQUAL_FATAL(mpx_conn_from_fd(&c, fd, 0), 0);
   for (int i = 0; i < 4; i++) {
-    uint8_t *p = pattern(SIZES[i], 60u + (unsigned)i);
+    uint8_t *p = mpx_test_pattern(SIZES[i], 60u + (unsigned)i);
     CU_ASSERT_EQUAL(mpx_conn_send_bytes(c, p, SIZES[i], WAIT_S), 0);
     free(p);
     CU_ASSERT_EQUAL(mpx_conn_recv_bytes(c, &buf, &n, 0, WAIT_S), 0);
@@ -636,7 +614,7 @@ static void test_interop_conn_coordinator(void) {
   CU_ASSERT(n == 9 && memcmp(buf, "long-form", 9) == 0);
   free(buf);
   put32(frame, 300);
-  fill_pattern(frame + 4, 300, 77);
+  mpx_test_fill_pattern(frame + 4, 300, 77);
   write_dribble(fd, frame, sizeof frame, 1);
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(c, &buf, &n, 0, WAIT_S), 0);
   CU_ASSERT(pattern_ok(buf, n, 300, 77));
@@ -656,20 +634,20 @@ static int w_dribble(int fd, void *arg) {
   put32(buf + n, 0);
   n += 4;
   put32(buf + n, 5);
-  fill_pattern(buf + n + 4, 5, 1);
+  mpx_test_fill_pattern(buf + n + 4, 5, 1);
   n += 9;
   put32(buf + n, 70000);
-  fill_pattern(buf + n + 4, 70000, 2);
+  mpx_test_fill_pattern(buf + n + 4, 70000, 2);
   n += 70004;
   memcpy(buf + n, "\xff\xff\xff\xff\0\0\0\0\0\0\0\3", 12);
-  fill_pattern(buf + n + 12, 3, 3);
+  mpx_test_fill_pattern(buf + n + 12, 3, 3);
   n += 15;
   for (size_t done = 0, i = 0; done < n; i++) {
     size_t step = i < 64 ? 1 : 1000;
     ssize_t w = write(fd, buf + done, n - done < step ? n - done : step);
     if (w <= 0) return 20;
     done += (size_t)w;
-    if (i < 64) sleep_s(0.0005);
+    if (i < 64) mpx_test_sleep(0.0005);
   }
   free(buf);
   return read(fd, &c, 1) == 0 ? 0 : 21;
@@ -913,7 +891,7 @@ static void test_peer_sigkill(void) {
   int fa, fb, fc;
   pid_t pa, pb, pc;
   NEED_KIND();
-  big = pattern(16 * MiB, 3);
+  big = mpx_test_pattern(16 * MiB, 3);
   worker_kind = kind;
   env_init(&v);
   pa = spawn_worker(w_sleep, NULL, &fa);
@@ -966,7 +944,7 @@ static int w_three_and_exit(int fd, void *arg) {
   mpx_endpoint_t *e = w_open(fd);
   (void)arg;
   for (unsigned i = 0; i < 3; i++) {
-    uint8_t *m = pattern(SIZES[i + 1], 20 + i);
+    uint8_t *m = mpx_test_pattern(SIZES[i + 1], 20 + i);
     if (mpx_endpoint_send(e, m, SIZES[i + 1], WAIT_S) != 0) return 40;
     free(m);
   }
@@ -1080,7 +1058,7 @@ static int w_slow_reader(int fd, void *arg) {
   size_t n;
   int rc;
   (void)arg;
-  sleep_s(0.2);
+  mpx_test_sleep(0.2);
   while ((rc = mpx_endpoint_recv(e, &d, &n, WAIT_S)) == 0) {
   }
   mpx_endpoint_free(e);
@@ -1099,7 +1077,7 @@ static void test_hub_free_pending(void) {
   int fd, fd2;
   pid_t pid, pid2;
   NEED_KIND();
-  big = pattern(16 * MiB, 9);
+  big = mpx_test_pattern(16 * MiB, 9);
   worker_kind = kind;
   env_init(&v);
   pid = spawn_worker(w_slow_reader, NULL, &fd);
@@ -1127,9 +1105,9 @@ static int w_timeouts(int fd, void *arg) {
   double t;
   (void)arg;
   if (mpx_endpoint_recv(e, &d, &n, 0) != MPX_ETIMEDOUT) return 70;
-  t = now();
+  t = mpx_test_now();
   if (mpx_endpoint_recv(e, &d, &n, 0.2) != MPX_ETIMEDOUT) return 71;
-  if (now() - t < 0.19) return 72; /* it waited */
+  if (mpx_test_now() - t < 0.19) return 72; /* it waited */
   if (mpx_endpoint_recv(e, &d, &n, NAN) != MPX_EINVAL) return 73;
   if (mpx_endpoint_send(e, "waiting", 7, WAIT_S) != 0) return 74;
   if (mpx_endpoint_recv(e, &d, &n, WAIT_S) != 0) return 75;
@@ -1178,8 +1156,8 @@ static void test_endpoint_recv_timeout(void) {
 static int w_send_timeouts(int fd, void *arg) {
   int go = *(int *)arg;
   mpx_endpoint_t *e = w_open(fd);
-  uint8_t *first = pattern(5, 0), *big = pattern(16 * MiB, 1);
-  uint8_t *lost = pattern(4, 99), *last = pattern(4, 2), c = 1;
+  uint8_t *first = mpx_test_pattern(5, 0), *big = mpx_test_pattern(16 * MiB, 1);
+  uint8_t *lost = mpx_test_pattern(4, 99), *last = mpx_test_pattern(4, 2), c = 1;
   const void *d;
   size_t n;
   if (mpx_endpoint_send(e, first, 5, WAIT_S) != 0) return 80;

@@ -20,18 +20,6 @@ extern char **environ;
 /* The suite's scratch directory: set it with mkdtemp before use. */
 static char dir[64];
 
-static inline double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static inline void sleep_s(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-}
-
 /* dir/name, in one of a few rotating buffers. */
 static inline const char *in_dir(const char *name) {
   static char bufs[8][512];

@@ -62,7 +62,7 @@ static int sh(const char *fmt, ...) {
 
 /* Compares mpx's stdout with the file `want` in dir, showing a diff. */
 static bool stdout_is(const char *want) {
-  size_t gl, wl;
+  size_t gl = 0, wl = 0;
   char *got = read_file("stdout", &gl), *w = read_file(want, &wl);
   bool same = got && w && gl == wl && memcmp(got, w, gl) == 0;
   if (!same) {
@@ -209,9 +209,9 @@ static void test_gen_access_log_deterministic(void) {
 
 static void test_wide_finder(void) {
   const char *log = in_dir("access.log");
-  double t0 = now();
+  double t0 = mpx_test_now();
   CU_ASSERT_EQUAL_FATAL(sh("python3 '%s/gen_access_log.py' '%s' 100000 7", EXAMPLES, log), 0);
-  double t1 = now();
+  double t1 = mpx_test_now();
   char set[600];
   snprintf(set, sizeof set, "lines.path=%s", log);
   const char *args[] = {"run", EXAMPLES "/wide-finder.yaml", "--set", set, "--progress=never",
@@ -219,7 +219,7 @@ static void test_wide_finder(void) {
   int rc = run_mpx(args);
   CU_ASSERT_EQUAL(rc, 0);
   if (rc != 0) show_stderr();
-  double t2 = now();
+  double t2 = mpx_test_now();
   /* The oracle: eleven, to see that the tenth stands clear of the next. */
   CU_ASSERT_EQUAL_FATAL(sh("export LC_ALL=C; grep -E '" WIDE_PATTERN "' '%s' | cut -d' ' -f7 | "
                            "sort | uniq -c | sort -k1,1nr -k2,2 | head -11 | "
@@ -376,7 +376,7 @@ static void *storm_main(void *arg) {
         break;
       }
     }
-    sleep_s(0.025);
+    mpx_test_sleep(0.025);
   }
   return NULL;
 }
@@ -408,7 +408,7 @@ static void sigkill_storm(const char *transport) {
   write_file("storm.yaml", yaml);
   const char *args[] = {"run", in_dir("storm.yaml"), "--progress=never", "--stats-json",
                         in_dir("storm.json"), NULL};
-  double t0 = now();
+  double t0 = mpx_test_now();
   storm_t s = {.pid = start_mpx(args)};
   pthread_t th;
   CU_ASSERT_FATAL(s.pid > 0);
@@ -416,7 +416,7 @@ static void sigkill_storm(const char *transport) {
   int rc = finish(s.pid);
   atomic_store(&s.stop, true);
   pthread_join(th, NULL);
-  double t1 = now();
+  double t1 = mpx_test_now();
   CU_ASSERT_EQUAL(rc, 0);
   if (rc != 0) show_stderr();
   uint8_t *seen = calloc((size_t)n, 1);
@@ -482,7 +482,7 @@ static void test_payload_rss_bounded(void) {
            QUEUE, N, BLOB_SO, SIZE);
   write_file("blob.yaml", yaml);
   const char *args[] = {"run", in_dir("blob.yaml"), "--progress=never", NULL};
-  double t0 = now();
+  double t0 = mpx_test_now();
   pid_t pid = start_mpx(args);
   CU_ASSERT_FATAL(pid > 0);
   long peak = 0, k;
@@ -492,9 +492,9 @@ static void test_payload_rss_bounded(void) {
   /* VmHWM while it runs, then the kernel's own figure at its end. */
   while ((r = wait4(pid, &st, WNOHANG, &ru)) == 0) {
     if ((k = peak_kib(pid)) > peak) peak = k;
-    sleep_s(0.01);
+    mpx_test_sleep(0.01);
   }
-  double t1 = now();
+  double t1 = mpx_test_now();
   CU_ASSERT_EQUAL_FATAL(r, pid);
   no_sanitizer_report();
   CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -582,7 +582,7 @@ static void test_installed_tree(void) {
       }
       free(maps);
     }
-    sleep_s(0.005);
+    mpx_test_sleep(0.005);
   }
   int rc = finish(pid);
   CU_ASSERT_EQUAL(rc, 0);

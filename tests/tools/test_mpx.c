@@ -204,7 +204,7 @@ static void test_sigint_drains(void) {
   snprintf(json, sizeof json, "%s/stats.json", dir);
   const char *args[] = {"run", file, "--progress=never", "--stats-json", json, NULL};
   pid_t pid = start_mpx(args);
-  sleep_s(1.0);
+  mpx_test_sleep(1.0);
   kill(pid, SIGINT);
   int rc = mpx_test_wait_exit(pid);
   CU_ASSERT_EQUAL(rc, 3); /* interrupted: not all done */
@@ -231,7 +231,7 @@ static void test_sigkill_leaves_no_worker(void) {
   pid_t kids[16];
   int n = 0;
   for (int t = 0; t < 100 && n < 2; t++) {
-    sleep_s(0.05);
+    mpx_test_sleep(0.05);
     n = children_of(pid, kids, 16);
   }
   CU_ASSERT_TRUE(n >= 2);
@@ -239,7 +239,7 @@ static void test_sigkill_leaves_no_worker(void) {
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   int alive = n;
   for (int t = 0; t < 100 && alive; t++) {
-    sleep_s(0.05);
+    mpx_test_sleep(0.05);
     alive = 0;
     for (int i = 0; i < n; i++) {
       char p[64], st = 0, buf[512];

@@ -53,6 +53,9 @@ typedef struct job_s {
   mpx_wbuf_t out;           /* ordered: outputs waiting for their turn */
   uint32_t nout;
   struct job_s *next;       /* reorder list */
+  mpx_pool_loan_t loan;     /* batch is this arena block (zero-copy) */
+  bool loaned;              /* submitted from a loan: ... */
+  mpx_async_t *a;           /* ... whose handle keeps the block until job_free */
 } job_t;
 
 struct stage_s {
@@ -65,6 +68,7 @@ struct stage_s {
   mpx_plugin_ctx_t *ctx;    /* local instance: source, sink, reduce merger */
   void *state;
   mpx_pool_t *pool;
+  mpx_pool_loan_t loan;     /* source: an emit_reserve open in the next stage's arena */
   unsigned workers;
   size_t batch;
   bool keep_order; /* outputs in input order: ordered here or next */
@@ -78,6 +82,7 @@ struct stage_s {
   /* under e->mu */
   uint64_t in, out, failed, inflight;
   uint64_t retries, restarts; /* from the pool, taken before it is freed */
+  uint64_t zero_copy;         /* items that came in place in its arena */
   double t_first, t_last;
 };
 
@@ -228,6 +233,8 @@ static void push(stage_t *s, const void *data, size_t len) {
 
 static void job_free(job_t *j) {
   if (j == NULL) return;
+  if (j->a) mpx_async_free(j->a); /* a loan's block goes back with it */
+  else if (j->loan.ref) mpx_pool_loan_cancel(j->s->pool, &j->loan);
   mpx_wbuf_free(&j->batch);
   mpx_wbuf_free(&j->out);
   if (j->subout) {
@@ -373,8 +380,10 @@ static void on_ok(mpx_async_t *a, void *arg) {
   job_t *j = arg;
   const void *res;
   size_t len;
+  bool loaned = j->loaned; /* then job_free frees a */
+  if (loaned) j->a = a;
   if (mpx_async_get(a, &res, &len, 0) == 0) answer(j->s, j, res, len);
-  mpx_async_free(a);
+  if (!loaned) mpx_async_free(a);
 }
 
 static void on_err(mpx_async_t *a, void *arg) {
@@ -386,7 +395,8 @@ static void on_err(mpx_async_t *a, void *arg) {
   int rc = mpx_async_get(a, &res, &len, 0);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", mpx_async_error(a));
-  mpx_async_free(a);
+  if (j->loaned) j->a = a; /* freed by job_free, after the dead letter */
+  else mpx_async_free(a);
   pthread_mutex_lock(&e->mu);
   e->queued -= j->n;
   pthread_mutex_unlock(&e->mu);
@@ -438,8 +448,19 @@ static void submit(stage_t *s, job_t *j) {
   if (j->parent == NULL) s->inflight++;
   pthread_mutex_unlock(&e->mu);
   mpx_async_t *a;
-  int rc = mpx_pool_apply_async(s->pool, MPX_FUNC(mpx_pipeline_task), j->batch.data,
-                                j->batch.len, on_ok, on_err, j, &a);
+  int rc;
+  if (j->loan.ref) {
+    /* The handle keeps the block (the batch) until the job is freed; the
+     * callbacks may run before this returns, so j is not touched after. */
+    j->loaned = true;
+    mpx_pool_loan_t loan = j->loan;
+    j->loan = (mpx_pool_loan_t){0};
+    rc = mpx_pool_apply_async_loan(s->pool, MPX_FUNC(mpx_pipeline_task), &loan,
+                                   j->batch.len, on_ok, on_err, j, &a);
+  } else {
+    rc = mpx_pool_apply_async(s->pool, MPX_FUNC(mpx_pipeline_task), j->batch.data,
+                              j->batch.len, on_ok, on_err, j, &a);
+  }
   if (rc != 0) {
     set_fatal(e, rc, "stage '%s': %s", s->cfg->name, mpx_last_error());
     pthread_mutex_lock(&e->mu);
@@ -456,6 +477,16 @@ static void submit(stage_t *s, job_t *j) {
 static int wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k);
 static bool has_room(eng_t *e, size_t k);
 
+/* One more output of s, emitted here (a source's, a reduce's final). A
+ * source's time runs from its first output to its last. */
+static void counted_out(stage_t *s) {
+  double t = now();
+  pthread_mutex_lock(&s->e->mu);
+  if (s->out++ == 0 && s->in == 0) s->t_first = t;
+  s->t_last = t;
+  pthread_mutex_unlock(&s->e->mu);
+}
+
 static int emit_to_next(void *arg, const void *data, size_t len) {
   stage_t *s = arg;
   eng_t *e = s->e;
@@ -465,14 +496,63 @@ static int emit_to_next(void *arg, const void *data, size_t len) {
     int rc = wait_for(e, has_room, 0);
     if (rc != 0) return rc;
   }
-  pthread_mutex_lock(&e->mu);
-  s->out++;
-  if (s->in == 0) s->t_first = now();
-  s->t_last = now();
-  pthread_mutex_unlock(&e->mu);
+  counted_out(s);
   if (s->idx + 1 < e->n) push(&e->st[s->idx + 1], data, len);
   return 0;
 }
+
+/* Zero-copy from the source: an item of MPX_POOL_ARENA_THRESHOLD bytes or
+ * more that the source writes with mpx_emit_reserve goes straight into a
+ * block of the next stage's arena, as a batch of its own (uint32 1, uint32
+ * len, the bytes), which the worker reads in place. */
+static void *source_reserve(void *arg, size_t len) {
+  stage_t *s = arg;
+  eng_t *e = s->e;
+  stage_t *next = &e->st[1];
+  if (len < MPX_POOL_ARENA_THRESHOLD || len > UINT32_MAX - 8 || next->pool == NULL)
+    return NULL;
+  if (wait_for(e, has_room, 0) != 0) return NULL; /* emit then says why */
+  if (mpx_pool_loan(next->pool, len + 8, &s->loan) != 0) return NULL;
+  return (uint8_t *)s->loan.data + 8;
+}
+
+static void source_cancel(void *arg) {
+  stage_t *s = arg;
+  mpx_pool_loan_cancel(s->e->st[1].pool, &s->loan);
+}
+
+static int source_commit(void *arg, size_t used) {
+  stage_t *s = arg;
+  eng_t *e = s->e;
+  stage_t *next = &e->st[1];
+  job_t *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    source_cancel(s);
+    return mpx__err(MPX_ENOMEM, "out of memory");
+  }
+  uint32_t hdr[2] = {1, (uint32_t)used};
+  memcpy(s->loan.data, hdr, sizeof hdr);
+  counted_out(s);
+  pthread_mutex_lock(&e->mu);
+  if (next->in++ == 0) next->t_first = now();
+  next->zero_copy++;
+  pthread_mutex_unlock(&e->mu);
+  j->s = next;
+  j->n = 1;
+  j->loan = s->loan;
+  s->loan = (mpx_pool_loan_t){0};
+  mpx_wbuf_init_fixed(&j->batch, j->loan.data, j->loan.len);
+  j->batch.len = used + 8;
+  pthread_mutex_lock(&next->mu);
+  flush_pend(next); /* what came before goes first */
+  j->seq = next->next_seq++;
+  pthread_mutex_unlock(&next->mu);
+  submit(next, j);
+  return 0;
+}
+
+static const mpx__reserve_hooks_t source_hooks = {
+    .reserve = source_reserve, .commit = source_commit, .cancel = source_cancel};
 
 static int emit_to_tmp(void *arg, const void *data, size_t len) {
   stage_t *s = arg;
@@ -548,6 +628,11 @@ static int stage_start(eng_t *e, size_t i) {
   if (k == MPX_PLUGIN_SOURCE || k == MPX_PLUGIN_SINK || k == MPX_PLUGIN_REDUCE) {
     /* Reduce: the local instance only merges. */
     if (k == MPX_PLUGIN_REDUCE) mpx__ctx_set_emit(s->ctx, emit_to_tmp, s);
+    if (k == MPX_PLUGIN_SOURCE) {
+      mpx__reserve_hooks_t h = source_hooks;
+      h.arg = s;
+      mpx__ctx_set_reserve(s->ctx, &h);
+    }
     if ((rc = mpx__ctx_call_init(s->ctx, &s->state)) != 0) return rc;
   }
   if (k == MPX_PLUGIN_SOURCE || k == MPX_PLUGIN_SINK) return 0;
@@ -665,6 +750,7 @@ static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
     o->seconds = s->t_last > s->t_first ? s->t_last - s->t_first : 0;
     o->retries = s->retries;
     o->restarts = s->restarts;
+    o->zero_copy = s->zero_copy;
   }
   st->dead_lettered = e->dead;
   st->interrupted = signals > 0;
@@ -701,10 +787,10 @@ static int write_json(const mpx_pipeline_stats_t *st, const char *path, const ch
     fprintf(f, ",\"plugin\":");
     json_str(f, s->plugin, strlen(s->plugin));
     fprintf(f, ",\"kind\":\"%s\",\"workers\":%u,\"in\":%llu,\"out\":%llu,\"failed\":%llu,"
-               "\"retries\":%llu,\"restarts\":%llu,\"seconds\":%.6f}",
+               "\"retries\":%llu,\"restarts\":%llu,\"zero_copy\":%llu,\"seconds\":%.6f}",
             s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
             (unsigned long long)s->failed, (unsigned long long)s->retries,
-            (unsigned long long)s->restarts, s->seconds);
+            (unsigned long long)s->restarts, (unsigned long long)s->zero_copy, s->seconds);
   }
   fprintf(f, "]}\n");
   return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);

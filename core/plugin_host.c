@@ -601,7 +601,9 @@ struct mpx_plugin_ctx_s {
   atomic_int cancelled;
   bool final;
   bool reserving;  /* between mpx_emit_reserve and mpx_emit_commit */
+  bool hooked;     /* ... and the room came from the reserve hooks */
   size_t reserved; /* the len reserved */
+  mpx__reserve_hooks_t hooks;
   uint8_t *scratch;
   size_t scratch_cap;
   mpx_wbuf_t obj; /* mpx_emit_obj's encoding */
@@ -795,6 +797,11 @@ void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
   c->emit_arg = emit_arg;
 }
 
+void mpx__ctx_set_reserve(mpx_plugin_ctx_t *c, const mpx__reserve_hooks_t *h) {
+  if (h) c->hooks = *h;
+  else memset(&c->hooks, 0, sizeof c->hooks);
+}
+
 void mpx__ctx_set_final(mpx_plugin_ctx_t *c, bool final) { c->final = final; }
 
 void mpx__ctx_cancel(mpx_plugin_ctx_t *c) {
@@ -851,6 +858,12 @@ void *mpx_emit_reserve(mpx_plugin_ctx_t *c, size_t len) {
   if (c == NULL || c->reserving || c->emit == NULL ||
       c->d->kind == MPX_PLUGIN_SINK)
     return NULL;
+  void *room = c->hooks.reserve ? c->hooks.reserve(c->hooks.arg, len) : NULL;
+  if (room) {
+    c->reserving = c->hooked = true;
+    c->reserved = len;
+    return room;
+  }
   if (len > c->scratch_cap || c->scratch == NULL) {
     size_t cap = len ? len : 1;
     uint8_t *p = realloc(c->scratch, cap);
@@ -863,15 +876,27 @@ void *mpx_emit_reserve(mpx_plugin_ctx_t *c, size_t len) {
   return c->scratch;
 }
 
+/* A reservation from the hooks that will not be committed goes back. */
+static void reserve_cancel(mpx_plugin_ctx_t *c) {
+  if (c->hooked) c->hooks.cancel(c->hooks.arg);
+  c->hooked = false;
+}
+
 int mpx_emit_commit(mpx_plugin_ctx_t *c, size_t used) {
   if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit_commit: NULL context");
   if (!c->reserving)
     return ctx_fail(c, MPX_ESTATE, "mpx_emit_commit without "
                     "mpx_emit_reserve");
   c->reserving = false;
-  if (used > c->reserved)
+  if (used > c->reserved) {
+    reserve_cancel(c);
     return ctx_fail(c, MPX_EINVAL, "mpx_emit_commit of %zu bytes, only %zu "
                     "reserved", used, c->reserved);
+  }
+  if (c->hooked) {
+    c->hooked = false;
+    return c->hooks.commit(c->hooks.arg, used);
+  }
   return c->emit(c->emit_arg, c->scratch, used);
 }
 
@@ -970,6 +995,7 @@ static int called(mpx_plugin_ctx_t *c, const char *what, int rc,
                   bool may_continue) {
   if (c->reserving) {
     c->reserving = false;
+    reserve_cancel(c);
     if (rc >= 0)
       rc = ctx_fail(c, MPX_ESTATE, "returned with an mpx_emit_reserve not "
                     "committed");

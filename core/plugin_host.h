@@ -111,6 +111,19 @@ void mpx__ctx_free(mpx_plugin_ctx_t *c); /* accepts NULL */
 const mpx_plugin_t *mpx__ctx_desc(const mpx_plugin_ctx_t *c);
 void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
                        void *emit_arg);
+/* Where mpx_emit_reserve's room comes from instead of the context's
+ * scratch buffer (whose bytes then go through emit, a copy): reserve
+ * returns room for len bytes, or NULL to use the scratch buffer after
+ * all; commit takes the first `used` bytes of it as one output (its
+ * return is mpx_emit_commit's); cancel gives it back when the plugin
+ * returns or fails without committing. NULL hooks: scratch only. */
+typedef struct {
+  void *(*reserve)(void *arg, size_t len);
+  int (*commit)(void *arg, size_t used);
+  void (*cancel)(void *arg);
+  void *arg;
+} mpx__reserve_hooks_t;
+void mpx__ctx_set_reserve(mpx_plugin_ctx_t *c, const mpx__reserve_hooks_t *h);
 /* mpx_reduce_final() for the following calls. */
 void mpx__ctx_set_final(mpx_plugin_ctx_t *c, bool final);
 /* mpx_cancelled() turns true. Async-signal-safe (a lock-free atomic

@@ -448,6 +448,13 @@ static int wait_until(mpx_pool_t *p, bool (*done)(void *), void *r,
     pthread_mutex_unlock(&p->mu);
     return ready ? 0 : deadlock(p);
   }
+  if (timeout == 0) {
+    /* A poll never waits: no SIGINT handler (two system calls) for it. */
+    pthread_mutex_lock(&p->mu);
+    bool ready = done(r);
+    pthread_mutex_unlock(&p->mu);
+    return ready ? 0 : mpx__err(MPX_ETIMEDOUT, "pool: timed out waiting");
+  }
   double deadline = mpx__deadline(timeout);
   sigint_hold();
   sig_atomic_t sig0 = sigint_count;
@@ -1546,6 +1553,25 @@ int mpx_pool_apply(mpx_pool_t *p, mpx_func_t f, const void *in, size_t len,
   return rc;
 }
 
+/* Submits r (its argument set) as one apply; frees r on failure. */
+static int apply_submit(mpx_pool_t *p, req_t *r, mpx_func_t f, size_t len,
+                        mpx_async_cb callback, mpx_async_cb error_callback,
+                        void *arg, mpx_async_t **out) {
+  r->alen = len;
+  r->n = 1;
+  r->chunk = 1;
+  r->cb = callback;
+  r->ecb = error_callback;
+  r->arg = arg;
+  int rc = submit(p, r, f);
+  if (rc != 0) {
+    req_free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
 int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
                          size_t len, mpx_async_cb callback,
                          mpx_async_cb error_callback, void *arg,
@@ -1568,18 +1594,54 @@ int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
     }
     memcpy(r->acopy, in, len);
   }
-  r->alen = len;
-  r->n = 1;
-  r->chunk = 1;
-  r->cb = callback;
-  r->ecb = error_callback;
-  r->arg = arg;
-  int rc = submit(p, r, f);
-  if (rc != 0) {
-    req_free(r);
-    return rc;
+  return apply_submit(p, r, f, len, callback, error_callback, arg, out);
+}
+
+int mpx_pool_loan(mpx_pool_t *p, size_t len, mpx_pool_loan_t *loan) {
+  if (p == NULL || loan == NULL) return mpx__err(MPX_EINVAL, "pool: NULL argument");
+  *loan = (mpx_pool_loan_t){0};
+  if (p->arena == NULL)
+    return mpx__err(MPX_ENOTSUP, "pool: no arena (opts.arena_size is off)");
+  if (mpx_arena_alloc(p->arena, len ? len : 1, 0, &loan->ref) != 0)
+    return mpx__err(MPX_ENOBUFS, "pool: the arena has no room for %zu bytes now", len);
+  loan->data = mpx_arena_ptr(p->arena, loan->ref);
+  loan->len = len;
+  return 0;
+}
+
+void mpx_pool_loan_cancel(mpx_pool_t *p, mpx_pool_loan_t *loan) {
+  if (p == NULL || loan == NULL || loan->ref == 0) return;
+  block_release(p, loan->ref);
+  *loan = (mpx_pool_loan_t){0};
+}
+
+int mpx_pool_apply_async_loan(mpx_pool_t *p, mpx_func_t f, mpx_pool_loan_t *loan,
+                              size_t used, mpx_async_cb callback,
+                              mpx_async_cb error_callback, void *arg,
+                              mpx_async_t **out) {
+  if (p == NULL || loan == NULL || out == NULL || loan->ref == 0)
+    return mpx__err(MPX_EINVAL, "pool: NULL argument or an empty loan");
+  if (used > loan->len) {
+    mpx_pool_loan_cancel(p, loan);
+    return mpx__err(MPX_EINVAL, "pool: %zu bytes used of a %zu-byte loan",
+                    used, loan->len);
   }
-  *out = r;
+  req_t *r = req_new(p, R_APPLY);
+  if (r == NULL) {
+    mpx_pool_loan_cancel(p, loan);
+    return mpx__err(MPX_ENOMEM, "pool: out of memory");
+  }
+  r->aref = loan->ref;
+  r->acopy = loan->data;
+  *loan = (mpx_pool_loan_t){0};
+  return apply_submit(p, r, f, used, callback, error_callback, arg, out);
+}
+
+int mpx_async_arg(const mpx_async_t *a, const void **data, size_t *len) {
+  if (a == NULL || data == NULL || len == NULL || a->kind != R_APPLY)
+    return mpx__err(MPX_EINVAL, "pool: not an apply_async handle");
+  *data = a->acopy;
+  *len = a->alen;
   return 0;
 }
 

@@ -55,6 +55,9 @@ typedef struct {
   uint64_t failed;           /* items dead-lettered at this stage */
   uint64_t retries;          /* task runs repeated after a worker died */
   uint64_t restarts;         /* worker restarts */
+  uint64_t zero_copy;        /* items that arrived in place: written by the
+                              * source (mpx_emit_reserve) straight into this
+                              * stage's arena, read there by its worker */
   double seconds;            /* from its first input to its last output */
 } mpx_stage_stats_t;
 

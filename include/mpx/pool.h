@@ -244,6 +244,34 @@ MPX_API int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
                                  mpx_async_cb error_callback, void *arg,
                                  mpx_async_t **out);
 
+/* Zero-copy arguments: a block of the pool's arena lent to the caller,
+ * who writes the argument in place and submits it with
+ * mpx_pool_apply_async_loan(); the worker reads that same memory. */
+typedef struct {
+  void *data;   /* len bytes to write */
+  size_t len;
+  uint64_t ref; /* the arena block; 0 for no loan */
+} mpx_pool_loan_t;
+
+/* Lends len bytes of the arena (never waits). MPX_ENOTSUP: the pool has no
+ * arena; MPX_ENOBUFS: no room now (use mpx_pool_apply_async, which copies,
+ * or wait for results to come back). On 0 the loan is the caller's until
+ * submitted or cancelled. */
+MPX_API int mpx_pool_loan(mpx_pool_t *p, size_t len, mpx_pool_loan_t *loan);
+/* Gives an unsubmitted loan back; a no-op for an empty one. */
+MPX_API void mpx_pool_loan_cancel(mpx_pool_t *p, mpx_pool_loan_t *loan);
+/* As mpx_pool_apply_async with the first `used` bytes of the loan as the
+ * argument. Takes the loan (empties *loan), also when it fails. The
+ * argument stays readable with mpx_async_arg() until mpx_async_free. */
+MPX_API int mpx_pool_apply_async_loan(mpx_pool_t *p, mpx_func_t f,
+                                      mpx_pool_loan_t *loan, size_t used,
+                                      mpx_async_cb callback,
+                                      mpx_async_cb error_callback, void *arg,
+                                      mpx_async_t **out);
+/* The argument of an apply_async (or _loan) handle, borrowed until
+ * mpx_async_free: to retry it elsewhere or report it after a failure. */
+MPX_API int mpx_async_arg(const mpx_async_t *a, const void **data, size_t *len);
+
 /* Waits for the result: 0 when ready, MPX_ETIMEDOUT, MPX_EINTR, MPX_EDEADLK
  * (on the loop's thread with a timeout other than 0). */
 MPX_API int mpx_async_wait(mpx_async_t *a, double timeout);

@@ -18,6 +18,7 @@
 #include "core/plugin_host.h"
 #include "mpx.h"
 #include "../mpx_test.h"
+#include <xxhash.h>
 
 #define BAD(n) BAD_TASK_DIR "/mpx_task_" n ".so"
 #define KV(k, v) ((mpx__kv_t){(k), (v)})
@@ -1146,23 +1147,40 @@ static void test_grep(void) {
 
 static void test_checksum(void) {
   const mpx_plugin_t *d = load("checksum");
-  items_t in = {0}, out = {0}, again = {0};
+  items_t in = {0}, out = {0}, again = {0}, fnv = {0};
   items_adds(&in, "");
   items_adds(&in, "a");
   items_adds(&in, "foobar");
   items_add(&in, "\0\xff", 2);
+  /* The default, XXH3-64 (seed 0), against libxxhash itself. */
   run_map(d, NULL, 0, &in, &out);
   CU_ASSERT_EQUAL_FATAL(out.n, 4);
-  /* The published FNV-1a 64 test vectors. */
-  CU_ASSERT_EQUAL(le64(out.data[0]), 0xcbf29ce484222325u);
-  CU_ASSERT_EQUAL(le64(out.data[1]), 0xaf63dc4c8601ec8cu);
-  CU_ASSERT_EQUAL(le64(out.data[2]), 0x85944171f73967e8u);
-  for (size_t i = 0; i < 4; i++) CU_ASSERT_EQUAL(out.len[i], 8);
+  CU_ASSERT_EQUAL(le64(out.data[0]), 0x2d06800538d394c2u); /* published: XXH3("") */
+  for (size_t i = 0; i < 4; i++) {
+    CU_ASSERT_EQUAL(out.len[i], 8);
+    CU_ASSERT_EQUAL(le64(out.data[i]), (uint64_t)XXH3_64bits(in.data[i], in.len[i]));
+  }
   run_map(d, NULL, 0, &in, &again);
   CU_ASSERT_TRUE(items_equal(&out, &again));
+  /* The published FNV-1a 64 test vectors. */
+  mpx__kv_t kv[] = {KV("algorithm", "fnv1a")};
+  run_map(d, kv, 1, &in, &fnv);
+  CU_ASSERT_EQUAL_FATAL(fnv.n, 4);
+  CU_ASSERT_EQUAL(le64(fnv.data[0]), 0xcbf29ce484222325u);
+  CU_ASSERT_EQUAL(le64(fnv.data[1]), 0xaf63dc4c8601ec8cu);
+  CU_ASSERT_EQUAL(le64(fnv.data[2]), 0x85944171f73967e8u);
+  /* Anything else is refused at init. */
+  mpx__kv_t bad[] = {KV("algorithm", "md5")};
+  mpx_plugin_ctx_t *c;
+  void *st;
+  CU_ASSERT_EQUAL_FATAL(mpx__ctx_new(&c, d, NULL, bad, 1, NULL, 0, 1, NULL, NULL, NULL), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_init(c, &st), MPX_ETASK);
+  CU_ASSERT_PTR_NOT_NULL(strstr(mpx__ctx_error(c), "algorithm 'md5': want xxh3 or fnv1a"));
+  mpx__ctx_free(c);
   items_free(&in);
   items_free(&out);
   items_free(&again);
+  items_free(&fnv);
 }
 
 /* field: item.split(separator)[index], or nothing when out of range. */

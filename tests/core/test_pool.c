@@ -826,6 +826,65 @@ static void test_large_worker_killed(void) {
   }
 }
 
+/* Zero-copy arguments: a loan written in place and submitted, for sizes
+ * below and above the arena threshold; the argument readable from the
+ * handle; a loan given back and one used past its length leave nothing in
+ * the arena; no loan without an arena or beyond its room. */
+static void test_loans(void) {
+  mpx_pool_opts_t o = {.arena_size = (size_t)8 << 20};
+  mpx_pool_t *p = pool(2, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  size_t sizes[3] = {100, (size_t)1 << 20, ((size_t)3 << 20) + 7};
+  for (int v = 0; v < 3; v++) {
+    size_t size = sizes[v];
+    unsigned char *want = malloc(size), *src = malloc(size);
+    pattern(src, size, (unsigned)v);
+    xformed(want, src, size);
+    mpx_pool_loan_t loan;
+    CU_ASSERT_EQUAL_FATAL(mpx_pool_loan(p, size + 16, &loan), 0);
+    CU_ASSERT_TRUE(loan.data != NULL && loan.len == size + 16 && loan.ref != 0);
+    memcpy(loan.data, src, size);
+    void *where = loan.data;
+    mpx_async_t *a;
+    CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async_loan(p, MPX_FUNC(pt_xform), &loan, size,
+                                                    NULL, NULL, NULL, &a), 0);
+    CU_ASSERT_EQUAL(loan.ref, 0); /* taken */
+    const void *d, *arg;
+    size_t len, alen;
+    CU_ASSERT_EQUAL(mpx_async_get(a, &d, &len, 60), 0);
+    CU_ASSERT_TRUE(len == size && d && memcmp(d, want, size) == 0);
+    CU_ASSERT_EQUAL(mpx_async_arg(a, &arg, &alen), 0);
+    CU_ASSERT_TRUE(arg == where && alen == size && memcmp(arg, src, size) == 0);
+    mpx_async_free(a);
+    free(want);
+    free(src);
+  }
+  mpx_pool_loan_t loan;
+  mpx_async_t *a = NULL;
+  CU_ASSERT_EQUAL(mpx_pool_loan(p, 1000, &loan), 0);
+  mpx_pool_loan_cancel(p, &loan);
+  CU_ASSERT_EQUAL(loan.ref, 0);
+  mpx_pool_loan_cancel(p, &loan); /* an empty loan: nothing */
+  CU_ASSERT_EQUAL(mpx_pool_loan(p, 1000, &loan), 0);
+  CU_ASSERT_EQUAL(mpx_pool_apply_async_loan(p, MPX_FUNC(pt_xform), &loan, 1001, NULL,
+                                            NULL, NULL, &a), MPX_EINVAL);
+  CU_ASSERT_EQUAL(loan.ref, 0);
+  CU_ASSERT_EQUAL(mpx_pool_loan(p, (size_t)9 << 20, &loan), MPX_ENOBUFS);
+  mpx_pool_stats_t st;
+  CU_ASSERT_EQUAL(mpx_pool_stats(p, &st), 0);
+  CU_ASSERT_EQUAL(st.arena_used, 0);
+  CU_ASSERT_EQUAL(st.arena_blocks, 0);
+  CU_ASSERT_EQUAL(st.arena_args, 3);
+  CU_ASSERT_EQUAL(mpx_pool_close(p), 0);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, 60), 0);
+  mpx_pool_free(p);
+  mpx_pool_opts_t off = {.arena_size = MPX_POOL_ARENA_OFF};
+  p = pool(1, &off);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  CU_ASSERT_EQUAL(mpx_pool_loan(p, 10, &loan), MPX_ENOTSUP);
+  mpx_pool_free(p);
+}
+
 static void test_arena_full_or_off(void) {
   /* 2 MiB of arena, items of 1.5 MiB: one block at a time fits, so the
    * worker's result and a second argument travel through the socket. */
@@ -1196,5 +1255,6 @@ MPX_TEST_MAIN("pool", MPX_TEST(test_map_fixed_in_order), MPX_TEST(test_map_bytes
               MPX_TEST(test_spawn_and_forkserver), MPX_TEST(test_objects),
               MPX_TEST(test_create_destroy_cycles), MPX_TEST(test_large_items),
               MPX_TEST(test_large_worker_killed), MPX_TEST(test_arena_full_or_off),
+              MPX_TEST(test_loans),
               MPX_TEST(test_large_kill_storm),
               MPX_TEST(test_user_loop), MPX_TEST(test_loop_thread_free_and_shutdown))

@@ -1,4 +1,5 @@
-/* A test plugin (map) over 8-byte int64 items: emits the item, except that
+/* A test plugin (map) over items that start with an 8-byte int64 x (and
+ * may be longer: the rest is ignored): emits x (8 bytes), except that
  * it dies of SIGSEGV on items x with x % crash_mod == crash_rem, sleeps
  * forever on item hang_on, fails with a message on item fail_on, and
  * sleeps delay_ms per item. Negative values switch a behaviour off. */
@@ -21,7 +22,7 @@ static const mpx_param_def_t params[] = {
 static int process(mpx_plugin_ctx_t *ctx, void *state, const void *in, size_t len) {
   (void)state;
   int64_t x;
-  if (len != 8) return mpx_plugin_fail(ctx, "want 8 bytes, got %zu", len);
+  if (len < 8) return mpx_plugin_fail(ctx, "want 8 bytes or more, got %zu", len);
   memcpy(&x, in, 8);
   int64_t mod = mpx_param_int(ctx, "crash_mod");
   if (mod > 0 && x % mod == mpx_param_int(ctx, "crash_rem")) {

@@ -7,6 +7,14 @@
  *                            (range -> primes -> print) with 1 and 2 workers
  *   pipeline.primes.pthreads2  s for a 2-thread static split of the same work
  *   pipeline.primes.vs_pthreads  the ratio (>= 0.95 is the aim)
+ *   pipeline.bulk            GB/s: fill -> checksum (xxh3, 2 workers) ->
+ *                            print of 4 GiB in 1 MiB items, each written
+ *                            in place into the arena by the source and
+ *                            hashed in place by a worker
+ *   pipeline.bulk.memcpy     GB/s: memcpy of the same bytes in 1 MiB
+ *                            blocks over the same working set (queue
+ *                            capacity x 1 MiB), one thread
+ *   pipeline.bulk.vs_memcpy  the ratio (>= 0.5 is the aim)
  *
  *   bench_pipeline [--runs N] [--quick] [--transport T] [--primes-max N] */
 #include <fcntl.h>
@@ -21,8 +29,10 @@
 #include "primes_ref.h"
 
 static int runs = 3;
+static long bulk_items = 4096, bulk_size = 1 << 20, bulk_queue = 16;
 static long n_tiny = 10000000, primes_max = 5000000;
 static const char *transport = "auto";
+static int bulk_only;
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "bench_pipeline: %s: %s (%s)\n", what, mpx_strerror(rc),
@@ -78,6 +88,41 @@ static double primes(unsigned workers) {
   return st.seconds;
 }
 
+static double bulk(void) {
+  char y[1024];
+  snprintf(y, sizeof y,
+           "defaults: {codec: raw, transport: %s}\n"
+           "queue_capacity: %ld\n"
+           "stages:\n"
+           "  - plugin: %s\n    params: {count: %ld, size: %ld}\n"
+           "  - plugin: checksum\n    workers: 2\n    batch: 1\n"
+           "  - plugin: print\n    params: {format: hex}\n",
+           transport, bulk_queue, FILL_SO, bulk_items, bulk_size);
+  mpx_pipeline_stats_t st;
+  run_yaml(y, &st);
+  if (st.stage[2].in != (uint64_t)bulk_items) die("bulk: items lost", MPX_EUNKNOWN);
+  return (double)bulk_items * (double)bulk_size / st.seconds / 1e9;
+}
+
+/* memcpy of bulk_items blocks of bulk_size bytes, cycling over bulk_queue
+ * destination blocks (the pipeline's working set), from one source. */
+static double bulk_memcpy(void) {
+  size_t sz = (size_t)bulk_size;
+  unsigned char *src = malloc(sz), *dst = malloc(sz * (size_t)bulk_queue);
+  if (src == NULL || dst == NULL) die("memcpy", MPX_ENOMEM);
+  memset(src, 0x5a, sz);
+  memset(dst, 0, sz * (size_t)bulk_queue);
+  double t0 = bench_now();
+  for (long i = 0; i < bulk_items; i++) {
+    memcpy(dst + sz * (size_t)(i % bulk_queue), src, sz);
+    src[i % sz] ^= dst[sz * (size_t)(i % bulk_queue) + 1]; /* keep it honest */
+  }
+  double dt = bench_now() - t0;
+  free(src);
+  free(dst);
+  return (double)bulk_items * (double)sz / dt / 1e9;
+}
+
 static double median(double *v, int n) {
   bench_sort(v, n);
   return v[n / 2];
@@ -89,15 +134,28 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--quick") == 0) {
       n_tiny /= 10;
       primes_max = 1000000;
+      bulk_items = 512;
     } else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) transport = argv[++i];
     else if (strcmp(argv[i], "--primes-max") == 0 && i + 1 < argc) primes_max = atol(argv[++i]);
+    else if (strcmp(argv[i], "--bulk-only") == 0) bulk_only = 1;
   }
   if (runs < 1) runs = 1;
   if (runs > 32) runs = 32;
   printf("# pipeline benchmarks, transport %s\n", transport);
   double v[32];
-  for (int r = 0; r < runs; r++) v[r] = tiny();
-  printf("pipeline.tiny %.0f items/s\n", median(v, runs));
+  for (int r = 0; r < runs && !bulk_only; r++) v[r] = tiny();
+  if (!bulk_only) printf("pipeline.tiny %.0f items/s\n", median(v, runs));
+  double b[32], m[32];
+  for (int r = 0; r < runs; r++) {
+    m[r] = bulk_memcpy();
+    b[r] = bulk();
+  }
+  double bm = median(b, runs), mm = median(m, runs);
+  printf("pipeline.bulk %.2f GB/s\n", bm);
+  printf("pipeline.bulk.memcpy %.2f GB/s\n", mm);
+  printf("pipeline.bulk.vs_memcpy %.3f x\n", bm / mm);
+  fflush(stdout);
+  if (bulk_only) return 0;
   double t1 = primes(1), t2 = primes(2);
   long long check;
   double tt = primes_threads(primes_max, &check);

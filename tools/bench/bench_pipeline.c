@@ -15,9 +15,14 @@
  *                            blocks over the same working set (queue
  *                            capacity x 1 MiB), one thread
  *   pipeline.bulk.vs_memcpy  the ratio (>= 0.5 is the aim)
+ *   pipeline.widefinder.<1|2>  s for examples/wide-finder.yaml over the log
+ *                            given with --log (top 10 URLs), 1 and 2
+ *                            workers per stage; .speedup their ratio
  *
- *   bench_pipeline [--runs N] [--quick] [--transport T] [--primes-max N] */
+ *   bench_pipeline [--runs N] [--quick] [--transport T] [--primes-max N]
+ *                  [--bulk-only] [--log ACCESS_LOG [--log-only]] */
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +37,8 @@ static int runs = 3;
 static long bulk_items = 4096, bulk_size = 1 << 20, bulk_queue = 16;
 static long n_tiny = 10000000, primes_max = 5000000;
 static const char *transport = "auto";
-static int bulk_only;
+static int bulk_only, log_only;
+static const char *access_log;
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "bench_pipeline: %s: %s (%s)\n", what, mpx_strerror(rc),
@@ -40,23 +46,42 @@ static void die(const char *what, int rc) {
   exit(1);
 }
 
-/* Runs a pipeline text with stdout sent to /dev/null; returns its stats. */
-static void run_yaml(const char *yaml, mpx_pipeline_stats_t *st) {
-  char path[] = "/tmp/mpx-bench-XXXXXX.yaml";
-  int fd = mkstemps(path, 5);
-  if (fd < 0 || write(fd, yaml, strlen(yaml)) != (ssize_t)strlen(yaml)) die("tmp", MPX_EIO);
-  close(fd);
+/* Runs a pipeline file with --set assignments, stdout sent to /dev/null;
+ * returns its stats. */
+static void run_file(const char *path, const char *const *sets, size_t n_sets,
+                     mpx_pipeline_stats_t *st) {
   fflush(stdout);
   int saved = dup(1), null = open("/dev/null", O_WRONLY);
   dup2(null, 1);
-  mpx_pipeline_opts_t o = {.file = path, .progress = MPX_PROGRESS_NEVER};
+  mpx_pipeline_opts_t o = {.file = path, .sets = sets, .n_sets = n_sets,
+                           .progress = MPX_PROGRESS_NEVER};
   int rc = mpx_pipeline_run(&o, st);
   fflush(stdout);
   dup2(saved, 1);
   close(saved);
   close(null);
-  unlink(path);
   if (rc != 0) die("pipeline", rc);
+}
+
+/* Runs a pipeline text, as run_file. */
+static void run_yaml(const char *yaml, mpx_pipeline_stats_t *st) {
+  char path[] = "/tmp/mpx-bench-XXXXXX.yaml";
+  int fd = mkstemps(path, 5);
+  if (fd < 0 || write(fd, yaml, strlen(yaml)) != (ssize_t)strlen(yaml)) die("tmp", MPX_EIO);
+  close(fd);
+  run_file(path, NULL, 0, st);
+  unlink(path);
+}
+
+/* examples/wide-finder.yaml over access_log with `workers` per stage. */
+static double wide_finder(unsigned workers) {
+  char path[4200], w[64];
+  snprintf(path, sizeof path, "lines.path=%s", access_log);
+  snprintf(w, sizeof w, "pipeline.defaults.workers=%u", workers);
+  const char *sets[] = {path, w};
+  mpx_pipeline_stats_t st;
+  run_file(WIDE_FINDER_YAML, sets, 2, &st);
+  return st.seconds;
 }
 
 static double tiny(void) {
@@ -138,11 +163,30 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) transport = argv[++i];
     else if (strcmp(argv[i], "--primes-max") == 0 && i + 1 < argc) primes_max = atol(argv[++i]);
     else if (strcmp(argv[i], "--bulk-only") == 0) bulk_only = 1;
+    else if (strcmp(argv[i], "--log") == 0 && i + 1 < argc) access_log = argv[++i];
+    else if (strcmp(argv[i], "--log-only") == 0) log_only = 1;
   }
   if (runs < 1) runs = 1;
   if (runs > 32) runs = 32;
   printf("# pipeline benchmarks, transport %s\n", transport);
   double v[32];
+  if (access_log) {
+    struct stat sb;
+    if (stat(access_log, &sb) != 0) die(access_log, MPX_ENOENT);
+    double w1[32], w2[32];
+    for (int r = 0; r < runs; r++) {
+      w1[r] = wide_finder(1);
+      w2[r] = wide_finder(2);
+    }
+    double a = median(w1, runs), b = median(w2, runs);
+    printf("pipeline.widefinder.bytes %lld B\n", (long long)sb.st_size);
+    printf("pipeline.widefinder.1 %.3f s\n", a);
+    printf("pipeline.widefinder.2 %.3f s\n", b);
+    printf("pipeline.widefinder.2.rate %.0f MB/s\n", (double)sb.st_size / b / 1e6);
+    printf("pipeline.widefinder.speedup %.3f x\n", a / b);
+    fflush(stdout);
+    if (log_only) return 0;
+  }
   for (int r = 0; r < runs && !bulk_only; r++) v[r] = tiny();
   if (!bulk_only) printf("pipeline.tiny %.0f items/s\n", median(v, runs));
   double b[32], m[32];

@@ -37,6 +37,10 @@
 
 #define AUTO_BATCH 1024
 #define AUTO_BATCH_BYTES ((size_t)256 << 10)
+/* Into a chain that ends in a reduce, each batch costs the coordinator a
+ * merge of its partial into the total: bigger batches, fewer merges. */
+#define REDUCE_BATCH (16 * AUTO_BATCH)
+#define REDUCE_BATCH_BYTES ((size_t)4 << 20)
 
 typedef struct eng_s eng_t;
 typedef struct stage_s stage_t;
@@ -67,10 +71,13 @@ struct stage_s {
   const mpx_codec_t *codec;
   mpx_plugin_ctx_t *ctx;    /* local instance: source, sink, reduce merger */
   void *state;
-  mpx_pool_t *pool;
+  mpx_pool_t *pool;          /* a chain's head only */
+  stage_t *head, *tail;      /* its chain: stages fused into one set of workers */
+  unsigned parts;            /* a source run in parts by its chain's workers;
+                              * 0: it runs here */
   mpx_pool_loan_t loan;     /* source: an emit_reserve open in the next stage's arena */
   unsigned workers;
-  size_t batch;
+  size_t batch, batch_bytes; /* a batch is sent when it has either */
   bool keep_order; /* outputs in input order: ordered here or next */
   pthread_mutex_t mu;
   mpx_wbuf_t pend;
@@ -227,7 +234,7 @@ static void push(stage_t *s, const void *data, size_t len) {
   mpx_wbuf_append(&s->pend, &l, 4);
   mpx_wbuf_append(&s->pend, data, len);
   s->pend_n++;
-  if (s->pend_n >= s->batch || s->pend.len >= AUTO_BATCH_BYTES) flush_pend(s);
+  if (s->pend_n >= s->batch || s->pend.len >= s->batch_bytes) flush_pend(s);
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -254,7 +261,7 @@ static void release_in_order(stage_t *s, job_t *j) {
     job_t *h = s->rob;
     s->rob = h->next;
     s->next_out++;
-    forward(s, h->out.data, h->out.len, h->nout);
+    forward(s->tail, h->out.data, h->out.len, h->nout);
     job_free(h);
   }
 }
@@ -263,24 +270,28 @@ static void release_in_order(stage_t *s, job_t *j) {
 static void job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
                        uint32_t n) {
   eng_t *e = s->e;
+  stage_t *t = s->tail;
   pthread_mutex_lock(&s->mu);
-  if (s->d->kind == MPX_PLUGIN_REDUCE) {
-    /* Merge each partial into the total. */
+  if (t->d->kind == MPX_PLUGIN_REDUCE) {
+    /* Merge each partial into the total (the reduce's own lock when it
+     * is fused after a head: a later stage's lock, allowed). */
+    if (t != s) pthread_mutex_lock(&t->mu);
     eng_rd_t r = {items, items + len};
     for (uint32_t i = 0; i < n; i++) {
       const void *d;
       uint32_t l;
       if (eng_bytes(&r, &d, &l) != 0) break;
-      s->tmp.len = 0;
-      if (mpx__ctx_call_merge(s->ctx, s->state, s->total.data, s->total.len, d, l) != 0) {
+      t->tmp.len = 0;
+      if (mpx__ctx_call_merge(t->ctx, t->state, t->total.data, t->total.len, d, l) != 0) {
         set_fatal(e, MPX_ETASK, "%s", mpx_last_error());
         break;
       }
-      mpx_wbuf_t t = s->total;
-      s->total = s->tmp;
-      s->tmp = t;
-      s->have_total = true;
+      mpx_wbuf_t tb = t->total;
+      t->total = t->tmp;
+      t->tmp = tb;
+      t->have_total = true;
     }
+    if (t != s) pthread_mutex_unlock(&t->mu);
     job_free(j);
   } else if (s->keep_order) {
     if (j->out.data == NULL || j->out.data != items) {
@@ -290,7 +301,7 @@ static void job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
     j->nout = n;
     release_in_order(s, j);
   } else {
-    forward(s, items, len, n);
+    forward(t, items, len, n);
     job_free(j);
   }
   pthread_mutex_unlock(&s->mu);
@@ -314,14 +325,14 @@ static void sub_finish(job_t *c, const uint8_t *items, size_t len, uint32_t n) {
   stage_t *s = c->s;
   bool last;
   pthread_mutex_lock(&s->mu);
-  if (s->keep_order || s->d->kind == MPX_PLUGIN_REDUCE) {
+  if (s->keep_order || s->tail->d->kind == MPX_PLUGIN_REDUCE) {
     mpx_wbuf_append(&p->subout[c->sub], &n, 4);
     mpx_wbuf_append(&p->subout[c->sub], items, len);
     items = NULL;
   }
   last = --p->pending == 0;
   pthread_mutex_unlock(&s->mu);
-  if (items && n) forward(s, items, len, n);
+  if (items && n) forward(s->tail, items, len, n);
   job_free(c);
   if (!last) return;
   /* Put the parent's outputs back together in item order. */
@@ -342,36 +353,61 @@ static void sub_finish(job_t *c, const uint8_t *items, size_t len, uint32_t n) {
   mpx_wbuf_free(&all);
 }
 
+/* A batch's answer (engine_proto.h) from s's chain. */
 static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
+  eng_t *e = s->e;
   eng_rd_t r = {res, res + len};
-  uint32_t nout, nfail;
-  if (eng_u32(&r, &nout) != 0 || eng_u32(&r, &nfail) != 0) {
-    set_fatal(s->e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
+  uint32_t nout, nfail, nst;
+  if (eng_u32(&r, &nout) != 0 || eng_u32(&r, &nfail) != 0 || eng_u32(&r, &nst) != 0 ||
+      nst != (uint32_t)(s->tail->idx - s->idx + 1) || (size_t)(r.end - r.p) < 8 * (size_t)nst) {
+    set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
     return;
   }
+  const uint8_t *counts = r.p;
+  r.p += 8 * (size_t)nst;
   const uint8_t *items = r.p;
   for (uint32_t i = 0; i < nout; i++) {
     const void *d;
     uint32_t l;
     if (eng_bytes(&r, &d, &l) != 0) {
-      set_fatal(s->e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
+      set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
       return;
     }
   }
   size_t items_len = (size_t)(r.p - items);
+  /* The fused stages' figures; the head's in and the tail's out are
+   * counted where items enter and leave the chain. */
+  if (nst > 1) {
+    double t = now();
+    pthread_mutex_lock(&e->mu);
+    for (uint32_t k = 0; k < nst; k++) {
+      stage_t *m = &e->st[s->idx + k];
+      uint32_t io[2];
+      memcpy(io, counts + 8 * (size_t)k, sizeof io);
+      if (k > 0 && io[0]) {
+        if (m->in == 0 && m->t_first == 0) m->t_first = t;
+        m->in += io[0];
+      }
+      if (m != s->tail) m->out += io[1];
+      m->t_last = t;
+    }
+    pthread_mutex_unlock(&e->mu);
+  }
   for (uint32_t i = 0; i < nfail; i++) {
-    uint32_t idx, ml;
+    uint32_t k, idx, ml, l;
     const void *m, *d;
-    uint32_t l;
-    if (eng_u32(&r, &idx) != 0 || eng_bytes(&r, &m, &ml) != 0) break;
+    if (eng_u32(&r, &k) != 0 || eng_u32(&r, &idx) != 0 || eng_bytes(&r, &d, &l) != 0 ||
+        eng_bytes(&r, &m, &ml) != 0 || k >= nst)
+      break;
     char msg[1024];
     snprintf(msg, sizeof msg, "%.*s", (int)ml, (const char *)m);
-    if (batch_item(j, idx, &d, &l) == 0) dead_letter(s, d, l, msg, 1);
+    if (k > 0) dead_letter(&e->st[s->idx + k], d, l, msg, 1);
+    else if (batch_item(j, idx, &d, &l) == 0) dead_letter(s, d, l, msg, 1);
   }
-  pthread_mutex_lock(&s->e->mu);
-  s->e->queued -= j->n;
-  pthread_cond_broadcast(&s->e->cv);
-  pthread_mutex_unlock(&s->e->mu);
+  pthread_mutex_lock(&e->mu);
+  e->queued -= j->n;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
   if (j->parent) sub_finish(j, items, items_len, nout);
   else job_finish(s, j, items, items_len, nout);
 }
@@ -400,6 +436,14 @@ static void on_err(mpx_async_t *a, void *arg) {
   pthread_mutex_lock(&e->mu);
   e->queued -= j->n;
   pthread_mutex_unlock(&e->mu);
+  if (s->parts && rc != MPX_ECANCELED && rc != MPX_ECLOSED) {
+    /* A source that fails fails the run, in parts as when it runs here. */
+    uint32_t part[3];
+    memcpy(part, j->batch.data, sizeof part);
+    set_fatal(e, rc, "stage '%s' (part %u of %u): %s", s->cfg->name, part[1], part[2], msg);
+    job_finish(s, j, NULL, 0, 0);
+    return;
+  }
   if (rc == MPX_EBROKEN || rc == MPX_ECANCELED || rc == MPX_ECLOSED) {
     /* The run is over; the job ends without outputs. */
     set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
@@ -619,13 +663,118 @@ static int stage_load(eng_t *e, size_t i) {
   return 0;
 }
 
-/* Start stage i: its local instance, or its pool. */
+/* Whether stage i+1 can run in stage i's workers, fused into its chain:
+ * both take items in workers (maps, or a reduce at the chain's end), with
+ * the same workers, transport, retries and timeout (one pool serves the
+ * chain, so these are its). A fused chain moves each item through all its
+ * stages in the worker: no trip through the coordinator in between. */
+static bool fusable(eng_t *e, size_t i) {
+  stage_t *a = &e->st[i], *b = &e->st[i + 1];
+  const mpx__cfg_opts_t *x = &a->cfg->opts, *y = &b->cfg->opts;
+  return a->d->kind == MPX_PLUGIN_MAP &&
+         (b->d->kind == MPX_PLUGIN_MAP || b->d->kind == MPX_PLUGIN_REDUCE) &&
+         a->workers == b->workers && x->transport == y->transport &&
+         x->retries == y->retries && x->timeout == y->timeout &&
+         b->idx - a->head->idx + 1 < ENGINE_MAX_CHAIN;
+}
+
+/* A source that splits (MPX_PLUGIN_SPLITS) and is given `workers` (in its
+ * stage, or by `defaults`) runs in parts, in the workers of the chain
+ * after it, which it heads. The parts' outputs come back in no particular
+ * order, so no stage may ask for order; and a map or reduce must follow.
+ * Asked for in the stage itself, what stands in the way is an error;
+ * through `defaults`, the source quietly runs here. 0 or MPX_ECONFIG. */
+static int plan_source(eng_t *e) {
+  stage_t *src = &e->st[0], *next = e->n > 1 ? &e->st[1] : NULL;
+  const mpx__cfg_stage_t *c = src->cfg;
+  unsigned bit = 1u << MPX__CFG_WORKERS;
+  bool own = c->opts.set & bit, asked = own || (e->cfg->defaults.set & bit);
+  if (!asked || src->d->kind != MPX_PLUGIN_SOURCE) return 0;
+  const char *why = NULL;
+  bool ordered = false;
+  for (size_t i = 0; i < e->n; i++) ordered = ordered || e->st[i].cfg->opts.ordered;
+  if (!(mpx__plugin_flags(src->d) & MPX_PLUGIN_SPLITS))
+    why = "its plugin does not split its stream (MPX_PLUGIN_SPLITS)";
+  else if (next == NULL || next->d->kind == MPX_PLUGIN_SINK)
+    why = "a map or reduce stage must follow it, to run it in its workers";
+  else if (ordered)
+    why = "its parts come back in no particular order, and a stage is ordered";
+  if (why && own)
+    return mpx__cfg_error_at(e->cfg, c->opts.at[MPX__CFG_WORKERS].line,
+                             c->opts.at[MPX__CFG_WORKERS].col,
+                             "stage '%s': a source with workers runs in parallel, "
+                             "but %s", c->name, why);
+  if (why) return 0;
+  /* Many more parts than workers: a part's outputs come back at once, and
+   * a faster worker takes more of them. */
+  src->parts = 64 * next->workers;
+  return 0;
+}
+
+/* Chains: each stage is its own head and tail, then fusable neighbours
+ * join their predecessor's chain, and a source run in parts heads the
+ * chain after it. A head keeps order when any stage of its chain, or the
+ * stage after it, asks for it. */
+static int plan_chains(eng_t *e) {
+  for (size_t i = 0; i < e->n; i++) e->st[i].head = e->st[i].tail = &e->st[i];
+  for (size_t i = 1; i + 1 < e->n; i++) {
+    if (!fusable(e, i)) continue;
+    stage_t *h = e->st[i].head, *b = &e->st[i + 1];
+    b->head = h;
+    h->tail = b;
+    h->keep_order = h->keep_order || b->keep_order;
+  }
+  int rc = plan_source(e);
+  if (rc != 0) return rc;
+  stage_t *src = &e->st[0];
+  if (src->parts) {
+    stage_t *next = &e->st[1];
+    src->tail = next->tail;
+    for (size_t m = 1; m <= src->tail->idx; m++) e->st[m].head = src;
+    src->workers = next->workers;
+    src->batch = 1;
+  }
+  for (size_t i = 1; i < e->n; i++) {
+    stage_t *h = &e->st[i];
+    bool auto_batch = h->cfg->opts.batch == 0;
+    h->batch_bytes = AUTO_BATCH_BYTES;
+    if (h->head == h && h->tail->d->kind == MPX_PLUGIN_REDUCE && auto_batch) {
+      h->batch = REDUCE_BATCH;
+      h->batch_bytes = REDUCE_BATCH_BYTES;
+    }
+  }
+  return 0;
+}
+
+/* Appends stage s's part of a worker's arguments (engine_proto.h). */
+static int wargs_stage(stage_t *s, mpx_wbuf_t *args) {
+  mpx_wbuf_t params;
+  mpx_wbuf_init(&params);
+  int rc = mpx__ctx_params_encode(s->ctx, &params);
+  const mpx__cfg_stage_t *c = s->cfg;
+  engine_wstage_t w = {.kind = s->d->kind,
+                       .path_len = (uint32_t)strlen(s->path) + 1,
+                       .stage_len = (uint32_t)strlen(c->name) + 1,
+                       .codec_len = (uint32_t)strlen(c->opts.codec) + 1,
+                       .params_len = (uint32_t)params.len};
+  if (rc == 0) rc = mpx_wbuf_append(args, &w, sizeof w);
+  if (rc == 0) rc = mpx_wbuf_append(args, s->path, w.path_len);
+  if (rc == 0) rc = mpx_wbuf_append(args, c->name, w.stage_len);
+  if (rc == 0) rc = mpx_wbuf_append(args, c->opts.codec, w.codec_len);
+  if (rc == 0) rc = mpx_wbuf_append(args, params.data, params.len);
+  mpx_wbuf_free(&params);
+  return rc;
+}
+
+/* Start stage i: its local instance, or (a chain's head) the pool that
+ * runs its chain. */
 static int stage_start(eng_t *e, size_t i) {
   stage_t *s = &e->st[i];
   mpx__cfg_stage_t *c = s->cfg;
   mpx_plugin_kind_t k = s->d->kind;
   int rc;
-  if (k == MPX_PLUGIN_SOURCE || k == MPX_PLUGIN_SINK || k == MPX_PLUGIN_REDUCE) {
+  if ((k == MPX_PLUGIN_SOURCE && s->parts == 0) || k == MPX_PLUGIN_SINK ||
+      k == MPX_PLUGIN_REDUCE) {
     /* Reduce: the local instance only merges. */
     if (k == MPX_PLUGIN_REDUCE) mpx__ctx_set_emit(s->ctx, emit_to_tmp, s);
     if (k == MPX_PLUGIN_SOURCE) {
@@ -635,22 +784,18 @@ static int stage_start(eng_t *e, size_t i) {
     }
     if ((rc = mpx__ctx_call_init(s->ctx, &s->state)) != 0) return rc;
   }
-  if (k == MPX_PLUGIN_SOURCE || k == MPX_PLUGIN_SINK) return 0;
-  mpx_wbuf_t params, args;
-  mpx_wbuf_init(&params);
+  if ((k == MPX_PLUGIN_SOURCE && s->parts == 0) || k == MPX_PLUGIN_SINK || s->head != s)
+    return 0;
+  mpx_wbuf_t args;
   mpx_wbuf_init(&args);
-  if ((rc = mpx__ctx_params_encode(s->ctx, &params)) != 0) return rc;
-  engine_wargs_t a = {.version = ENGINE_WARGS_VERSION, .kind = k,
-                      .path_len = (uint32_t)strlen(s->path) + 1,
-                      .stage_len = (uint32_t)strlen(c->name) + 1,
-                      .codec_len = (uint32_t)strlen(c->opts.codec) + 1,
-                      .params_len = (uint32_t)params.len};
-  mpx_wbuf_append(&args, &a, sizeof a);
-  mpx_wbuf_append(&args, s->path, a.path_len);
-  mpx_wbuf_append(&args, c->name, a.stage_len);
-  mpx_wbuf_append(&args, c->opts.codec, a.codec_len);
-  mpx_wbuf_append(&args, params.data, params.len);
-  mpx_wbuf_free(&params);
+  engine_wargs_t a = {.version = ENGINE_WARGS_VERSION,
+                      .n_stages = (uint32_t)(s->tail->idx - s->idx + 1)};
+  rc = mpx_wbuf_append(&args, &a, sizeof a);
+  for (size_t m = s->idx; rc == 0 && m <= s->tail->idx; m++) rc = wargs_stage(&e->st[m], &args);
+  if (rc != 0) {
+    mpx_wbuf_free(&args);
+    return rc;
+  }
   const mpx__cfg_t *g = e->cfg;
   mpx_pool_opts_t o = {
       .processes = s->workers, .initializer = mpx_pipeline_worker_init,
@@ -742,7 +887,8 @@ static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
     snprintf(o->name, sizeof o->name, "%s", s->cfg->name);
     snprintf(o->plugin, sizeof o->plugin, "%s", s->d ? s->d->name : s->cfg->plugin);
     snprintf(o->kind, sizeof o->kind, "%s", s->d ? mpx_plugin_kind_name(s->d->kind) : "?");
-    o->workers = s->d && (s->d->kind == MPX_PLUGIN_MAP || s->d->kind == MPX_PLUGIN_REDUCE)
+    o->workers = s->d && (s->d->kind == MPX_PLUGIN_MAP || s->d->kind == MPX_PLUGIN_REDUCE ||
+                          s->parts)
                      ? s->workers : 0;
     o->in = s->in;
     o->out = s->out;
@@ -751,6 +897,8 @@ static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
     o->retries = s->retries;
     o->restarts = s->restarts;
     o->zero_copy = s->zero_copy;
+    snprintf(o->runs_in, sizeof o->runs_in, "%s",
+             s->head && s->head != s ? s->head->cfg->name : "");
   }
   st->dead_lettered = e->dead;
   st->interrupted = signals > 0;
@@ -768,6 +916,11 @@ static void print_summary(const mpx_pipeline_stats_t *st, FILE *f) {
             s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
             s->seconds > 0 ? (double)n / s->seconds : 0.0, (unsigned long long)s->failed,
             (unsigned long long)s->retries, (unsigned long long)s->restarts, s->seconds);
+  }
+  for (size_t i = 0; i < st->n_stages; i++) {
+    const mpx_stage_stats_t *s = &st->stage[i];
+    if (s->runs_in[0] && (i + 1 == st->n_stages || strcmp(st->stage[i + 1].runs_in, s->runs_in) != 0))
+      fprintf(f, "(fused: %s ran in %s's workers)\n", s->name, s->runs_in);
   }
   fprintf(f, "total %.3f s, %llu dead-lettered%s\n", st->seconds,
           (unsigned long long)st->dead_lettered, st->interrupted ? ", interrupted" : "");
@@ -787,20 +940,54 @@ static int write_json(const mpx_pipeline_stats_t *st, const char *path, const ch
     fprintf(f, ",\"plugin\":");
     json_str(f, s->plugin, strlen(s->plugin));
     fprintf(f, ",\"kind\":\"%s\",\"workers\":%u,\"in\":%llu,\"out\":%llu,\"failed\":%llu,"
-               "\"retries\":%llu,\"restarts\":%llu,\"zero_copy\":%llu,\"seconds\":%.6f}",
+               "\"retries\":%llu,\"restarts\":%llu,\"zero_copy\":%llu,\"seconds\":%.6f,"
+               "\"runs_in\":",
             s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
             (unsigned long long)s->failed, (unsigned long long)s->retries,
             (unsigned long long)s->restarts, (unsigned long long)s->zero_copy, s->seconds);
+    if (s->runs_in[0]) json_str(f, s->runs_in, strlen(s->runs_in));
+    else fputs("null", f);
+    fputc('}', f);
   }
   fprintf(f, "]}\n");
   return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);
 }
 
 /* The source to its end (or a signal), then each stage's tail. */
+static bool has_part_room(eng_t *e, size_t k) {
+  (void)k;
+  return e->st[0].inflight < 2 * (uint64_t)e->st[0].workers;
+}
+
+/* A source run in parts: each part a task of its chain, two in flight per
+ * worker, so that a signal stops it after what is running. */
+static int drive_parts(eng_t *e) {
+  stage_t *src = &e->st[0];
+  int rc;
+  src->t_first = now();
+  for (uint32_t i = 0; i < src->parts && signals == 0; i++) {
+    if ((rc = wait_for(e, has_part_room, 0)) != 0) return rc;
+    job_t *j = calloc(1, sizeof *j);
+    uint32_t part[3] = {ENGINE_PART, i, src->parts};
+    if (j == NULL || mpx_wbuf_append(&j->batch, part, sizeof part) != 0) {
+      free(j);
+      return set_fatal(e, MPX_ENOMEM, "out of memory"), MPX_ENOMEM;
+    }
+    j->s = src;
+    j->n = 1;
+    pthread_mutex_lock(&src->mu);
+    j->seq = src->next_seq++;
+    pthread_mutex_unlock(&src->mu);
+    submit(src, j);
+  }
+  return 0;
+}
+
 static int drive(eng_t *e) {
   stage_t *src = &e->st[0];
   int rc = 0;
-  for (;;) {
+  if (src->parts && (rc = drive_parts(e)) != 0) return rc;
+  while (src->parts == 0) {
     if (signals > 0) break;
     if ((rc = wait_for(e, has_room, 0)) != 0) return rc;
     int g = mpx__ctx_call_generate(src->ctx, src->state);
@@ -857,10 +1044,18 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
   }
   for (size_t i = 0; i < e->n; i++)
     if ((rc = stage_load(e, i)) != 0) goto out;
+  if ((rc = plan_chains(e)) != 0) goto out;
   if (o->check_only) goto out;
-  size_t workers_stages = 0;
-  for (size_t i = 1; i < e->n; i++) workers_stages += e->st[i].d->kind != MPX_PLUGIN_SINK;
-  e->cap = e->cfg->queue_capacity * (workers_stages ? workers_stages : 1);
+  /* A queue before each chain of worker stages, plus what its workers
+   * hold: two batches each (the pool keeps two in flight per worker). */
+  size_t chains = 0, held = 0;
+  for (size_t i = e->st[0].parts ? 0 : 1; i < e->n; i++) {
+    stage_t *h = &e->st[i];
+    if (h->d->kind == MPX_PLUGIN_SINK || h->head != h) continue;
+    chains++;
+    held += 2 * (size_t)h->workers * h->batch;
+  }
+  e->cap = e->cfg->queue_capacity * (chains ? chains : 1) + held;
   if (e->cfg->dead_letter && (e->dl = fopen(e->cfg->dead_letter, "w")) == NULL) {
     rc = mpx__err_errno("cannot open the dead-letter file '%s'", e->cfg->dead_letter);
     goto out;

@@ -1,30 +1,51 @@
 /* Internal: what the pipeline coordinator and its workers exchange, on top
  * of the pool's messages.
  *
- * Worker arguments (the pool's initargs): engine_wargs_t, then the plugin
- * path, the stage name and the codec name (each NUL-terminated), then the
- * encoded parameters (mpx__ctx_params_encode).
+ * A worker runs a chain: one stage's plugin, or several consecutive stages
+ * fused into one set of workers (engine.c says when), each item going
+ * through all of them in the worker, depth first.
  *
- * A task's argument is a batch: uint32 n, then n items (uint32 length,
- * bytes). Its result: uint32 n_out, uint32 n_fail, then n_out items
- * (uint32 length, bytes: the outputs of the whole batch in order; for a
- * reduce stage, the batch's partial), then n_fail failures (uint32 index
- * in the batch, uint32 length, the message). An item that failed
- * contributed no output. Host byte order: both ends are on one machine. */
+ * Worker arguments (the pool's initargs): engine_wargs_t, then for each of
+ * its n_stages stages an engine_wstage_t followed by the plugin path, the
+ * stage name and the codec name (each NUL-terminated), then the encoded
+ * parameters (mpx__ctx_params_encode).
+ *
+ * When the chain starts with a source (a source that splits, run in
+ * parts: engine.c), every task is a part instead: uint32 ENGINE_PART,
+ * uint32 i, uint32 parts; the worker runs instance i of `parts` of the
+ * source to its end, each item it emits going down the rest of the chain.
+ *
+ * Otherwise a task's argument is a batch: uint32 n, then n items (uint32
+ * length, bytes). Its result: uint32 n_out, uint32 n_fail, uint32 n_stages, then
+ * n_stages pairs (uint32 in, uint32 out: the items each stage of the chain
+ * took and emitted in this batch), then n_out items (uint32 length, bytes:
+ * the outputs of the chain's last stage for the whole batch in order; for
+ * a reduce, the batch's partial), then n_fail failures: uint32 stage (its
+ * place in the chain), uint32 index (of the batch item it came from),
+ * uint32 length and the bytes of the item that failed (empty for stage 0:
+ * the batch item itself), uint32 length and the message. An item that
+ * failed contributed no output. Host byte order: both ends are on one
+ * machine. */
 #ifndef MPX_CORE_ENGINE_PROTO_H
 #define MPX_CORE_ENGINE_PROTO_H
 
 #include <stdint.h>
 #include <string.h>
 
-#define ENGINE_WARGS_VERSION 1u
+#define ENGINE_WARGS_VERSION 2u
+#define ENGINE_MAX_CHAIN 32
+#define ENGINE_PART 0xffffffffu
 
 typedef struct {
   uint32_t version;
+  uint32_t n_stages;  /* 1 .. ENGINE_MAX_CHAIN */
+} engine_wargs_t;
+
+typedef struct {
   uint32_t kind;      /* mpx_plugin_kind_t */
   uint32_t path_len, stage_len, codec_len; /* NUL included */
   uint32_t params_len;
-} engine_wargs_t;
+} engine_wstage_t;
 
 /* A cursor over length-prefixed records. */
 typedef struct {

@@ -1,5 +1,7 @@
-/* The pipeline worker: a pool worker that loads one stage's plugin in its
- * initializer and runs batches of items through it (engine_proto.h). */
+/* The pipeline worker: a pool worker that loads a chain of stages' plugins
+ * in its initializer and runs batches of items through them
+ * (engine_proto.h). Stage i's outputs are stage i+1's inputs at once
+ * (depth first); the last stage's go into the answer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,99 +11,199 @@
 #include "mpx/pipeline.h"
 #include "plugin_host.h"
 
-static struct {
+typedef struct {
   const mpx_plugin_t *d;
   mpx_plugin_ctx_t *ctx;
   void *state;
+  uint32_t in, out; /* this batch */
+} link_t;
+
+static struct {
+  link_t l[ENGINE_MAX_CHAIN];
+  uint32_t n;
   mpx_wbuf_t out;   /* the current task's outputs */
   uint32_t n_out;
+  mpx_wbuf_t fails; /* ... and failures */
+  uint32_t n_fail;
+  uint32_t item;    /* the batch item being run */
+  /* A source at the chain's head, made anew for each part. */
+  const char *src_stage, *src_params;
+  size_t src_params_len;
+  const mpx_codec_t *src_codec;
+  void *args;       /* a copy of the initargs, which these point into */
 } w;
 
-static int emit_out(void *arg, const void *data, size_t len) {
-  (void)arg;
-  uint32_t l = (uint32_t)len;
+static void record_fail(uint32_t stage, const void *d, uint32_t l, const char *m) {
+  uint32_t ml = (uint32_t)strlen(m);
+  if (stage == 0) l = 0; /* the coordinator has the batch item */
+  mpx_wbuf_append(&w.fails, &stage, 4);
+  mpx_wbuf_append(&w.fails, &w.item, 4);
+  mpx_wbuf_append(&w.fails, &l, 4);
+  if (l) mpx_wbuf_append(&w.fails, d, l);
+  mpx_wbuf_append(&w.fails, &ml, 4);
+  mpx_wbuf_append(&w.fails, m, ml);
+  w.n_fail++;
+}
+
+/* Runs one item through chain link i and on down the chain. When link i
+ * fails on it, the failure is recorded and everything the item caused is
+ * taken back, as if it had never been emitted (a failure further down
+ * stays: the item itself went through link i). */
+static void run_link(uint32_t i, const void *d, size_t len) {
+  /* What a failure takes back: outputs, deeper failures, counts. */
+  size_t mark = w.out.len, fmark = w.fails.len;
+  uint32_t nmark = w.n_out, nfmark = w.n_fail, io[2 * ENGINE_MAX_CHAIN];
+  for (uint32_t k = i; k < w.n; k++) {
+    io[2 * k] = w.l[k].in;
+    io[2 * k + 1] = w.l[k].out;
+  }
+  w.l[i].in++;
+  if (mpx__ctx_call_process(w.l[i].ctx, w.l[i].state, d, len) != 0) {
+    w.out.len = mark;
+    w.n_out = nmark;
+    w.fails.len = fmark;
+    w.n_fail = nfmark;
+    for (uint32_t k = i + 1; k < w.n; k++) {
+      w.l[k].in = io[2 * k];
+      w.l[k].out = io[2 * k + 1];
+    }
+    w.l[i].out = io[2 * i + 1];
+    record_fail(i, d, (uint32_t)len, mpx_last_error());
+  }
+}
+
+/* Link i's emit: into link i+1, or the answer after the last. */
+static int emit_link(void *arg, const void *data, size_t len) {
+  uint32_t i = (uint32_t)(uintptr_t)arg;
   if (len > UINT32_MAX) return MPX_E2BIG;
+  w.l[i].out++;
+  if (i + 1 < w.n) {
+    run_link(i + 1, data, len);
+    return 0;
+  }
+  uint32_t l = (uint32_t)len;
   int rc = mpx_wbuf_append(&w.out, &l, 4);
   if (rc == 0 && len) rc = mpx_wbuf_append(&w.out, data, len);
   if (rc == 0) w.n_out++;
   return rc;
 }
 
-int mpx_pipeline_worker_init(const void *args, size_t len) {
+int mpx_pipeline_worker_init(const void *args0, size_t len) {
   engine_wargs_t a;
-  if (args == NULL || len < sizeof a) return 100;
+  if (args0 == NULL || len < sizeof a) return 100;
+  /* Kept: a source's stage name and params are needed at every part. */
+  void *args = malloc(len);
+  if (args == NULL) return 100;
+  memcpy(args, args0, len);
+  w.args = args;
   memcpy(&a, args, sizeof a);
-  if (a.version != ENGINE_WARGS_VERSION ||
-      (uint64_t)sizeof a + a.path_len + a.stage_len + a.codec_len + a.params_len > len)
+  if (a.version != ENGINE_WARGS_VERSION || a.n_stages == 0 || a.n_stages > ENGINE_MAX_CHAIN)
     return 101;
-  const char *path = (const char *)args + sizeof a;
-  const char *stage = path + a.path_len;
-  const char *codec_name = stage + a.stage_len;
-  const void *params = codec_name + a.codec_len;
-  mpx__plugin_t *pl;
-  const mpx_codec_t *codec = NULL;
-  if (mpx__plugin_load(&pl, path) != 0) {
-    fprintf(stderr, "%s\n", mpx_last_error());
-    return 102;
-  }
-  w.d = mpx__plugin_desc(pl);
-  if (codec_name[0] && mpx_codec_load(&codec, codec_name) != 0) {
-    fprintf(stderr, "%s\n", mpx_last_error());
-    return 103;
-  }
+  const char *p = (const char *)args + sizeof a, *end = (const char *)args + len;
   mpx_wbuf_init(&w.out);
-  if (mpx__ctx_new_from_encoded(&w.ctx, w.d, stage, params, a.params_len,
-                                mpx_pool_worker_index(), mpx_pool_worker_count(),
-                                codec, emit_out, NULL) != 0 ||
-      mpx__ctx_call_init(w.ctx, &w.state) != 0) {
-    fprintf(stderr, "%s\n", mpx_last_error());
-    return 104;
+  mpx_wbuf_init(&w.fails);
+  for (uint32_t i = 0; i < a.n_stages; i++) {
+    engine_wstage_t s;
+    if (end - p < (ptrdiff_t)sizeof s) return 101;
+    memcpy(&s, p, sizeof s);
+    p += sizeof s;
+    if ((uint64_t)s.path_len + s.stage_len + s.codec_len + s.params_len > (uint64_t)(end - p))
+      return 101;
+    const char *path = p, *stage = path + s.path_len, *codec_name = stage + s.stage_len;
+    const void *params = codec_name + s.codec_len;
+    p = (const char *)params + s.params_len;
+    mpx__plugin_t *pl;
+    const mpx_codec_t *codec = NULL;
+    if (mpx__plugin_load(&pl, path) != 0) {
+      fprintf(stderr, "%s\n", mpx_last_error());
+      return 102;
+    }
+    w.l[i].d = mpx__plugin_desc(pl);
+    if (codec_name[0] && mpx_codec_load(&codec, codec_name) != 0) {
+      fprintf(stderr, "%s\n", mpx_last_error());
+      return 103;
+    }
+    if (w.l[i].d->kind == MPX_PLUGIN_SOURCE) {
+      if (i != 0) return 101;
+      w.src_stage = stage;
+      w.src_params = params;
+      w.src_params_len = s.params_len;
+      w.src_codec = codec;
+      w.n = 1;
+      continue;
+    }
+    if (mpx__ctx_new_from_encoded(&w.l[i].ctx, w.l[i].d, stage, params, s.params_len,
+                                  mpx_pool_worker_index(), mpx_pool_worker_count(),
+                                  codec, emit_link, (void *)(uintptr_t)i) != 0 ||
+        mpx__ctx_call_init(w.l[i].ctx, &w.l[i].state) != 0) {
+      fprintf(stderr, "%s\n", mpx_last_error());
+      return 104;
+    }
+    w.n = i + 1;
   }
   return 0;
 }
 
+/* Part i of `parts` of the source at the chain's head, to its end. */
+static int run_part(mpx_task_t *t, uint32_t i, uint32_t parts) {
+  link_t *l = &w.l[0];
+  int rc = mpx__ctx_new_from_encoded(&l->ctx, l->d, w.src_stage, w.src_params,
+                                     w.src_params_len, i, parts, w.src_codec,
+                                     emit_link, (void *)(uintptr_t)0);
+  if (rc == 0 && (rc = mpx__ctx_call_init(l->ctx, &l->state)) == 0) {
+    int g;
+    while ((g = mpx__ctx_call_generate(l->ctx, l->state)) > 0) {
+    }
+    if (g < 0) rc = g;
+    mpx__ctx_call_fini(l->ctx, l->state);
+  }
+  if (rc != 0) rc = mpx_task_fail(t, "%s", mpx_last_error());
+  mpx__ctx_free(l->ctx);
+  l->ctx = NULL;
+  l->state = NULL;
+  return rc;
+}
+
 int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   eng_rd_t r = {in, (const uint8_t *)in + len};
-  uint32_t n, n_fail = 0;
-  mpx_wbuf_t fails;
-  if (w.ctx == NULL) return mpx_task_fail(t, "pipeline worker not initialised");
+  uint32_t n;
+  if (w.n == 0) return mpx_task_fail(t, "pipeline worker not initialised");
   if (eng_u32(&r, &n) != 0) return mpx_task_fail(t, "malformed batch");
-  mpx_wbuf_init(&fails);
   w.out.len = 0;
   w.n_out = 0;
-  uint32_t hdr[2] = {0, 0};
-  mpx_wbuf_append(&w.out, hdr, sizeof hdr);
-  bool reduce = w.d->kind == MPX_PLUGIN_REDUCE;
-  for (uint32_t i = 0; i < n; i++) {
+  w.fails.len = 0;
+  w.n_fail = 0;
+  for (uint32_t i = 0; i < w.n; i++) w.l[i].in = w.l[i].out = 0;
+  /* The header, filled in at the end. */
+  size_t hdr_len = 12 + 8 * (size_t)w.n;
+  if (mpx_wbuf_reserve(&w.out, hdr_len) != 0) return MPX_ENOMEM;
+  w.out.len = hdr_len;
+  if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
+    uint32_t i, parts;
+    int rc;
+    if (n != ENGINE_PART || eng_u32(&r, &i) != 0 || eng_u32(&r, &parts) != 0 || i >= parts)
+      return mpx_task_fail(t, "malformed part");
+    w.item = 0;
+    if ((rc = run_part(t, i, parts)) != 0) return rc;
+  }
+  for (uint32_t i = 0; w.l[0].d->kind != MPX_PLUGIN_SOURCE && i < n; i++) {
     const void *d;
     uint32_t l;
-    if (eng_bytes(&r, &d, &l) != 0) {
-      mpx_wbuf_free(&fails);
-      return mpx_task_fail(t, "malformed batch item %u", i);
-    }
-    size_t mark = w.out.len;
-    uint32_t nmark = w.n_out;
-    if (mpx__ctx_call_process(w.ctx, w.state, d, l) != 0) {
-      /* The item's outputs go with it. */
-      w.out.len = mark;
-      w.n_out = nmark;
-      const char *m = mpx_last_error();
-      uint32_t ml = (uint32_t)strlen(m);
-      mpx_wbuf_append(&fails, &i, 4);
-      mpx_wbuf_append(&fails, &ml, 4);
-      mpx_wbuf_append(&fails, m, ml);
-      n_fail++;
-    }
+    if (eng_bytes(&r, &d, &l) != 0) return mpx_task_fail(t, "malformed batch item %u", i);
+    w.item = i;
+    run_link(0, d, l);
   }
-  /* A reduce stage answers with the batch's partial. */
-  if (reduce && mpx__ctx_call_flush(w.ctx, w.state) != 0) {
-    mpx_wbuf_free(&fails);
+  /* A reduce at the chain's end answers with the batch's partial. */
+  link_t *last = &w.l[w.n - 1];
+  if (last->d->kind == MPX_PLUGIN_REDUCE && mpx__ctx_call_flush(last->ctx, last->state) != 0)
     return mpx_task_fail(t, "%s", mpx_last_error());
+  uint32_t *h = (uint32_t *)w.out.data, hv[3] = {w.n_out, w.n_fail, w.n};
+  memcpy(h, hv, sizeof hv);
+  for (uint32_t i = 0; i < w.n; i++) {
+    uint32_t io[2] = {w.l[i].in, w.l[i].out};
+    memcpy((uint8_t *)w.out.data + 12 + 8 * (size_t)i, io, sizeof io);
   }
-  hdr[0] = w.n_out;
-  hdr[1] = n_fail;
-  memcpy(w.out.data, hdr, sizeof hdr);
-  if (fails.len) mpx_wbuf_append(&w.out, fails.data, fails.len);
-  mpx_wbuf_free(&fails);
+  if (w.fails.len && mpx_wbuf_append(&w.out, w.fails.data, w.fails.len) != 0)
+    return MPX_ENOMEM;
   return mpx_task_result(t, w.out.data, w.out.len);
 }

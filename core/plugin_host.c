@@ -177,6 +177,10 @@ static void pvals_free(pval_t *vals, size_t n) {
 
 /* ---- descriptor check ------------------------------------------------------ */
 
+uint32_t mpx__plugin_flags(const mpx_plugin_t *d) {
+  return d->struct_size >= offsetof(mpx_plugin_t, flags) + sizeof d->flags ? d->flags : 0;
+}
+
 int mpx__plugin_check(const mpx_plugin_t *d, const char *where) {
   if (where == NULL) where = "plugin";
   if (d == NULL) return mpx__err(MPX_EINVAL, "%s: NULL descriptor", where);
@@ -188,10 +192,10 @@ int mpx__plugin_check(const mpx_plugin_t *d, const char *where) {
     return mpx__err(MPX_EABI, "%s: built for plugin ABI %u.%u, this libmpx "
                     "speaks %u.%u: rebuild it", where, d->abi_major,
                     d->abi_minor, MPX_PLUGIN_ABI_MAJOR, MPX_PLUGIN_ABI_MINOR);
-  if (d->struct_size < sizeof(mpx_plugin_t))
-    return mpx__err(MPX_EABI, "%s: descriptor is %u bytes, ABI %u.%u needs "
+  if (d->struct_size < offsetof(mpx_plugin_t, flags))
+    return mpx__err(MPX_EABI, "%s: descriptor is %u bytes, ABI %u.0 needs "
                     "%zu", where, d->struct_size, MPX_PLUGIN_ABI_MAJOR,
-                    MPX_PLUGIN_ABI_MINOR, sizeof(mpx_plugin_t));
+                    offsetof(mpx_plugin_t, flags));
   if (d->name == NULL || d->name[0] == '\0')
     return mpx__err(MPX_EPLUGIN, "%s: descriptor has no name", where);
   if (!plugin_name_ok(d->name))

@@ -111,6 +111,9 @@ void mpx__ctx_free(mpx_plugin_ctx_t *c); /* accepts NULL */
 const mpx_plugin_t *mpx__ctx_desc(const mpx_plugin_ctx_t *c);
 void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
                        void *emit_arg);
+/* d's flags (MPX_PLUGIN_SPLITS), 0 for a descriptor from before ABI 1.1. */
+uint32_t mpx__plugin_flags(const mpx_plugin_t *d);
+
 /* Where mpx_emit_reserve's room comes from instead of the context's
  * scratch buffer (whose bytes then go through emit, a copy): reserve
  * returns room for len bytes, or NULL to use the scratch buffer after

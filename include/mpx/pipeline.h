@@ -58,6 +58,8 @@ typedef struct {
   uint64_t zero_copy;        /* items that arrived in place: written by the
                               * source (mpx_emit_reserve) straight into this
                               * stage's arena, read there by its worker */
+  char runs_in[64];          /* fused: the stage whose workers run it (its
+                              * chain's first), "" when it runs on its own */
   double seconds;            /* from its first input to its last output */
 } mpx_stage_stats_t;
 

@@ -73,7 +73,7 @@
 
 #define MPX_PLUGIN_MAGIC 0x4c50584du /* "MXPL" little-endian */
 #define MPX_PLUGIN_ABI_MAJOR 1
-#define MPX_PLUGIN_ABI_MINOR 0
+#define MPX_PLUGIN_ABI_MINOR 1
 #define MPX_PLUGIN_SYMBOL "mpx_plugin_descriptor"
 
 #define MPX_PLUGIN_EXPORT __attribute__((visibility("default")))
@@ -127,7 +127,16 @@ typedef struct mpx_plugin_s {
   int (*flush)(mpx_plugin_ctx_t *ctx, void *state);
   int (*merge)(mpx_plugin_ctx_t *ctx, void *state, const void *a, size_t alen,
                const void *b, size_t blen);
+  /* ABI 1.1 (a 1.0 descriptor, without it, reads as 0). */
+  uint32_t flags;       /* MPX_PLUGIN_SPLITS */
 } mpx_plugin_t;
+
+/* flags: a source whose instances split the stream: instance i of n
+ * (mpx_worker_index / mpx_worker_count) emits its own share, and the n
+ * shares together are the whole stream, each item once. Such a source
+ * may be given `workers` in a pipeline: its instances then run in the
+ * workers of the stages after it, in parallel (range, lines). */
+#define MPX_PLUGIN_SPLITS 1u
 
 #ifdef __cplusplus
 extern "C" {

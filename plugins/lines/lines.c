@@ -174,4 +174,5 @@ MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
     .init = lines_init,
     .fini = lines_fini,
     .generate = lines_generate,
+    .flags = MPX_PLUGIN_SPLITS,
 };

@@ -86,4 +86,5 @@ MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
     .fini = range_fini,
     .generate = range_generate,
     .size_hint = range_size_hint,
+    .flags = MPX_PLUGIN_SPLITS,
 };

@@ -225,7 +225,7 @@ static void test_load_broken(void) {
                          "not found)");
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("abi")), MPX_EABI);
   CU_ASSERT_STRING_EQUAL(mpx_last_error(), BAD("abi") ": built for plugin "
-                         "ABI 99.0, this libmpx speaks 1.0: rebuild it "
+                         "ABI 99.0, this libmpx speaks 1.1: rebuild it "
                          "(plugin ABI mismatch)");
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("magic")), MPX_EABI);
   CU_ASSERT_STRING_EQUAL(mpx_last_error(), BAD("magic") ": descriptor has "
@@ -326,7 +326,7 @@ static void test_scan(void) {
   CU_ASSERT_EQUAL(mpx__plugin_scan(MPX__SCAN_TASKS, on_scan, &s), 0);
   const char *want[] = {
       "task abi " BAD("abi") ": " BAD("abi") ": built for plugin ABI 99.0, "
-      "this libmpx speaks 1.0: rebuild it (plugin ABI mismatch)",
+      "this libmpx speaks 1.1: rebuild it (plugin ABI mismatch)",
       "task baddefault ",
       "task badname ",
       "task dupparam ",

@@ -115,6 +115,18 @@ static inline pid_t start_mpx(const char *const *args) { return start_bin(MPX_BI
 
 static inline int run_mpx(const char *const *args) { return finish(start_mpx(args)); }
 
+/* `mpx check` of a pipeline text (written to `name` in the scratch
+ * directory) exits 2 with `want` in its stderr. */
+static inline void expect_config_error(const char *name, const char *yaml, const char *want) {
+  write_file(name, yaml);
+  const char *args[] = {"check", in_dir(name), NULL};
+  CU_ASSERT_EQUAL(run_mpx(args), 2);
+  char *err = read_file("stderr", NULL);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, want) : NULL);
+  if (!err || !strstr(err, want)) fprintf(stderr, "want '%s' in:\n%s\n", want, err ? err : "");
+  free(err);
+}
+
 /* Makes the scratch directory from a mkdtemp template. */
 static inline void cli_mkdir(const char *tmpl) {
   snprintf(dir, sizeof dir, "%s", tmpl);

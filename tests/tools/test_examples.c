@@ -630,6 +630,134 @@ static void test_zero_copy_source(void) {
   free(out);
 }
 
+/* ---- fused chains and sources run in parts ----------------------------------------- */
+
+/* Two map stages with the same options run in one set of workers. The
+ * second refuses item 200 (dead-lettered at its own stage, with its own
+ * input); items x % 50 == 7 kill the worker (the chain's input is
+ * dead-lettered at the chain's first stage); every other item comes out
+ * exactly once, and each stage's figures are its own. */
+static void test_fused_chain(void) {
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml,
+           "defaults: {codec: raw}\n"
+           "dead_letter: %s/fused-dead.jsonl\n"
+           "supervisor: {max_restarts: 1000, period: 10, backoff_min: 0.001, backoff_max: 0.01}\n"
+           "stages:\n"
+           "  - plugin: range\n    params: {start: 0, stop: 300}\n"
+           "  - plugin: %s\n    name: a\n    workers: 2\n    batch: 16\n    retries: 1\n"
+           "  - plugin: %s\n    name: b\n    workers: 2\n    retries: 1\n"
+           "    params: {crash_mod: 50, crash_rem: 7, fail_on: 200}\n"
+           "  - plugin: print\n    params: {format: int64}\n",
+           dir, CRASHY_SO, CRASHY_SO);
+  write_file("fused.yaml", yaml);
+  const char *args[] = {"run", in_dir("fused.yaml"), "--progress=never", "--stats-json",
+                        in_dir("fused.json"), NULL};
+  int rc = run_mpx(args);
+  CU_ASSERT_EQUAL(rc, 1);
+  if (rc != 1) show_stderr();
+  char *out = read_file("stdout", NULL), *p;
+  int seen[300] = {0}, good = 0, poison = 0;
+  for (p = out; p && *p;) {
+    long v = strtol(p, &p, 10);
+    if (v >= 0 && v < 300) seen[v]++;
+    if (*p == '\n') p++;
+  }
+  for (int x = 0; x < 300; x++) {
+    if (x % 50 == 7 || x == 200) poison += seen[x];
+    else good += seen[x] == 1;
+  }
+  CU_ASSERT_EQUAL(good, 300 - 7);
+  CU_ASSERT_EQUAL(poison, 0);
+  char *dl = read_file("fused-dead.jsonl", NULL);
+  CU_ASSERT_EQUAL(count_lines(dl), 7);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "{\"stage\":\"b\",\"item\":\"\\u00c8\\u0000") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "refusing 200") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(dl ? strstr(dl, "{\"stage\":\"a\",\"item\":\"\\u0007\\u0000") : NULL);
+  char *js = read_file("fused.json", NULL);
+  CU_ASSERT_PTR_NOT_NULL(js ? strstr(js, "\"name\":\"b\"") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(js ? strstr(js, "\"runs_in\":\"a\"") : NULL);
+  CU_ASSERT_EQUAL(json_u64(js, "a", "in"), 300);
+  CU_ASSERT_EQUAL(json_u64(js, "a", "out"), 294);
+  CU_ASSERT_EQUAL(json_u64(js, "a", "failed"), 6);
+  CU_ASSERT_EQUAL(json_u64(js, "b", "in"), 294);
+  CU_ASSERT_EQUAL(json_u64(js, "b", "out"), 293);
+  CU_ASSERT_EQUAL(json_u64(js, "b", "failed"), 1);
+  free(js);
+  free(dl);
+  free(out);
+}
+
+/* A source given workers runs in parts in the workers of the chain after
+ * it: range 0..N in parts through a pass-through map (workers SIGKILLed
+ * while it runs, when storm) gives every item exactly once. */
+static void parallel_source(long n, bool storm) {
+  char yaml[1024];
+  snprintf(yaml, sizeof yaml,
+           "defaults: {codec: raw}\n"
+           "supervisor: {max_restarts: 1000000, period: 1, backoff_min: 0.001, "
+           "backoff_max: 0.005}\n"
+           "stages:\n"
+           "  - plugin: range\n    params: {start: 0, stop: %ld}\n    workers: 2\n"
+           "  - plugin: %s\n    name: pass\n    workers: 2\n    retries: 1000\n"
+           "  - plugin: print\n    params: {format: int64}\n",
+           n, CRASHY_SO);
+  write_file("par.yaml", yaml);
+  const char *args[] = {"run", in_dir("par.yaml"), "--progress=never", "--stats-json",
+                        in_dir("par.json"), NULL};
+  storm_t s = {.pid = start_mpx(args)};
+  pthread_t th;
+  CU_ASSERT_FATAL(s.pid > 0);
+  if (storm) CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, storm_main, &s), 0);
+  int rc = finish(s.pid);
+  if (storm) {
+    atomic_store(&s.stop, true);
+    pthread_join(th, NULL);
+  }
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc != 0) show_stderr();
+  uint8_t *seen = calloc((size_t)n, 1);
+  long bad, once = 0;
+  CU_ASSERT_EQUAL(tally(seen, n, NULL, &bad), n);
+  for (long i = 0; i < n; i++) once += seen[i] == 1;
+  CU_ASSERT_EQUAL(once, n);
+  CU_ASSERT_EQUAL(bad, 0);
+  char *js = read_file("par.json", NULL);
+  CU_ASSERT_EQUAL(json_u64(js, "range", "out"), (uint64_t)n);
+  CU_ASSERT_EQUAL(json_u64(js, "range", "workers"), 2);
+  CU_ASSERT_EQUAL(json_u64(js, "pass", "in"), (uint64_t)n);
+  CU_ASSERT_PTR_NOT_NULL(js ? strstr(js, "\"runs_in\":\"range\"") : NULL);
+  if (storm) {
+    CU_ASSERT_TRUE(s.kills >= 3);
+    printf("\n  parallel source storm: %d SIGKILLs, %" PRIu64 " retries ", s.kills,
+           json_u64(js, "range", "retries"));
+  }
+  free(js);
+  free(seen);
+}
+
+static void test_parallel_source(void) {
+  parallel_source(100000, false);
+  parallel_source(2000000, true);
+  /* What stands in the way of parts, asked for in the source's stage. */
+  char yaml[1024];
+  snprintf(yaml, sizeof yaml,
+           "stages:\n  - plugin: %s\n    workers: 2\n  - plugin: checksum\n"
+           "  - plugin: print\n", BLOBSRC_SO);
+  expect_config_error("nosplit.yaml", yaml,
+                      "nosplit.yaml:3:14: stage 'blobsrc': a source with workers runs in "
+                      "parallel, but its plugin does not split its stream");
+  expect_config_error("ordered.yaml",
+                      "stages:\n  - plugin: range\n    params: {stop: 9}\n    workers: 2\n"
+                      "  - plugin: checksum\n  - plugin: print\n    ordered: true\n",
+                      "ordered.yaml:4:14: stage 'range': a source with workers runs in "
+                      "parallel, but its parts come back in no particular order");
+  expect_config_error("tosink.yaml",
+                      "stages:\n  - plugin: range\n    params: {stop: 9}\n    workers: 2\n"
+                      "  - plugin: print\n",
+                      "a map or reduce stage must follow it");
+}
+
 /* ---- an installed tree ------------------------------------------------------------- */
 
 static void test_installed_tree(void) {
@@ -712,12 +840,14 @@ int main(int argc, char **argv) {
       MPX_TEST(test_wordcount_example), MPX_TEST(test_wordcount_generated),
       MPX_TEST(test_gen_access_log_deterministic), MPX_TEST(test_wide_finder),
       MPX_TEST(test_ordered_keeps_input_order), MPX_TEST(test_sigkill_storm),
-      MPX_TEST(test_zero_copy_source), MPX_TEST(test_installed_tree), {NULL, NULL}};
+      MPX_TEST(test_zero_copy_source), MPX_TEST(test_fused_chain),
+      MPX_TEST(test_parallel_source), MPX_TEST(test_installed_tree), {NULL, NULL}};
   static const mpx_test_t all[] = {
       MPX_TEST(test_wordcount_example), MPX_TEST(test_wordcount_generated),
       MPX_TEST(test_gen_access_log_deterministic), MPX_TEST(test_wide_finder),
       MPX_TEST(test_ordered_keeps_input_order), MPX_TEST(test_sigkill_storm),
-      MPX_TEST(test_zero_copy_source), MPX_TEST(test_installed_tree),
+      MPX_TEST(test_zero_copy_source), MPX_TEST(test_fused_chain),
+      MPX_TEST(test_parallel_source), MPX_TEST(test_installed_tree),
       MPX_TEST(test_payload_rss_bounded), {NULL, NULL}};
   cli_mkdir("/tmp/mpx-examples-XXXXXX");
   int rc = mpx_test_main(argc, argv, "examples", argc > 1 ? all : some);

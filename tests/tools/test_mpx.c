@@ -111,17 +111,6 @@ static void test_crash_and_hang_dead_lettered(void) {
   free(dl);
 }
 
-static void expect_config_error(const char *name, const char *yaml, const char *want) {
-  write_file(name, yaml);
-  char file[512];
-  snprintf(file, sizeof file, "%s/%s", dir, name);
-  const char *args[] = {"check", file, NULL};
-  CU_ASSERT_EQUAL(run_mpx(args), 2);
-  char *err = read_file("stderr", NULL);
-  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, want) : NULL);
-  if (!err || !strstr(err, want)) fprintf(stderr, "want '%s' in:\n%s\n", want, err ? err : "");
-  free(err);
-}
 
 static void test_config_errors(void) {
   expect_config_error("syntax.yaml", "stages:\n  - plugin: range\n   params: [\n",

@@ -107,6 +107,8 @@ struct eng_s {
   pthread_mutex_t dl_mu;
   uint64_t dead;
   double t0;
+  uint64_t expect;          /* the source's size_hint at its start; 0: unknown */
+  uint32_t parts_done;      /* a source in parts: parts answered */
 };
 
 static volatile sig_atomic_t signals;
@@ -306,6 +308,7 @@ static void job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
   }
   pthread_mutex_unlock(&s->mu);
   pthread_mutex_lock(&e->mu);
+  if (s->parts) e->parts_done++;
   s->inflight--;
   pthread_cond_broadcast(&e->cv);
   pthread_mutex_unlock(&e->mu);
@@ -850,19 +853,40 @@ static bool has_room(eng_t *e, size_t k) {
   return e->queued < e->cap;
 }
 
+/* The share of the source's items through the first worker stages (0..1),
+ * or -1 when it cannot tell: its items, less those still in workers,
+ * against its size_hint; or its parts answered. Under e->mu. */
+static double source_done(const eng_t *e) {
+  const stage_t *src = &e->st[0];
+  if (src->parts) return (double)e->parts_done / src->parts;
+  if (e->expect == 0) return -1;
+  uint64_t through = src->out > e->queued ? src->out - e->queued : 0;
+  return (double)(through < e->expect ? through : e->expect) / (double)e->expect;
+}
+
+/* One line, rewritten in place: items per stage, the rate at the end, and
+ * when the source knows its size, how far it is and the time left. */
 static void progress_line(eng_t *e, FILE *f, bool final) {
-  fprintf(f, "\r");
+  char line[1024];
+  size_t n = 0;
   pthread_mutex_lock(&e->mu);
-  for (size_t i = 0; i < e->n; i++) {
+  for (size_t i = 0; i < e->n && n < sizeof line; i++) {
     stage_t *s = &e->st[i];
-    fprintf(f, "%s%s %llu", i ? " | " : "", s->cfg->name,
-            (unsigned long long)(i == 0 ? s->out : s->in));
+    n += (size_t)snprintf(line + n, sizeof line - n, "%s%s %llu", i ? " | " : "",
+                          s->cfg->name, (unsigned long long)(i == 0 ? s->out : s->in));
   }
-  double dt = now() - e->t0;
+  double dt = now() - e->t0, done = source_done(e);
   uint64_t last = e->st[e->n - 1].out;
   pthread_mutex_unlock(&e->mu);
-  fprintf(f, "  %.1f s, %.0f/s   %s", dt, dt > 0 ? (double)last / dt : 0.0,
-          final ? "\n" : "");
+  if (n < sizeof line)
+    n += (size_t)snprintf(line + n, sizeof line - n, "  %.1f s, %.0f/s", dt,
+                          dt > 0 ? (double)last / dt : 0.0);
+  if (done >= 0 && n < sizeof line) {
+    n += (size_t)snprintf(line + n, sizeof line - n, ", %.0f%%", 100 * done);
+    if (!final && done > 0.01 && done < 1)
+      n += (size_t)snprintf(line + n, sizeof line - n, ", ETA %.0f s", dt * (1 - done) / done);
+  }
+  fprintf(f, "\r%s   %s", line, final ? "\n" : "");
   fflush(f);
 }
 
@@ -1073,6 +1097,8 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
               (o->progress == MPX_PROGRESS_AUTO && isatty(2));
   atomic_store(&progress_stop, false);
   if (rc == 0 && prog && pthread_create(&pth, NULL, progress_main, e) != 0) prog = false;
+  if (rc == 0 && e->st[0].parts == 0 && e->st[0].ctx && e->st[0].state)
+    e->expect = mpx__ctx_call_size_hint(e->st[0].ctx, e->st[0].state);
   if (rc == 0) rc = drive(e);
   if (rc == 0 && signals > 0)
     rc = mpx__err(MPX_EINTR, "interrupted by a signal: the source was stopped "

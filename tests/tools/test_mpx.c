@@ -54,6 +54,38 @@ static void test_primes_in_order(void) {
   free(out);
 }
 
+/* --progress=always (stderr is no terminal here): the last progress line
+ * says 100% for a source that knows its size (range, here and in parts),
+ * names every stage with its count, and ends with a newline before the
+ * summary. */
+static void test_progress_line(void) {
+  const char *serial[] = {"run", EXAMPLES "/primes.yaml", "--set", "range.stop=300000",
+                          "--progress=always", NULL};
+  const char *want[] = {"range 2 | primes 2 | print 2  ", ", 100%   \n"};
+  CU_ASSERT_EQUAL(run_mpx(serial), 0);
+  char *err = read_file("stderr", NULL);
+  char *last = err ? strrchr(err, '\r') : NULL;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(last);
+  CU_ASSERT_EQUAL(strncmp(last + 1, want[0], strlen(want[0])), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(last, want[1]));
+  CU_ASSERT_PTR_NULL(strstr(last, "ETA")); /* not at the end */
+  free(err);
+  char yaml[512];
+  snprintf(yaml, sizeof yaml,
+           "defaults: {codec: raw}\nstages:\n"
+           "  - plugin: range\n    params: {stop: 5000}\n    workers: 2\n"
+           "  - plugin: checksum\n    workers: 2\n  - plugin: print\n    params: {format: hex}\n");
+  write_file("parts.yaml", yaml);
+  const char *parts[] = {"run", in_dir("parts.yaml"), "--progress=always", NULL};
+  CU_ASSERT_EQUAL(run_mpx(parts), 0);
+  err = read_file("stderr", NULL);
+  last = err ? strrchr(err, '\r') : NULL;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(last);
+  CU_ASSERT_EQUAL(strncmp(last + 1, "range 5000 | checksum 5000 | print 5000  ", 41), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(last, ", 100%   \n"));
+  free(err);
+}
+
 static void test_crash_and_hang_dead_lettered(void) {
   char yaml[2048];
   snprintf(yaml, sizeof yaml,
@@ -257,6 +289,7 @@ static void test_cleanup(void) {
 static void test_setup(void) { setup(); }
 
 MPX_TEST_MAIN("mpx_cli", MPX_TEST(test_setup), MPX_TEST(test_primes_in_order),
+              MPX_TEST(test_progress_line),
               MPX_TEST(test_crash_and_hang_dead_lettered), MPX_TEST(test_config_errors),
               MPX_TEST(test_version_and_plugins), MPX_TEST(test_sigint_drains),
               MPX_TEST(test_sigkill_leaves_no_worker), MPX_TEST(test_cleanup))

@@ -392,6 +392,7 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
         m->in += io[0];
       }
       if (m != s->tail) m->out += io[1];
+      if (m->t_first == 0) m->t_first = t;
       m->t_last = t;
     }
     pthread_mutex_unlock(&e->mu);
@@ -800,12 +801,15 @@ static int stage_start(eng_t *e, size_t i) {
     return rc;
   }
   const mpx__cfg_t *g = e->cfg;
+  /* A source in parts runs with the options of the chain it heads; a
+   * part's items are not known in advance, so no timeout applies. */
+  const mpx__cfg_opts_t *po = s->parts ? &e->st[1].cfg->opts : &c->opts;
   mpx_pool_opts_t o = {
       .processes = s->workers, .initializer = mpx_pipeline_worker_init,
       .initargs = args.data, .initargs_len = args.len,
-      .start_method = MPX_START_SPAWN, .transport = c->opts.transport,
-      .retries = c->opts.retries == 0 ? -1 : c->opts.retries,
-      .task_timeout = c->opts.timeout > 0 ? c->opts.timeout * (double)s->batch : 0,
+      .start_method = MPX_START_SPAWN, .transport = po->transport,
+      .retries = po->retries == 0 ? -1 : po->retries,
+      .task_timeout = po->timeout > 0 && !s->parts ? po->timeout * (double)s->batch : 0,
       .chunksize = 1, .restart = g->supervisor.restart,
       .max_restarts = g->supervisor.max_restarts > 0 ? (unsigned)g->supervisor.max_restarts : 0,
       .restart_period = g->supervisor.period,

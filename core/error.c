@@ -40,9 +40,12 @@ static int vset(int rc, const char *fmt, va_list ap) {
   int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
   if (n < 0) n = 0;
   if ((size_t)n >= sizeof last_error) n = sizeof last_error - 1;
-  /* Append the code's own message so the detail always names the cause. */
-  snprintf(last_error + n, sizeof last_error - (size_t)n, " (%s)",
-           mpx_strerror(rc));
+  /* Append the code's own message so the detail always names the cause,
+   * unless it already ends with it (a message passed on from below). */
+  char tail[96];
+  int t = snprintf(tail, sizeof tail, " (%s)", mpx_strerror(rc));
+  if (t > 0 && n >= t && memcmp(last_error + n - t, tail, (size_t)t) == 0) return rc;
+  snprintf(last_error + n, sizeof last_error - (size_t)n, "%s", tail);
   return rc;
 }
 

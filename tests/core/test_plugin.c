@@ -212,6 +212,21 @@ static void test_load_missing(void) {
   setenv("MPX_PLUGIN_PATH", PLUGIN_DIR, 1);
 }
 
+/* ABI 1.1 added `flags` at the end: a 1.0 descriptor (no room for it)
+ * still loads and reads as no flags, whatever the bytes after it. */
+static void test_abi_minor_flags(void) {
+  const mpx_plugin_t *range = load("range"), *grep = load("grep");
+  CU_ASSERT_EQUAL(mpx__plugin_flags(range), MPX_PLUGIN_SPLITS);
+  CU_ASSERT_EQUAL(mpx__plugin_flags(grep), 0);
+  mpx_plugin_t old = *range;
+  old.struct_size = (uint32_t)offsetof(mpx_plugin_t, flags);
+  old.abi_minor = 0;
+  CU_ASSERT_EQUAL(mpx__plugin_check(&old, "old"), 0);
+  CU_ASSERT_EQUAL(mpx__plugin_flags(&old), 0);
+  old.struct_size--;
+  CU_ASSERT_EQUAL(mpx__plugin_check(&old, "old"), MPX_EABI);
+}
+
 static void test_load_broken(void) {
   mpx__plugin_t *p = NULL;
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("text")), MPX_EPLUGIN);
@@ -1663,6 +1678,7 @@ static void test_jsonl(void) {
 
 MPX_TEST_MAIN("plugin", MPX_TEST(test_load_shipped),
               MPX_TEST(test_load_missing), MPX_TEST(test_load_broken),
+              MPX_TEST(test_abi_minor_flags),
               MPX_TEST(test_load_by_name_rules), MPX_TEST(test_scan),
               MPX_TEST(test_params), MPX_TEST(test_params_encode),
               MPX_TEST(test_services), MPX_TEST(test_range),

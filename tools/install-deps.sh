@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages mpx needs that are not installed yet.
 # Silent when nothing is missing; needs root (or sudo) only when something is.
+# Packages named as arguments are added to the list (tools/bench/run passes
+# gnuplot-nox for its plots).
 set -e
 
 pkgs="build-essential cmake pkg-config libuv1-dev liburing-dev libcunit1-dev \
-libyaml-dev libmsgpack-dev libjansson-dev libssl-dev libxxhash-dev python3 clang libclang-rt-14-dev"
+libyaml-dev libmsgpack-dev libjansson-dev libssl-dev libxxhash-dev python3 clang libclang-rt-14-dev $*"
 
 missing=""
 for p in $pkgs; do

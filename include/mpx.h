@@ -12,9 +12,11 @@
 #include "mpx/codec.h"
 #include "mpx/plugin.h"
 #include "mpx/conn.h"
+#include "mpx/listener.h"
 #include "mpx/transport.h"
 #include "mpx/queue.h"
 #include "mpx/pool.h"
 #include "mpx/pipeline.h"
+#include "mpx/manager.h"
 
 #endif /* MPX_H */

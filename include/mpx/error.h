@@ -86,7 +86,8 @@
   XX(EBROKEN, -4009, "broken: a peer or helper process is gone")             \
   XX(ESTATE, -4010, "not allowed in the current state")                      \
   XX(ETOOSHORT, -4011, "buffer too short")                                   \
-  XX(ETASK, -4012, "task failed")
+  XX(ETASK, -4012, "task failed")                                            \
+  XX(EREMOTE, -4013, "the remote call raised an exception")
 
 typedef enum {
 #define MPX__ERRNO_GEN(name, msg) MPX_##name = -name,

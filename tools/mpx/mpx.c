@@ -4,6 +4,7 @@
  *                [--stats-json FILE] [--no-summary]
  *   mpx check FILE [--set ...]
  *   mpx plugins [NAME]
+ *   mpx manager serve|call ...   (manager_serve.c, manager_call.c)
  *   mpx version
  *
  * Exit codes: 0 all done, 1 some items dead-lettered, 2 usage or
@@ -14,6 +15,8 @@
 #include <string.h>
 
 #include <mpx.h>
+
+#include "manager_cli.h"
 
 enum { EXIT_DONE = 0, EXIT_DEAD = 1, EXIT_USAGE = 2, EXIT_RUNTIME = 3 };
 
@@ -27,6 +30,8 @@ static void usage(FILE *f) {
           "  run FILE      run a pipeline (docs/config.md)\n"
           "  check FILE    validate a pipeline: the file, its plugins and params\n"
           "  plugins [NAME]  list the task plugins and codecs found, or describe one\n"
+          "  manager serve   serve shared objects to mpx and Python clients\n"
+          "  manager call    call a method on a manager's object (put, get, ...)\n"
           "  version       print the version\n"
           "\n"
           "`mpx <command> --help` for a command's options.\n"
@@ -187,6 +192,12 @@ int main(int argc, char **argv) {
   if (strcmp(c, "run") == 0) return cmd_run(argc - 2, argv + 2, false);
   if (strcmp(c, "check") == 0) return cmd_run(argc - 2, argv + 2, true);
   if (strcmp(c, "plugins") == 0) return cmd_plugins(argc - 2, argv + 2);
+  if (strcmp(c, "manager") == 0) {
+    if (argc > 2 && strcmp(argv[2], "serve") == 0) return mpx_cli_manager_serve(argc - 3, argv + 3);
+    if (argc > 2 && strcmp(argv[2], "call") == 0) return mpx_cli_manager_call(argc - 3, argv + 3);
+    fprintf(stderr, "usage: mpx manager serve|call [options] (--help for each)\n");
+    return argc > 2 && strcmp(argv[2], "--help") == 0 ? EXIT_DONE : EXIT_USAGE;
+  }
   if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
     if (argc > 2 && strcmp(argv[2], "--help") == 0) {
       printf("usage: mpx version\n");

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ static void add_dir(char *dirs, size_t cap, const char *dir, size_t n) {
 void mpx__plugin_dirs(char *dirs, size_t cap) {
   const char *env = getenv("MPX_PLUGIN_PATH");
   Dl_info info;
+  bool linked_in = false; /* the static library, inside a program */
   if (cap == 0) return;
   dirs[0] = '\0';
   while (env && *env) {
@@ -52,6 +54,8 @@ void mpx__plugin_dirs(char *dirs, size_t cap) {
    * <libdir>/mpx/plugins in an install. */
   if (dladdr((void *)mpx__plugin_dirs, &info) && info.dli_fname) {
     const char *slash = strrchr(info.dli_fname, '/');
+    const char *base = slash ? slash + 1 : info.dli_fname;
+    linked_in = strncmp(base, "libmpx", 6) != 0;
     if (slash) {
       char d[PATH_MAX];
       size_t n = (size_t)(slash - info.dli_fname);
@@ -66,6 +70,13 @@ void mpx__plugin_dirs(char *dirs, size_t cap) {
   }
 #ifdef MPX_INSTALL_PLUGIN_DIR
   add_dir(dirs, cap, MPX_INSTALL_PLUGIN_DIR, strlen(MPX_INSTALL_PLUGIN_DIR));
+#endif
+#ifdef MPX_BUILD_PLUGIN_DIR
+  /* A program with the static library in it (a test suite) has no libmpx
+   * file to stand beside: last, the plugins of the tree it was built in. */
+  if (linked_in) add_dir(dirs, cap, MPX_BUILD_PLUGIN_DIR, strlen(MPX_BUILD_PLUGIN_DIR));
+#else
+  (void)linked_in;
 #endif
 }
 

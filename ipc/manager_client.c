@@ -598,6 +598,15 @@ static int oom(void) {
   return mpx__err(MPX_ENOMEM, "manager proxy: out of memory");
 }
 
+/* The args of a call with the one value x (retained): 0, MPX_EINVAL (the
+ * message `null`) when x is NULL, or MPX_ENOMEM. */
+static int one_arg(const mpx_obj_t *x, const char *null, mpx_obj_t **args) {
+  if (x == NULL) return mpx__err(MPX_EINVAL, "%s", null);
+  if ((*args = tuple_of(1, mpx_obj_retain((mpx_obj_t *)x))) == NULL)
+    return oom();
+  return 0;
+}
+
 static int to_size(mpx_obj_t *res, size_t *n, const char *what) {
   int ok = mpx_obj_type(res) == MPX_OBJ_INT && mpx_obj_get_int(res) >= 0;
   if (ok && n != NULL) *n = (size_t)mpx_obj_get_int(res);
@@ -663,19 +672,17 @@ int mpx_proxy_dict_set(mpx_proxy_t *d, const mpx_obj_t *key,
 
 int mpx_proxy_dict_get(mpx_proxy_t *d, const mpx_obj_t *key, mpx_obj_t **val) {
   mpx_obj_t *args;
+  int rc;
   if (val != NULL) *val = NULL;
-  if (key == NULL) return mpx__err(MPX_EINVAL, "dict get: NULL key");
-  if ((args = tuple_of(1, mpx_obj_retain((mpx_obj_t *)key))) == NULL)
-    return oom();
+  if ((rc = one_arg(key, "dict get: NULL key", &args)) != 0) return rc;
   return typed_mapped(d, "__getitem__", args, 0, val, "builtins", "KeyError",
                       MPX_ENOENT);
 }
 
 int mpx_proxy_dict_del(mpx_proxy_t *d, const mpx_obj_t *key) {
   mpx_obj_t *args;
-  if (key == NULL) return mpx__err(MPX_EINVAL, "dict del: NULL key");
-  if ((args = tuple_of(1, mpx_obj_retain((mpx_obj_t *)key))) == NULL)
-    return oom();
+  int rc;
+  if ((rc = one_arg(key, "dict del: NULL key", &args)) != 0) return rc;
   return typed_mapped(d, "__delitem__", args, 0, NULL, "builtins", "KeyError",
                       MPX_ENOENT);
 }
@@ -713,9 +720,8 @@ int mpx_proxy_len(mpx_proxy_t *p, size_t *n) {
 
 int mpx_proxy_list_append(mpx_proxy_t *l, const mpx_obj_t *item) {
   mpx_obj_t *args;
-  if (item == NULL) return mpx__err(MPX_EINVAL, "list append: NULL item");
-  if ((args = tuple_of(1, mpx_obj_retain((mpx_obj_t *)item))) == NULL)
-    return oom();
+  int rc;
+  if ((rc = one_arg(item, "list append: NULL item", &args)) != 0) return rc;
   return typed(l, "append", args, 0, NULL, NULL);
 }
 
@@ -734,9 +740,8 @@ int mpx_proxy_value_get(mpx_proxy_t *v, mpx_obj_t **val) {
 
 int mpx_proxy_value_set(mpx_proxy_t *v, const mpx_obj_t *val) {
   mpx_obj_t *args;
-  if (val == NULL) return mpx__err(MPX_EINVAL, "value set: NULL value");
-  if ((args = tuple_of(1, mpx_obj_retain((mpx_obj_t *)val))) == NULL)
-    return oom();
+  int rc;
+  if ((rc = one_arg(val, "value set: NULL value", &args)) != 0) return rc;
   return typed(v, "set", args, 0, NULL, NULL);
 }
 

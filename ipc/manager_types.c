@@ -145,21 +145,43 @@ static int bind(mpx__mcall_t *c, const char *const *names, size_t required,
   return 0;
 }
 
+/* A constructor's arguments, bound as those of a call to `method` (c's own
+ * args are the create request's). On an error c's reply is set: -1. */
+static int bind_new(mpx__mcall_t *c, const char *method, const mpx_obj_t *args,
+                    const mpx_obj_t *kwds, const char *const *names,
+                    size_t required, const mpx_obj_t **out) {
+  mpx__mcall_t tmp = *c;
+  tmp.args = args;
+  tmp.kwds = kwds;
+  tmp.method = method;
+  if (bind(&tmp, names, required, out) == 0) return 0;
+  c->kind = tmp.kind;
+  c->payload = tmp.payload;
+  return -1;
+}
+
 #define BIND(c, req, out, ...)                                          \
   do {                                                                  \
     static const char *const names_[] = {__VA_ARGS__, NULL};            \
     if (bind((c), names_, (req), (out)) != 0) return MPX__M_DONE;        \
   } while (0)
 
-static int no_args(mpx__mcall_t *c) {
-  if (mpx_obj_len(c->args) || mpx_obj_len(c->kwds)) {
-    type_error(c, "%s() takes no arguments", c->method);
+/* A TypeError unless a call to `method` got no arguments: 0 or -1. The
+ * constructors pass their own; NO_ARGS a method call's. */
+static int no_args(mpx__mcall_t *c, const char *method, const mpx_obj_t *args,
+                   const mpx_obj_t *kwds) {
+  if (mpx_obj_len(args) || mpx_obj_len(kwds)) {
+    type_error(c, "%s() takes no arguments", method);
     return -1;
   }
   return 0;
 }
 
-#define NO_ARGS(c) do { if (no_args(c) != 0) return MPX__M_DONE; } while (0)
+#define NO_ARGS(c)                                                      \
+  do {                                                                  \
+    if (no_args((c), (c)->method, (c)->args, (c)->kwds) != 0)           \
+      return MPX__M_DONE;                                               \
+  } while (0)
 
 static bool truthy(const mpx_obj_t *o) {
   if (o == NULL) return false;
@@ -300,8 +322,10 @@ static int py_cmp(const mpx_obj_t *a, const mpx_obj_t *b) {
   return -2;
 }
 
-/* A timeout argument: None/absent is forever (-1); a number >= 0.
- * Returns 0, or -1 (ValueError/TypeError set). */
+/* A timeout argument: None/absent is forever (-1), as is more than 1e9.
+ * Below zero it is the ValueError negmsg (Queue, Semaphore, Lock); with
+ * negmsg NULL, zero or below does not wait (Event, Condition, Barrier, as
+ * threading's waits do). Returns 0, or -1 (ValueError/TypeError set). */
 static int want_timeout(mpx__mcall_t *c, const mpx_obj_t *t, double *out,
                         const char *negmsg) {
   if (t == NULL || mpx_obj_type(t) == MPX_OBJ_NULL) {
@@ -318,36 +342,15 @@ static int want_timeout(mpx__mcall_t *c, const mpx_obj_t *t, double *out,
     mpx__mcall_raisef(c, "builtins", "ValueError", "Invalid value NaN (not a number)");
     return -1;
   }
+  if (negmsg == NULL && d <= 0) {
+    *out = 0;
+    return 0;
+  }
   if (d < 0) {
-    if (negmsg == NULL) { /* threading.Lock: -1 is forever */
-      if (d == -1) { *out = -1; return 0; }
-      negmsg = "timeout value must be positive";
-    }
     mpx__mcall_raisef(c, "builtins", "ValueError", "%s", negmsg);
     return -1;
   }
   *out = d > 1e9 ? -1 : d;
-  return 0;
-}
-
-/* The timeout of a wait (Event, Condition, Barrier): None/absent is
- * forever (-1); zero or negative does not wait (as threading's do). */
-static int wait_timeout(mpx__mcall_t *c, const mpx_obj_t *t, double *out) {
-  if (t == NULL || mpx_obj_type(t) == MPX_OBJ_NULL) {
-    *out = -1;
-    return 0;
-  }
-  if (!is_num(t)) {
-    type_error(c, "'%s' object cannot be interpreted as a timeout",
-               py_type_name(t));
-    return -1;
-  }
-  double d = num_of(t);
-  if (isnan(d)) {
-    mpx__mcall_raisef(c, "builtins", "ValueError", "Invalid value NaN (not a number)");
-    return -1;
-  }
-  *out = d <= 0 ? 0 : d > 1e9 ? -1 : d;
   return 0;
 }
 
@@ -683,17 +686,10 @@ static mpx__mobj_t *queue_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                  mpx__mcall_t *c) {
   const mpx_obj_t *a[1];
   static const char *const names[] = {"maxsize", NULL};
-  mpx__mcall_t tmp = *c;
-  tmp.args = args;
-  tmp.kwds = kwds;
-  tmp.method = "Queue";
   int64_t maxsize = 0;
-  if (bind(&tmp, names, 0, a) != 0 ||
-      (a[0] && want_int(&tmp, a[0], &maxsize) != 0)) {
-    c->kind = tmp.kind;
-    c->payload = tmp.payload;
+  if (bind_new(c, "Queue", args, kwds, names, 0, a) != 0 ||
+      (a[0] && want_int(c, a[0], &maxsize) != 0))
     return NULL;
-  }
   queue_t *q = (queue_t *)obj_alloc(sizeof *q, NULL);
   if (q == NULL) return nomem(c);
   q->maxsize = maxsize;
@@ -1556,15 +1552,7 @@ static mpx__mobj_t *value_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                  mpx__mcall_t *c) {
   const mpx_obj_t *a[3];
   static const char *const names[] = {"typecode", "value", "lock", NULL};
-  mpx__mcall_t tmp = *c;
-  tmp.args = args;
-  tmp.kwds = kwds;
-  tmp.method = "Value";
-  if (bind(&tmp, names, 2, a) != 0) {
-    c->kind = tmp.kind;
-    c->payload = tmp.payload;
-    return NULL;
-  }
+  if (bind_new(c, "Value", args, kwds, names, 2, a) != 0) return NULL;
   value_t *v = (value_t *)obj_alloc(sizeof *v, NULL);
   if (v == NULL) return nomem(c);
   v->typecode = mpx_obj_retain((mpx_obj_t *)a[0]);
@@ -1683,15 +1671,7 @@ static mpx__mobj_t *array_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                  mpx__mcall_t *c) {
   const mpx_obj_t *a[3];
   static const char *const names[] = {"typecode", "sequence", "lock", NULL};
-  mpx__mcall_t tmp = *c;
-  tmp.args = args;
-  tmp.kwds = kwds;
-  tmp.method = "Array";
-  if (bind(&tmp, names, 2, a) != 0) {
-    c->kind = tmp.kind;
-    c->payload = tmp.payload;
-    return NULL;
-  }
+  if (bind_new(c, "Array", args, kwds, names, 2, a) != 0) return NULL;
   size_t n;
   const char *tc = mpx_obj_str_data(a[0], &n);
   if (tc == NULL || n != 1 || strchr("bBuwhHiIlLqQfd", tc[0]) == NULL) {
@@ -1969,19 +1949,13 @@ static mpx__mobj_t *lock_new(int kind, int64_t value, mpx__mcall_t *c) {
 
 static mpx__mobj_t *lock_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                 mpx__mcall_t *c) {
-  if (mpx_obj_len(args) || mpx_obj_len(kwds)) {
-    type_error(c, "Lock() takes no arguments");
-    return NULL;
-  }
+  if (no_args(c, "Lock", args, kwds) != 0) return NULL;
   return lock_new(K_LOCK, 1, c);
 }
 
 static mpx__mobj_t *rlock_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                  mpx__mcall_t *c) {
-  if (mpx_obj_len(args) || mpx_obj_len(kwds)) {
-    type_error(c, "RLock() takes no arguments");
-    return NULL;
-  }
+  if (no_args(c, "RLock", args, kwds) != 0) return NULL;
   return lock_new(K_RLOCK, 1, c);
 }
 
@@ -1989,16 +1963,11 @@ static mpx__mobj_t *sem_create2(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                 mpx__mcall_t *c, int kind) {
   const mpx_obj_t *a[1];
   static const char *const names[] = {"value", NULL};
-  mpx__mcall_t tmp = *c;
   int64_t v = 1;
-  tmp.args = args;
-  tmp.kwds = kwds;
-  tmp.method = kind == K_SEM ? "Semaphore" : "BoundedSemaphore";
-  if (bind(&tmp, names, 0, a) != 0 || (a[0] && want_int(&tmp, a[0], &v) != 0)) {
-    c->kind = tmp.kind;
-    c->payload = tmp.payload;
+  if (bind_new(c, kind == K_SEM ? "Semaphore" : "BoundedSemaphore", args, kwds,
+               names, 0, a) != 0 ||
+      (a[0] && want_int(c, a[0], &v) != 0))
     return NULL;
-  }
   if (v < 0) {
     mpx__mcall_raisef(c, "builtins", "ValueError", "semaphore initial value must be >= 0");
     return NULL;
@@ -2017,15 +1986,7 @@ static mpx__mobj_t *cond_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                 mpx__mcall_t *c) {
   const mpx_obj_t *a[1];
   static const char *const names[] = {"lock", NULL};
-  mpx__mcall_t tmp = *c;
-  tmp.args = args;
-  tmp.kwds = kwds;
-  tmp.method = "Condition";
-  if (bind(&tmp, names, 0, a) != 0) {
-    c->kind = tmp.kind;
-    c->payload = tmp.payload;
-    return NULL;
-  }
+  if (bind_new(c, "Condition", args, kwds, names, 0, a) != 0) return NULL;
   if (a[0] && mpx_obj_type(a[0]) != MPX_OBJ_NULL) {
     type_error(c, "Condition(lock): an mpx manager makes its own RLock; "
                "pass no lock");
@@ -2052,7 +2013,8 @@ static int lock_acquire(lock_t *l, mpx__mcall_t *c) {
     return mpx__mcall_raisef(c, "builtins", "ValueError",
                              semlike ? "can't specify timeout for non-blocking acquire"
                                      : "can't specify a timeout for a non-blocking call");
-  if (want_timeout(c, a[1], &t, semlike ? "timeout value must be positive" : NULL) != 0)
+  /* threading.Lock's -1 is forever, as no timeout is: has_t is false. */
+  if (want_timeout(c, has_t ? a[1] : NULL, &t, "timeout value must be positive") != 0)
     return MPX__M_DONE;
   if (is_rlock(l) && l->value == 0 && l->owner == c->owner && c->owner) {
     l->count++;
@@ -2114,7 +2076,7 @@ static int cond_wait(lock_t *l, mpx__mcall_t *c) {
   if (l->value > 0 || l->owner != c->owner)
     return mpx__mcall_raisef(c, "builtins", "RuntimeError",
                              "cannot wait on un-acquired lock");
-  if (wait_timeout(c, a[0], &t) != 0) return MPX__M_DONE;
+  if (want_timeout(c, a[0], &t, NULL) != 0) return MPX__M_DONE;
   c->aux = l->count << 1; /* the recursion to restore; bit 0: notified */
   drop_owner(l);
   c->phase = C_NOTIFY;
@@ -2238,10 +2200,7 @@ static const char *const event_exposed[] = {"is_set", "set", "clear", "wait", NU
 
 static mpx__mobj_t *event_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                  mpx__mcall_t *c) {
-  if (mpx_obj_len(args) || mpx_obj_len(kwds)) {
-    type_error(c, "Event() takes no arguments");
-    return NULL;
-  }
+  if (no_args(c, "Event", args, kwds) != 0) return NULL;
   event_t *e = (event_t *)obj_alloc(sizeof *e, NULL);
   return e ? &e->h : nomem(c);
 }
@@ -2274,7 +2233,7 @@ static int event_call(mpx__mobj_t *o, mpx__mcall_t *c) {
   }
   if (STREQ(c->method, "wait")) {
     BIND(c, 0, a, "timeout");
-    if (wait_timeout(c, a[0], &t) != 0) return MPX__M_DONE;
+    if (want_timeout(c, a[0], &t, NULL) != 0) return MPX__M_DONE;
     if (e->flag) return mpx__mcall_return(c, mpx_obj_bool(1));
     if (t == 0) return mpx__mcall_return(c, mpx_obj_bool(0));
     c->timeout = t;
@@ -2315,18 +2274,11 @@ static mpx__mobj_t *barrier_create(const mpx_obj_t *args, const mpx_obj_t *kwds,
                                    mpx__mcall_t *c) {
   const mpx_obj_t *a[3];
   static const char *const names[] = {"parties", "action", "timeout", NULL};
-  mpx__mcall_t tmp = *c;
   int64_t parties;
   double t;
-  tmp.args = args;
-  tmp.kwds = kwds;
-  tmp.method = "Barrier";
-  if (bind(&tmp, names, 1, a) != 0 || want_int(&tmp, a[0], &parties) != 0 ||
-      wait_timeout(&tmp, a[2], &t) != 0) {
-    c->kind = tmp.kind;
-    c->payload = tmp.payload;
+  if (bind_new(c, "Barrier", args, kwds, names, 1, a) != 0 ||
+      want_int(c, a[0], &parties) != 0 || want_timeout(c, a[2], &t, NULL) != 0)
     return NULL;
-  }
   if (a[1] && mpx_obj_type(a[1]) != MPX_OBJ_NULL) {
     type_error(c, "Barrier(action=...) cannot run on an mpx manager: no "
                "Python code runs here");
@@ -2360,7 +2312,7 @@ static int barrier_call(mpx__mobj_t *o, mpx__mcall_t *c) {
   const char *m = c->method;
   if (STREQ(m, "wait")) {
     BIND(c, 0, a, "timeout");
-    if (wait_timeout(c, a[0], &t) != 0) return MPX__M_DONE;
+    if (want_timeout(c, a[0], &t, NULL) != 0) return MPX__M_DONE;
     if (a[0] == NULL || mpx_obj_type(a[0]) == MPX_OBJ_NULL) t = b->timeout;
     if (b->broken) return mpx__mcall_raise(c, "threading", "BrokenBarrierError", NULL);
     int64_t index = b->count++;

@@ -10,6 +10,7 @@
 #define MPX_TEST_H
 
 #include <CUnit/Basic.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,25 @@ static inline double mpx_test_now(void) {
 static inline void mpx_test_sleep(double s) {
   struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
   while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Reaps a child, killing it when it has not exited within `timeout`: its
+ * exit code, minus the signal that killed it, -1000 when waitpid fails, or
+ * -2000 when it had to be killed. */
+static inline int mpx_test_reap(pid_t pid, double timeout) {
+  double end = mpx_test_now() + timeout;
+  int st;
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    if (r < 0) return -1000;
+    if (mpx_test_now() > end) {
+      kill(pid, SIGKILL);
+      mpx_test_wait_exit(pid);
+      return -2000;
+    }
+    mpx_test_sleep(0.002);
   }
 }
 

@@ -3,15 +3,21 @@
  * {sha256} handshake (and each version's manager server) is checked
  * against CPython's own code too. find_pythons() fills pythons[] and
  * minors[] (n_pythons of them; python3 is always the first) and names
- * them on stderr. Header-only, for the ipc suites. */
+ * them on stderr. spawn_helper() runs a helper script under one of them
+ * and read_line() reads what it prints. Header-only, for the ipc suites. */
 #ifndef MPX_TESTS_IPC_PYTHONS_H
 #define MPX_TESTS_IPC_PYTHONS_H
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include <CUnit/Basic.h>
+
+#include "../mpx_test.h"
 
 #define MAX_PY 8
 static char pythons[MAX_PY][512];
@@ -66,6 +72,58 @@ static void find_pythons(void) {
   }
   for (int i = 0; i < n_pythons; i++)
     fprintf(stderr, "[CPython 3.%d: %s] ", minors[i], pythons[i]);
+}
+
+/* Starts `py PYHELPER_DIR/script ARGS...` (args NULL-terminated, at most
+ * 8 of them); its stdout on *out when out is not NULL. */
+static pid_t spawn_helper(const char *py, const char *script,
+                          const char *const *args, int *out) {
+  char path[512];
+  const char *argv[11];
+  int p[2] = {-1, -1};
+  size_t n = 0;
+  pid_t pid;
+  snprintf(path, sizeof path, "%s/%s", PYHELPER_DIR, script);
+  argv[n++] = py;
+  argv[n++] = path;
+  while (*args != NULL && n < 10) argv[n++] = *args++;
+  argv[n] = NULL;
+  if (out != NULL) CU_ASSERT_FATAL(pipe(p) == 0);
+  pid = fork();
+  CU_ASSERT_FATAL(pid >= 0);
+  if (pid == 0) {
+    if (out != NULL) {
+      dup2(p[1], 1);
+      close(p[0]);
+      close(p[1]);
+    }
+    execvp(py, (char *const *)argv);
+    _exit(127);
+  }
+  if (out != NULL) {
+    close(p[1]);
+    *out = p[0];
+  }
+  return pid;
+}
+
+/* One line a helper prints (its bound address, say) from fd, without its
+ * newline, within `timeout` seconds; 1 when read. */
+static int read_line(int fd, char *buf, size_t cap, double timeout) {
+  size_t n = 0;
+  double end = mpx_test_now() + timeout;
+  while (n + 1 < cap && mpx_test_now() < end) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    if (poll(&pf, 1, 100) <= 0) continue;
+    if (read(fd, buf + n, 1) != 1) break;
+    if (buf[n] == '\n') {
+      buf[n] = '\0';
+      return 1;
+    }
+    n++;
+  }
+  buf[n] = '\0';
+  return 0;
 }
 
 #endif /* MPX_TESTS_IPC_PYTHONS_H */

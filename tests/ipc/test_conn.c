@@ -67,25 +67,6 @@ static void write_raw(int fd, const void *p, size_t n) {
   CU_ASSERT_EQUAL_FATAL(n, 0);
 }
 
-/* Reaps a child, killing it when it has not exited within `timeout`:
- * its exit code, minus the signal that killed it, or -2000 when it had to
- * be killed. */
-static int reap(pid_t pid, double timeout) {
-  double end = mpx_test_now() + timeout;
-  int st;
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-    if (r < 0) return -1000;
-    if (mpx_test_now() > end) {
-      kill(pid, SIGKILL);
-      mpx_test_wait_exit(pid);
-      return -2000;
-    }
-    mpx_test_sleep(0.002);
-  }
-}
-
 static void on_alarm_exit(int sig) {
   (void)sig;
   static const char m[] = "test_conn: hang: a receive did not return\n";
@@ -168,7 +149,7 @@ static void test_python_interop(void) {
   /* 6: a last message, then EOF for Python. */
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, "bye", 3, -1), 0);
   mpx_conn_free(a);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
 }
 
 /* Frames in the 8-byte length form (what mpx and Python send above 2 GiB),
@@ -250,7 +231,7 @@ static void test_sizes_duplex(void) {
     CU_ASSERT(recv_pattern(a, SIZES[i], (unsigned)i, 60));
   }
   /* The child is gone after its last echo. */
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   {
     void *buf;
     size_t len;
@@ -290,7 +271,7 @@ static void test_sizes_simplex(void) {
     CU_ASSERT_EQUAL(send_pattern(w1, SIZES[i], (unsigned)i), 0);
     CU_ASSERT(recv_pattern(r2, SIZES[i], 20u + (unsigned)i, 60));
   }
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   mpx_conn_free(w1);
   mpx_conn_free(r2);
 }
@@ -330,7 +311,7 @@ static void test_into_too_short(void) {
   CU_ASSERT_EQUAL(len, 0);
   CU_ASSERT(recv_pattern(b, 7, 4, 10));
   free(big);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   mpx_conn_free(a);
   mpx_conn_free(b);
 }
@@ -361,7 +342,7 @@ static void test_maxlength(void) {
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 5, 10), 0);
   CU_ASSERT(mpx_test_pattern_ok(buf, len, 5, 9));
   free(buf);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   mpx_conn_free(a);
   mpx_conn_free(b);
 }
@@ -733,7 +714,7 @@ static void test_peer_killed(void) {
     _exit(0);
   }
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(a, &buf, &len, 0, -1), MPX_EPIPE);
-  CU_ASSERT_EQUAL(reap(killer, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(killer, 30), 0);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(child), -SIGKILL);
   mpx_conn_free(a);
   hang_guard(0);
@@ -858,7 +839,7 @@ static void test_send_timeout(void) {
   pid = fork_reader(a, b, count, 1000);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, "end", 3, -1), 0);
   mpx_conn_free(a);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
 
   /* A large message that times out half-way is committed: its tail is
    * copied (the caller may reuse its buffer at once), later sends wait
@@ -874,7 +855,7 @@ static void test_send_timeout(void) {
   CU_ASSERT_EQUAL(mpx_conn_flush(a, 0), 0);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, "end", 3, -1), 0);
   mpx_conn_free(a);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   free(big);
 }
 
@@ -1034,7 +1015,7 @@ static void test_eintr(void) {
   setitimer(ITIMER_REAL, &off, NULL);
   sigaction(SIGALRM, &old, NULL);
   CU_ASSERT(alarms > 10);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   mpx_conn_free(a);
   mpx_conn_free(b);
 }

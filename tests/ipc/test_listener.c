@@ -60,22 +60,6 @@ static int hex_eq(const void *p, size_t n, const char *hex) {
   return memcmp(buf, hex, n * 2) == 0;
 }
 
-static int reap(pid_t pid, double timeout) {
-  double end = mpx_test_now() + timeout;
-  int st;
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-    if (r < 0) return -1000;
-    if (mpx_test_now() > end) {
-      kill(pid, SIGKILL);
-      mpx_test_wait_exit(pid);
-      return -2000;
-    }
-    mpx_test_sleep(0.002);
-  }
-}
-
 /* A scratch directory for socket files, removed with what is left in it. */
 static char tmpdir[64];
 
@@ -142,48 +126,24 @@ static pid_t fork_client(const char *addr, const void *key, size_t keylen,
   return pid;
 }
 
+/* The listener's side with a client child (mpx's or CPython's) of l:
+ * accept within `timeout`, the server exchange, and the child must exit
+ * 0 (XC_OK) within that time too. */
+static void serve_client(mpx_listener_t *l, pid_t pid, double timeout) {
+  mpx_conn_t *c = NULL;
+  CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, timeout), 0);
+  if (c != NULL) {
+    CU_ASSERT_TRUE(server_exchange(c));
+    mpx_conn_free(c);
+  }
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, timeout), XC_OK);
+}
+
 /* PY py_listener.py MODE ADDR KEYHEX; its stdout on *out when asked. */
 static pid_t spawn_py(const char *py, const char *mode, const char *addr,
                       const char *keyhex, int *out) {
-  char script[512];
-  int p[2] = {-1, -1};
-  pid_t pid;
-  snprintf(script, sizeof script, "%s/py_listener.py", PYHELPER_DIR);
-  if (out != NULL) CU_ASSERT_FATAL(pipe(p) == 0);
-  pid = fork();
-  CU_ASSERT_FATAL(pid >= 0);
-  if (pid == 0) {
-    if (out != NULL) {
-      dup2(p[1], 1);
-      close(p[0]);
-      close(p[1]);
-    }
-    execlp(py, py, script, mode, addr, keyhex, (char *)NULL);
-    _exit(127);
-  }
-  if (out != NULL) {
-    close(p[1]);
-    *out = p[0];
-  }
-  return pid;
-}
-
-/* One line from fd (without its newline) within 20 s; 1 when read. */
-static int read_line(int fd, char *buf, size_t cap) {
-  size_t n = 0;
-  double end = mpx_test_now() + 20;
-  while (n + 1 < cap && mpx_test_now() < end) {
-    struct pollfd pf = {fd, POLLIN, 0};
-    if (poll(&pf, 1, 100) <= 0) continue;
-    if (read(fd, buf + n, 1) != 1) break;
-    if (buf[n] == '\n') {
-      buf[n] = '\0';
-      return 1;
-    }
-    n++;
-  }
-  buf[n] = '\0';
-  return 0;
+  const char *args[] = {mode, addr, keyhex, NULL};
+  return spawn_helper(py, "py_listener.py", args, out);
 }
 
 /* ---- the challenge as pure functions --------------------------------------- */
@@ -367,7 +327,7 @@ static void test_raw_frames(void) {
         char x;
         CU_ASSERT_EQUAL(read(sv[1], &x, 1), 0);
       }
-      CU_ASSERT_EQUAL(reap(pid, 10), good ? XC_OK : XC_AUTH);
+      CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), good ? XC_OK : XC_AUTH);
       close(sv[1]);
     }
   }
@@ -382,8 +342,6 @@ static void test_mpx_both_sides(void) {
       char addr[160];
       mpx_listener_opts_t o = {.flags = (fl & 1) ? MPX_AUTH_LEGACY : 0};
       mpx_listener_t *l;
-      mpx_conn_t *c;
-      pid_t pid;
       address_of(kind, addr, sizeof addr);
       CU_ASSERT_EQUAL_FATAL(mpx_listener_new(&l, addr, KEY, KEYLEN, &o), 0);
       if (kind == 0) { /* port 0 resolved to the real one */
@@ -394,14 +352,8 @@ static void test_mpx_both_sides(void) {
         CU_ASSERT_STRING_EQUAL(mpx_listener_address(l), addr);
       }
       CU_ASSERT(mpx_listener_fileno(l) >= 0);
-      pid = fork_client(mpx_listener_address(l), KEY, KEYLEN,
-                        (fl & 2) ? MPX_AUTH_LEGACY : 0);
-      CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-      if (c != NULL) {
-        CU_ASSERT_TRUE(server_exchange(c));
-        mpx_conn_free(c);
-      }
-      CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+      serve_client(l, fork_client(mpx_listener_address(l), KEY, KEYLEN,
+                                  (fl & 2) ? MPX_AUTH_LEGACY : 0), 10);
       mpx_listener_free(l);
     }
   }
@@ -411,16 +363,8 @@ static void test_mpx_both_sides(void) {
 /* No key on both sides: no handshake at all, the first frame is data. */
 static void test_no_key(void) {
   mpx_listener_t *l;
-  mpx_conn_t *c;
-  pid_t pid;
   CU_ASSERT_EQUAL_FATAL(mpx_listener_new(&l, "tcp://127.0.0.1:0", NULL, 0, NULL), 0);
-  pid = fork_client(mpx_listener_address(l), NULL, 0, 0);
-  CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-  if (c != NULL) {
-    CU_ASSERT_TRUE(server_exchange(c));
-    mpx_conn_free(c);
-  }
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+  serve_client(l, fork_client(mpx_listener_address(l), NULL, 0, 0), 10);
   mpx_listener_free(l);
 }
 
@@ -434,17 +378,11 @@ static void test_mpx_wrong_key(void) {
   pid = fork_client(mpx_listener_address(l), "secreu", KEYLEN, 0);
   CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), MPX_EAUTH);
   CU_ASSERT_PTR_NULL(c);
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_AUTH);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), XC_AUTH);
   pid = fork_client(mpx_listener_address(l), "", 0, 0);
   CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), MPX_EAUTH);
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_AUTH);
-  pid = fork_client(mpx_listener_address(l), KEY, KEYLEN, 0);
-  CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-  if (c != NULL) {
-    CU_ASSERT_TRUE(server_exchange(c));
-    mpx_conn_free(c);
-  }
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), XC_AUTH);
+  serve_client(l, fork_client(mpx_listener_address(l), KEY, KEYLEN, 0), 10);
   mpx_listener_free(l);
 }
 
@@ -461,17 +399,10 @@ static void test_python_client(void) {
       char addr[160];
       mpx_listener_opts_t o = {.flags = legacy ? MPX_AUTH_LEGACY : 0};
       mpx_listener_t *l;
-      mpx_conn_t *c;
-      pid_t pid;
       address_of(kind, addr, sizeof addr);
       CU_ASSERT_EQUAL_FATAL(mpx_listener_new(&l, addr, KEY, KEYLEN, &o), 0);
-      pid = spawn_py(pythons[py], "client", mpx_listener_address(l), KEYHEX, NULL);
-      CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 20), 0);
-      if (c != NULL) {
-        CU_ASSERT_TRUE(server_exchange(c));
-        mpx_conn_free(c);
-      }
-      CU_ASSERT_EQUAL(reap(pid, 20), 0);
+      serve_client(l, spawn_py(pythons[py], "client", mpx_listener_address(l),
+                               KEYHEX, NULL), 20);
       mpx_listener_free(l);
     }
   }
@@ -491,7 +422,7 @@ static void test_python_listener(void) {
       pid_t pid;
       address_of(kind, addr, sizeof addr);
       pid = spawn_py(pythons[py], "server", addr, KEYHEX, &out);
-      CU_ASSERT_TRUE(read_line(out, bound, sizeof bound));
+      CU_ASSERT_TRUE(read_line(out, bound, sizeof bound, 20));
       if (kind == 0) {
         CU_ASSERT_NOT_EQUAL(strcmp(bound, "tcp://127.0.0.1:0"), 0);
       } else {
@@ -503,7 +434,7 @@ static void test_python_listener(void) {
         CU_ASSERT_TRUE(client_exchange(c));
         mpx_conn_free(c);
       }
-      CU_ASSERT_EQUAL(reap(pid, 20), 0);
+      CU_ASSERT_EQUAL(mpx_test_reap(pid, 20), 0);
       close(out);
     }
   }
@@ -550,7 +481,7 @@ static void test_python_answers_sha256_challenge(void) {
     free(buf);
     CU_ASSERT_TRUE(server_exchange(c));
     mpx_conn_free(c);
-    CU_ASSERT_EQUAL(reap(pid, 20), 0);
+    CU_ASSERT_EQUAL(mpx_test_reap(pid, 20), 0);
     mpx_listener_free(l);
   }
 }
@@ -573,23 +504,17 @@ static void test_python_wrong_key(void) {
       pid = spawn_py(pythons[py], "client", mpx_listener_address(l), BADHEX, NULL);
       CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 20), MPX_EAUTH);
       CU_ASSERT_PTR_NULL(c);
-      CU_ASSERT_EQUAL(reap(pid, 20), 3);
-      pid = spawn_py(pythons[py], "client", mpx_listener_address(l), KEYHEX, NULL);
-      CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 20), 0);
-      if (c != NULL) {
-        CU_ASSERT_TRUE(server_exchange(c));
-        mpx_conn_free(c);
-        c = NULL;
-      }
-      CU_ASSERT_EQUAL(reap(pid, 20), 0);
+      CU_ASSERT_EQUAL(mpx_test_reap(pid, 20), 3);
+      serve_client(l, spawn_py(pythons[py], "client", mpx_listener_address(l),
+                               KEYHEX, NULL), 20);
       mpx_listener_free(l);
     }
 
     pid = spawn_py(pythons[py], "server", "tcp://127.0.0.1:0", BADHEX, &out);
-    CU_ASSERT_TRUE(read_line(out, bound, sizeof bound));
+    CU_ASSERT_TRUE(read_line(out, bound, sizeof bound, 20));
     CU_ASSERT_EQUAL(mpx_client(&c, bound, KEY, KEYLEN, 0, 20), MPX_EAUTH);
     CU_ASSERT_PTR_NULL(c);
-    CU_ASSERT_EQUAL(reap(pid, 20), 3);
+    CU_ASSERT_EQUAL(mpx_test_reap(pid, 20), 3);
     close(out);
   }
 }
@@ -658,15 +583,9 @@ static void test_oversized(void) {
   }
   CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), MPX_EAUTH);
   CU_ASSERT_PTR_NULL(c);
-  CU_ASSERT_EQUAL(reap(pid, 10), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), 0);
   close(fd);
-  pid = fork_client(mpx_listener_address(l), KEY, KEYLEN, 0);
-  CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-  if (c != NULL) {
-    CU_ASSERT_TRUE(server_exchange(c));
-    mpx_conn_free(c);
-  }
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+  serve_client(l, fork_client(mpx_listener_address(l), KEY, KEYLEN, 0), 10);
   mpx_listener_free(l);
 
   /* A server whose challenge is 300 bytes long. */
@@ -675,7 +594,7 @@ static void test_oversized(void) {
   fd = accept(lfd, NULL, NULL);
   CU_ASSERT_FATAL(fd >= 0);
   write_frame(fd, big, sizeof big);
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_AUTH);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), XC_AUTH);
   close(fd);
   close(lfd);
 }
@@ -698,15 +617,9 @@ static void test_peer_closes(void) {
     _exit(skip_challenge(fd) == 59 ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), MPX_EPIPE);
-  CU_ASSERT_EQUAL(reap(pid, 10), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), 0);
   CU_ASSERT_PTR_NULL(c);
-  pid = fork_client(mpx_listener_address(l), KEY, KEYLEN, 0);
-  CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-  if (c != NULL) {
-    CU_ASSERT_TRUE(server_exchange(c));
-    mpx_conn_free(c);
-  }
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+  serve_client(l, fork_client(mpx_listener_address(l), KEY, KEYLEN, 0), 10);
   mpx_listener_free(l);
 
   lfd = raw_listen(addr, sizeof addr);
@@ -715,7 +628,7 @@ static void test_peer_closes(void) {
   fd = accept(lfd, NULL, NULL);
   CU_ASSERT_FATAL(fd >= 0);
   close(fd);
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_PIPE);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), XC_PIPE);
   /* Closes after the client's answer, without a verdict. */
   pid = fork_client(addr, KEY, KEYLEN, 0);
   fd = accept(lfd, NULL, NULL);
@@ -729,7 +642,7 @@ static void test_peer_closes(void) {
     read_raw(fd, ans, 16);
   }
   close(fd);
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_AUTH);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), XC_AUTH);
   close(lfd);
 }
 
@@ -739,7 +652,6 @@ static void test_quiet_peer(void) {
   mpx_listener_t *l;
   mpx_conn_t *c = NULL;
   char addr[64];
-  pid_t pid;
   int fd, lfd;
 
   CU_ASSERT_EQUAL_FATAL(mpx_listener_new(&l, "tcp://127.0.0.1:0", KEY, KEYLEN, NULL), 0);
@@ -750,13 +662,7 @@ static void test_quiet_peer(void) {
   CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 0.3), MPX_ETIMEDOUT);
   CU_ASSERT_PTR_NULL(c);
   close(fd);
-  pid = fork_client(mpx_listener_address(l), KEY, KEYLEN, 0);
-  CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-  if (c != NULL) {
-    CU_ASSERT_TRUE(server_exchange(c));
-    mpx_conn_free(c);
-  }
-  CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+  serve_client(l, fork_client(mpx_listener_address(l), KEY, KEYLEN, 0), 10);
   mpx_listener_free(l);
 
   /* A server that accepts and never speaks. */
@@ -802,15 +708,8 @@ static void test_addresses(void) {
   CU_ASSERT_EQUAL(mpx_client(&c, addr, KEY, KEYLEN, 0, 5), MPX_ECONNREFUSED);
   /* IPv6 loopback, when the machine has one. */
   if (mpx_listener_new(&l, "tcp://[::1]:0", KEY, KEYLEN, NULL) == 0) {
-    pid_t pid;
     CU_ASSERT_EQUAL(strncmp(mpx_listener_address(l), "tcp://[::1]:", 12), 0);
-    pid = fork_client(mpx_listener_address(l), KEY, KEYLEN, 0);
-    CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-    if (c != NULL) {
-      CU_ASSERT_TRUE(server_exchange(c));
-      mpx_conn_free(c);
-    }
-    CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
+    serve_client(l, fork_client(mpx_listener_address(l), KEY, KEYLEN, 0), 10);
     mpx_listener_free(l);
   }
 
@@ -830,15 +729,7 @@ static void test_addresses(void) {
     CU_ASSERT_EQUAL(lstat(un.sun_path, &st), 0);
     CU_ASSERT_EQUAL_FATAL(mpx_listener_new(&l, addr, KEY, KEYLEN, NULL), 0);
     CU_ASSERT_EQUAL(mpx_listener_new(&l2, addr, KEY, KEYLEN, NULL), MPX_EADDRINUSE);
-    {
-      pid_t pid = fork_client(addr, KEY, KEYLEN, 0);
-      CU_ASSERT_EQUAL(mpx_listener_accept(l, &c, 10), 0);
-      if (c != NULL) {
-        CU_ASSERT_TRUE(server_exchange(c));
-        mpx_conn_free(c);
-      }
-      CU_ASSERT_EQUAL(reap(pid, 10), XC_OK);
-    }
+    serve_client(l, fork_client(addr, KEY, KEYLEN, 0), 10);
     /* A fork child freeing its copy leaves the file alone. */
     {
       pid_t pid = fork();
@@ -847,7 +738,7 @@ static void test_addresses(void) {
         mpx_listener_free(l);
         _exit(0);
       }
-      CU_ASSERT_EQUAL(reap(pid, 10), 0);
+      CU_ASSERT_EQUAL(mpx_test_reap(pid, 10), 0);
     }
     CU_ASSERT_EQUAL(lstat(un.sun_path, &st), 0);
     mpx_listener_free(l);

@@ -26,68 +26,20 @@ static const char KEY[] = "manager-secret";
 #define KEYLEN (sizeof KEY - 1)
 static const char KEYHEX[] = "6d616e616765722d736563726574";
 
-static int reap(pid_t pid, double timeout) {
-  double end = mpx_test_now() + timeout;
-  int st;
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-    if (r < 0) return -1000;
-    if (mpx_test_now() > end) {
-      kill(pid, SIGKILL);
-      mpx_test_wait_exit(pid);
-      return -2000;
-    }
-    mpx_test_sleep(0.002);
-  }
-}
-
-/* One line from fd (without its newline) within 30 s; 1 when read. */
-static int read_line(int fd, char *buf, size_t cap) {
-  size_t n = 0;
-  double end = mpx_test_now() + 30;
-  while (n + 1 < cap && mpx_test_now() < end) {
-    struct pollfd pf = {fd, POLLIN, 0};
-    if (poll(&pf, 1, 100) <= 0) continue;
-    if (read(fd, buf + n, 1) != 1) break;
-    if (buf[n] == '\n') {
-      buf[n] = '\0';
-      return 1;
-    }
-    n++;
-  }
-  buf[n] = '\0';
-  return 0;
-}
-
 /* PY py_manager_server.py MODE [N] ADDR KEYHEX; stdout on *out when
  * asked. */
 static pid_t spawn_py(const char *py, const char *mode, const char *n,
                       const char *addr, int *out) {
-  char script[512];
-  int p[2] = {-1, -1};
-  pid_t pid;
-  snprintf(script, sizeof script, "%s/py_manager_server.py", PYHELPER_DIR);
-  if (out != NULL) CU_ASSERT_FATAL(pipe(p) == 0);
-  pid = fork();
-  CU_ASSERT_FATAL(pid >= 0);
-  if (pid == 0) {
-    if (out != NULL) {
-      dup2(p[1], 1);
-      close(p[0]);
-      close(p[1]);
-    }
-    if (n != NULL)
-      execlp(py, py, script, mode, n, addr, KEYHEX, (char *)NULL);
-    else
-      execlp(py, py, script, mode, addr, KEYHEX, (char *)NULL);
-    _exit(127);
-  }
-  if (out != NULL) {
-    close(p[1]);
-    *out = p[0];
-  }
-  return pid;
+  const char *with_n[] = {mode, n, addr, KEYHEX, NULL};
+  const char *without[] = {mode, addr, KEYHEX, NULL};
+  return spawn_helper(py, "py_manager_server.py", n != NULL ? with_n : without,
+                      out);
+}
+
+/* A client step of py_manager_server.py (interpreter py) against the
+ * server at addr: its exit code, 0 when the step's checks held. */
+static int py_step(const char *py, const char *mode, const char *addr) {
+  return mpx_test_reap(spawn_py(py, mode, NULL, addr, NULL), 60);
 }
 
 /* A CPython manager server (interpreter py) on addr: its pid, its bound
@@ -96,7 +48,7 @@ static pid_t start_py_server_with(const char *py, const char *addr, char *out,
                                   size_t cap) {
   int fd;
   pid_t pid = spawn_py(py, "server", NULL, addr, &fd);
-  CU_ASSERT_FATAL(read_line(fd, out, cap));
+  CU_ASSERT_FATAL(read_line(fd, out, cap, 30));
   close(fd);
   return pid;
 }
@@ -110,7 +62,7 @@ static pid_t start_py_server(const char *addr, char *out, size_t cap) {
  * exit 0. */
 static void stop_server(mpx_mclient_t *c, pid_t pid) {
   CU_ASSERT_EQUAL(mpx_mclient_server_call(c, "shutdown", NULL, NULL), 0);
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
 }
 
 /* This suite links libmpx statically, so the codecs are not found next to
@@ -145,6 +97,23 @@ static mpx_proxy_t *create_ok(mpx_mclient_t *c, const char *typeid,
   CU_ASSERT_EQUAL_FATAL(rc, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(p);
   return p;
+}
+
+/* JoinableQueue (on CPython's server or mpx's): task_done, join, and one
+ * task_done too many (ValueError). */
+static void check_joinable_queue(mpx_mclient_t *c) {
+  mpx_proxy_t *jq = create_ok(c, "JoinableQueue", NULL);
+  mpx_obj_t *x = mpx_obj_int(3), *got = NULL;
+  CU_ASSERT_EQUAL(mpx_proxy_queue_put(jq, x, -1), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_queue_get(jq, &got, -1), 0);
+  CU_ASSERT_TRUE(mpx_obj_equal(got, x));
+  mpx_obj_release(got);
+  CU_ASSERT_EQUAL(mpx_proxy_queue_task_done(jq), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_queue_join(jq), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_queue_task_done(jq), MPX_EREMOTE);
+  CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "ValueError"));
+  mpx_obj_release(x);
+  mpx_proxy_free(jq);
 }
 
 /* ---- the values (py_manager_server.py's VALUES, in the same order) ------ */
@@ -249,6 +218,23 @@ static int same(const mpx_obj_t *a, const mpx_obj_t *b) {
   return 1;
 }
 
+/* Gets NVALUES items from q (10 s each), which must be v[] exactly, in
+ * order; a failure names the item after `what`. */
+static void get_values(mpx_proxy_t *q, mpx_obj_t **v, const char *what) {
+  for (size_t i = 0; i < NVALUES; i++) {
+    mpx_obj_t *got = NULL;
+    CU_ASSERT_EQUAL(mpx_proxy_queue_get(q, &got, 10), 0);
+    if (!same(got, v[i])) {
+      char a[200], b[200];
+      mpx_obj_dump(got, a, sizeof a);
+      mpx_obj_dump(v[i], b, sizeof b);
+      fprintf(stderr, "%sitem %zu: got %s, want %s\n", what, i, a, b);
+      CU_FAIL("a value did not come back exactly");
+    }
+    mpx_obj_release(got);
+  }
+}
+
 /* ---- against CPython ------------------------------------------------------ */
 
 /* Every value put from C comes out in Python exactly, and every value
@@ -262,7 +248,7 @@ static void test_py_queue_roundtrip(void) {
     mpx_obj_t *v[NVALUES], *got = NULL;
     mpx_mclient_t *c;
     mpx_proxy_t *q;
-    pid_t srv, cli;
+    pid_t srv;
 
     if (kind == 0) snprintf(addr, sizeof addr, "tcp://127.0.0.1:0");
     else snprintf(addr, sizeof addr, "unix:/tmp/mpx-mc-%d.sock", (int)getpid());
@@ -283,22 +269,9 @@ static void test_py_queue_roundtrip(void) {
       CU_ASSERT_EQUAL(mpx_proxy_queue_qsize(q, &n), 0);
       CU_ASSERT_EQUAL(n, NVALUES);
     }
-    cli = spawn_py(pythons[py], "check", NULL, bound, NULL);
-    CU_ASSERT_EQUAL(reap(cli, 60), 0);
-    cli = spawn_py(pythons[py], "fill", NULL, bound, NULL);
-    CU_ASSERT_EQUAL(reap(cli, 60), 0);
-    for (size_t i = 0; i < NVALUES; i++) {
-      CU_ASSERT_EQUAL(mpx_proxy_queue_get(q, &got, 10), 0);
-      if (!same(got, v[i])) {
-        char a[200], b[200];
-        mpx_obj_dump(got, a, sizeof a);
-        mpx_obj_dump(v[i], b, sizeof b);
-        fprintf(stderr, "item %zu: got %s, want %s\n", i, a, b);
-        CU_FAIL("a value did not come back exactly");
-      }
-      mpx_obj_release(got);
-      got = NULL;
-    }
+    CU_ASSERT_EQUAL(py_step(pythons[py], "check", bound), 0);
+    CU_ASSERT_EQUAL(py_step(pythons[py], "fill", bound), 0);
+    get_values(q, v, "");
     CU_ASSERT_EQUAL(mpx_proxy_queue_get(q, &got, 0), MPX_EAGAIN);
     CU_ASSERT_PTR_NULL(got);
     CU_ASSERT_EQUAL(mpx_proxy_queue_get(q, &got, 0.2), MPX_EAGAIN);
@@ -316,7 +289,7 @@ static void test_py_pickle_protocols(void) {
   static const int protos[] = {2, 3, 5};
   char bound[160];
   mpx_obj_t *v[NVALUES], *got = NULL;
-  pid_t srv = start_py_server("tcp://127.0.0.1:0", bound, sizeof bound), cli;
+  pid_t srv = start_py_server("tcp://127.0.0.1:0", bound, sizeof bound);
   mpx_mclient_t *ctl = connect_ok(bound, NULL);
 
   make_values(v);
@@ -326,8 +299,7 @@ static void test_py_pickle_protocols(void) {
     mpx_proxy_t *q = create_ok(c, "get_queue", NULL);
     for (size_t i = 0; i < NVALUES; i++)
       CU_ASSERT_EQUAL(mpx_proxy_queue_put(q, v[i], -1), 0);
-    cli = spawn_py("python3", "check", NULL, bound, NULL);
-    CU_ASSERT_EQUAL(reap(cli, 60), 0);
+    CU_ASSERT_EQUAL(py_step("python3", "check", bound), 0);
     CU_ASSERT_EQUAL(mpx_proxy_queue_get(q, &got, 0), MPX_EAGAIN);
     mpx_proxy_free(q);
     mpx_mclient_free(c);
@@ -352,7 +324,7 @@ static void py_types(const char *py) {
   mpx_obj_t *k = str_("k"), *got = NULL, *keys = NULL;
   size_t n = 0;
   bool set = true;
-  pid_t srv = start_py_server_with(py, "tcp://127.0.0.1:0", bound, sizeof bound), cli;
+  pid_t srv = start_py_server_with(py, "tcp://127.0.0.1:0", bound, sizeof bound);
 
   c = connect_ok(bound, NULL);
   /* dict */
@@ -454,21 +426,7 @@ static void py_types(const char *py) {
     mpx_obj_release(x);
     mpx_proxy_free(q1);
   }
-  /* JoinableQueue: task_done, join, and one task_done too many. */
-  {
-    mpx_proxy_t *jq = create_ok(c, "JoinableQueue", NULL);
-    mpx_obj_t *x = mpx_obj_int(3);
-    CU_ASSERT_EQUAL(mpx_proxy_queue_put(jq, x, -1), 0);
-    CU_ASSERT_EQUAL(mpx_proxy_queue_get(jq, &got, -1), 0);
-    CU_ASSERT_TRUE(mpx_obj_equal(got, x));
-    mpx_obj_release(got);
-    CU_ASSERT_EQUAL(mpx_proxy_queue_task_done(jq), 0);
-    CU_ASSERT_EQUAL(mpx_proxy_queue_join(jq), 0);
-    CU_ASSERT_EQUAL(mpx_proxy_queue_task_done(jq), MPX_EREMOTE);
-    CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "ValueError"));
-    mpx_obj_release(x);
-    mpx_proxy_free(jq);
-  }
+  check_joinable_queue(c);
   /* A published dict, seen from Python and back. */
   pd = create_ok(c, "get_dict", NULL);
   {
@@ -476,8 +434,7 @@ static void py_types(const char *py) {
               *n42 = mpx_obj_int(42), *pykey = str_("py");
     CU_ASSERT_EQUAL(mpx_proxy_dict_set(pd, from, cs), 0);
     CU_ASSERT_EQUAL(mpx_proxy_dict_set(pd, nk, n42), 0);
-    cli = spawn_py(py, "dict", NULL, bound, NULL);
-    CU_ASSERT_EQUAL(reap(cli, 60), 0);
+    CU_ASSERT_EQUAL(py_step(py, "dict", bound), 0);
     CU_ASSERT_EQUAL(mpx_proxy_dict_get(pd, pykey, &got), 0);
     CU_ASSERT_TRUE(mpx_obj_type(got) == MPX_OBJ_STR &&
                    strcmp(mpx_obj_str_data(got, NULL), "yes") == 0);
@@ -732,7 +689,7 @@ static pid_t start_mpx_server(const char *listen, char *out, size_t cap) {
     _exit(0);
   }
   close(p[1]);
-  CU_ASSERT_FATAL(read_line(p[0], out, cap));
+  CU_ASSERT_FATAL(read_line(p[0], out, cap, 30));
   close(p[0]);
   return pid;
 }
@@ -746,7 +703,7 @@ static void test_mpx_queue_roundtrip(void) {
     mpx_mclient_t *c, *cm;
     mpx_mclient_opts_t om = {.codec = "msgpack"};
     mpx_proxy_t *q, *qm;
-    pid_t srv, cli;
+    pid_t srv;
 
     if (kind == 0) snprintf(addr, sizeof addr, "tcp://127.0.0.1:0");
     else snprintf(addr, sizeof addr, "unix:/tmp/mpx-mc-%d.sock", (int)getpid());
@@ -762,30 +719,19 @@ static void test_mpx_queue_roundtrip(void) {
     /* pickle in, msgpack out, and the reverse */
     for (int dir = 0; dir < 2; dir++) {
       mpx_proxy_t *in = dir ? qm : q, *out = dir ? q : qm;
+      char what[16];
       for (size_t i = 0; i < NVALUES; i++)
         CU_ASSERT_EQUAL(mpx_proxy_queue_put(in, v[i], -1), 0);
-      for (size_t i = 0; i < NVALUES; i++) {
-        CU_ASSERT_EQUAL(mpx_proxy_queue_get(out, &got, 10), 0);
-        if (!same(got, v[i])) {
-          char a[200], b[200];
-          mpx_obj_dump(got, a, sizeof a);
-          mpx_obj_dump(v[i], b, sizeof b);
-          fprintf(stderr, "dir %d item %zu: got %s, want %s\n", dir, i, a, b);
-          CU_FAIL("a value did not come back exactly");
-        }
-        mpx_obj_release(got);
-        got = NULL;
-      }
+      snprintf(what, sizeof what, "dir %d ", dir);
+      get_values(out, v, what);
     }
     CU_ASSERT_EQUAL(mpx_proxy_queue_get(qm, &got, 0), MPX_EAGAIN);
     CU_ASSERT_EQUAL(mpx_proxy_queue_get(q, &got, 0.1), MPX_EAGAIN);
     /* C to Python and back through the mpx server. */
     for (size_t i = 0; i < NVALUES; i++)
       CU_ASSERT_EQUAL(mpx_proxy_queue_put(i % 2 ? q : qm, v[i], -1), 0);
-    cli = spawn_py("python3", "check", NULL, bound, NULL);
-    CU_ASSERT_EQUAL(reap(cli, 60), 0);
-    cli = spawn_py("python3", "fill", NULL, bound, NULL);
-    CU_ASSERT_EQUAL(reap(cli, 60), 0);
+    CU_ASSERT_EQUAL(py_step("python3", "check", bound), 0);
+    CU_ASSERT_EQUAL(py_step("python3", "fill", bound), 0);
     for (size_t i = 0; i < NVALUES; i++) {
       CU_ASSERT_EQUAL(mpx_proxy_queue_get(i % 2 ? qm : q, &got, 10), 0);
       CU_ASSERT_TRUE(same(got, v[i]));
@@ -887,21 +833,7 @@ static void test_mpx_types_and_errors(void) {
     CU_ASSERT_EQUAL(mpx_proxy_queue_put(q, seven, 0), 0);
     CU_ASSERT_EQUAL(mpx_proxy_queue_put(q, seven, 0), MPX_EAGAIN);
     CU_ASSERT_EQUAL(mpx_proxy_queue_put(q, seven, 0.05), MPX_EAGAIN);
-    /* JoinableQueue: task_done, join, and one task_done too many. */
-    {
-      mpx_proxy_t *jq = create_ok(c, "JoinableQueue", NULL);
-      mpx_obj_t *x = mpx_obj_int(3);
-      CU_ASSERT_EQUAL(mpx_proxy_queue_put(jq, x, -1), 0);
-      CU_ASSERT_EQUAL(mpx_proxy_queue_get(jq, &got, -1), 0);
-      CU_ASSERT_TRUE(mpx_obj_equal(got, x));
-      mpx_obj_release(got);
-      CU_ASSERT_EQUAL(mpx_proxy_queue_task_done(jq), 0);
-      CU_ASSERT_EQUAL(mpx_proxy_queue_join(jq), 0);
-      CU_ASSERT_EQUAL(mpx_proxy_queue_task_done(jq), MPX_EREMOTE);
-      CU_ASSERT_PTR_NOT_NULL(strstr(mpx_last_error(), "ValueError"));
-      mpx_obj_release(x);
-      mpx_proxy_free(jq);
-    }
+    check_joinable_queue(c);
     /* #PROXY */
     CU_ASSERT_EQUAL(mpx_proxy_dict_set(d, k, seven), 0);
     CU_ASSERT_EQUAL(mpx_proxy_call(d, "__iter__", NULL, NULL, &res, &it), 0);
@@ -958,7 +890,7 @@ static void test_mpx_fork_child(void) {
     mpx_mclient_free(c);
     _exit(ok ? 0 : 1);
   }
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   CU_ASSERT_EQUAL(mpx_proxy_len(d, &n), 0);
   CU_ASSERT_EQUAL(n, 0);
   CU_ASSERT_EQUAL(mpx_mclient_server_call(c, "number_of_objects", NULL, &res), 0);
@@ -1034,7 +966,7 @@ static void test_mpx_hammer(void) {
       _exit(0);
     }
   }
-  for (int i = 0; i < NPROD; i++) CU_ASSERT_EQUAL(reap(prod[i], 120), 0);
+  for (int i = 0; i < NPROD; i++) CU_ASSERT_EQUAL(mpx_test_reap(prod[i], 120), 0);
   c = connect_ok(bound, NULL);
   q = create_ok(c, "get_queue", NULL);
   for (int i = 0; i < NCONS; i++) {
@@ -1049,7 +981,7 @@ static void test_mpx_hammer(void) {
       else if (seen[x]++) dups++;
     }
     close(pipes[i][0]);
-    CU_ASSERT_EQUAL(reap(cons[i], 120), 0);
+    CU_ASSERT_EQUAL(mpx_test_reap(cons[i], 120), 0);
   }
   CU_ASSERT_EQUAL(total, (size_t)NPROD * HAMMER_ITEMS);
   CU_ASSERT_EQUAL(dups, 0);
@@ -1118,7 +1050,7 @@ static void test_bad_server(void) {
                     cases[i].want);
     CU_ASSERT_PTR_NULL(c);
   }
-  CU_ASSERT_EQUAL(reap(pid, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
   mpx_listener_free(l);
 }
 
@@ -1171,7 +1103,7 @@ static int run_call(char *out, size_t cap, ...) {
   }
   out[got] = '\0';
   close(p[0]);
-  return reap(pid, 60);
+  return mpx_test_reap(pid, 60);
 }
 
 static void test_cli_call(void) {
@@ -1224,7 +1156,7 @@ static void test_cli_call(void) {
   CU_ASSERT_EQUAL(CALL("--server", "shutdown"), 0);
   CU_ASSERT_STRING_EQUAL(out, "null\n");
 #undef CALL
-  CU_ASSERT_EQUAL(reap(srv, 30), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(srv, 30), 0);
   unlink(keyfile);
 }
 

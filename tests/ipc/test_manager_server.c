@@ -50,10 +50,10 @@ static void setup(void) {
   setenv("MPX_PLUGIN_PATH", plugins, 0);
 }
 
-/* Runs `python3 py_manager_client.py step addr keyfile [arg]`; its stdout
- * goes to out (NUL-terminated, may be NULL). Returns its exit code. */
-static int run_py(const char *step, const char *addr, const char *arg,
-                  char *out, size_t cap) {
+/* Starts `python3 py_manager_client.py step addr keyfile [arg]` with its
+ * stdout on *fd. */
+static pid_t spawn_py(const char *step, const char *addr, const char *arg,
+                      int *fd) {
   int p[2];
   CU_ASSERT_FATAL(pipe(p) == 0);
   pid_t pid = fork();
@@ -66,10 +66,20 @@ static int run_py(const char *step, const char *addr, const char *arg,
     _exit(127);
   }
   close(p[1]);
+  *fd = p[0];
+  return pid;
+}
+
+/* Runs `python3 py_manager_client.py step addr keyfile [arg]`; its stdout
+ * goes to out (NUL-terminated, may be NULL). Returns its exit code. */
+static int run_py(const char *step, const char *addr, const char *arg,
+                  char *out, size_t cap) {
+  int fd;
+  pid_t pid = spawn_py(step, addr, arg, &fd);
   size_t n = 0;
   char sink[256];
   for (;;) {
-    ssize_t r = out ? read(p[0], out + n, cap - 1 - n) : read(p[0], sink, sizeof sink);
+    ssize_t r = out ? read(fd, out + n, cap - 1 - n) : read(fd, sink, sizeof sink);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     if (out) {
@@ -78,8 +88,26 @@ static int run_py(const char *step, const char *addr, const char *arg,
     }
   }
   if (out) out[n] = '\0';
-  close(p[0]);
+  close(fd);
   return mpx_test_wait_exit(pid);
+}
+
+/* What is left to read on fd, up to cap - 1 bytes, NUL-terminated. */
+static void read_all(int fd, char *buf, size_t cap) {
+  size_t n = 0;
+  ssize_t r;
+  while (n + 1 < cap && (r = read(fd, buf + n, cap - 1 - n)) > 0) n += (size_t)r;
+  buf[n] = '\0';
+}
+
+/* The "parked\n" a step prints just before its blocking call. */
+static void expect_parked(int fd) {
+  char out[8];
+  size_t n = 0;
+  ssize_t r;
+  while (n < 7 && (r = read(fd, out + n, 7 - n)) > 0) n += (size_t)r;
+  out[n] = '\0';
+  CU_ASSERT(strcmp(out, "parked\n") == 0);
 }
 
 /* ---- the CLI ---------------------------------------------------------------- */
@@ -135,13 +163,6 @@ static int cli_wait(cli_t *c) {
   int rc = mpx_test_wait_exit(c->pid);
   close(c->err_fd);
   return rc;
-}
-
-static void cli_stderr(cli_t *c, char *buf, size_t cap) {
-  size_t n = 0;
-  ssize_t r;
-  while (n + 1 < cap && (r = read(c->err_fd, buf + n, cap - 1 - n)) > 0) n += (size_t)r;
-  buf[n] = '\0';
 }
 
 static void test_cli_roundtrip_shutdown(void) {
@@ -230,7 +251,7 @@ static void expect_usage(const char *const *args, const char *needle) {
     return;
   }
   CU_ASSERT(rc == 2);
-  cli_stderr(&c, err, sizeof err);
+  read_all(c.err_fd, err, sizeof err);
   close(c.err_fd);
   if (strstr(err, needle) == NULL) {
     fprintf(stderr, "stderr lacks '%s': %s\n", needle, err);
@@ -274,10 +295,7 @@ static void test_cli_usage(void) {
     _exit(127);
   }
   close(p[1]);
-  size_t n = 0;
-  ssize_t r;
-  while (n + 1 < sizeof out && (r = read(p[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
-  out[n] = '\0';
+  read_all(p[0], out, sizeof out);
   close(p[0]);
   CU_ASSERT(mpx_test_wait_exit(pid) == 0);
   CU_ASSERT(strstr(out, "--expose") != NULL && strstr(out, "--legacy-auth") != NULL);
@@ -389,29 +407,13 @@ static void test_inproc_limits(void) {
 static void test_inproc_stop_parked(void) {
   char out[256];
   mpx_manager_t *m = inproc(0, 0, 0, 0);
-  int p[2];
-  CU_ASSERT_FATAL(pipe(p) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(p[1], 1);
-    close(p[0]);
-    execlp("python3", "python3", script, "parked_stop", mpx_manager_address(m),
-           keyfile, (char *)NULL);
-    _exit(127);
-  }
-  close(p[1]);
-  /* "parked" comes just before the get */
-  size_t n = 0;
-  ssize_t r;
-  while (n < 7 && (r = read(p[0], out + n, 7 - n)) > 0) n += (size_t)r;
-  out[n] = '\0';
-  CU_ASSERT(strcmp(out, "parked\n") == 0);
+  int fd;
+  pid_t pid = spawn_py("parked_stop", mpx_manager_address(m), NULL, &fd);
+  expect_parked(fd); /* just before the get */
   mpx_manager_stop(m);
   CU_ASSERT(mpx_manager_wait(m, 60) == 0);
-  n = 0;
-  while (n + 1 < sizeof out && (r = read(p[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
-  out[n] = '\0';
-  close(p[0]);
+  read_all(fd, out, sizeof out);
+  close(fd);
   CU_ASSERT(mpx_test_wait_exit(pid) == 0);
   CU_ASSERT(strstr(out, "answered: ") != NULL);
   mpx_manager_free(m);
@@ -425,23 +427,10 @@ static void test_inproc_dead_getter(void) {
   mpx_manager_stats_t st;
   mpx_manager_t *m = inproc(0, 0, 0, 0);
   CU_ASSERT(mpx_manager_expose(m, "get_queue", "Queue", NULL, NULL) == 0);
-  int p[2];
-  CU_ASSERT_FATAL(pipe(p) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(p[1], 1);
-    close(p[0]);
-    execlp("python3", "python3", script, "parkget", mpx_manager_address(m), keyfile,
-           (char *)NULL);
-    _exit(127);
-  }
-  close(p[1]);
-  size_t n = 0;
-  ssize_t r;
-  while (n < 7 && (r = read(p[0], out + n, 7 - n)) > 0) n += (size_t)r;
-  out[n] = '\0';
-  close(p[0]);
-  CU_ASSERT(strcmp(out, "parked\n") == 0);
+  int fd;
+  pid_t pid = spawn_py("parkget", mpx_manager_address(m), NULL, &fd);
+  expect_parked(fd);
+  close(fd);
   /* the get follows "parked": give it up to 2 s to reach the server
    * (the request count moves), then kill; either way no item may be lost */
   mpx_manager_stats(m, &st);

@@ -69,25 +69,6 @@ static uint32_t get32(const uint8_t *p) {
          p[3];
 }
 
-/* Reaps a child, killing it when it has not exited within `timeout`: its
- * exit code, minus the signal that killed it, or -2000 when it had to be
- * killed. */
-static int reap(pid_t pid, double timeout) {
-  double end = mpx_test_now() + timeout;
-  int st;
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-    if (r < 0) return -1000;
-    if (mpx_test_now() > end) {
-      kill(pid, SIGKILL);
-      mpx_test_wait_exit(pid);
-      return -2000;
-    }
-    mpx_test_sleep(0.002);
-  }
-}
-
 /* Whether the suite's kind works here. In the uring suite with io_uring
  * disabled, checks that everything refuses it and returns false: the test
  * has nothing else to do. */
@@ -469,7 +450,7 @@ static void test_fallback_log(void) {
     _exit(127);
   }
   /* One line, once per process, when auto falls back; none otherwise. */
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), uring_disabled() ? 1 : 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), uring_disabled() ? 1 : 0);
 }
 
 /* ---- messages of every size -------------------------------------------------- */
@@ -514,7 +495,7 @@ static void roundtrip_with(worker_fn fn) {
   CU_ASSERT(st.syscalls > 0);
   mpx_link_close(p.l); /* the worker reads end of file and exits 0 */
   CU_ASSERT_EQUAL(mpx_hub_links(v.hub), 0);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   env_free(&v);
 }
 
@@ -620,7 +601,7 @@ static void test_interop_conn_coordinator(void) {
   CU_ASSERT(pattern_ok(buf, n, 300, 77));
   free(buf);
   mpx_conn_free(c);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
 }
 
 /* A worker that writes frames by hand, cut into small pieces: 0 bytes,
@@ -671,7 +652,7 @@ static void test_partial_frames(void) {
   CU_ASSERT_EQUAL(p.got, 4);
   CU_ASSERT_EQUAL(p.bad, 0);
   mpx_link_close(p.l);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   env_free(&v);
 }
 
@@ -713,11 +694,11 @@ static void test_bad_header(void) {
   CU_ASSERT_EQUAL(p.got, 1); /* "ok" first */
   CU_ASSERT_EQUAL(p.closes, 1);
   CU_ASSERT_EQUAL(p.close_status, MPX_EPROTO);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0); /* the hub closed the socket */
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0); /* the hub closed the socket */
   env_free(&v);
   pid = spawn_worker(w_expect_eproto, NULL, &fd);
   write_dribble(fd, bytes, sizeof bytes, sizeof bytes);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   close(fd);
 }
 
@@ -771,7 +752,7 @@ static void test_many_workers(void) {
   CU_ASSERT_EQUAL(st.msgs_in, W * N);
   CU_ASSERT_EQUAL(st.bytes_in, st.bytes_out);
   for (int i = 0; i < W; i++) mpx_link_close(p[i].l);
-  for (int i = 0; i < W; i++) CU_ASSERT_EQUAL(reap(pid[i], WAIT_S), 0);
+  for (int i = 0; i < W; i++) CU_ASSERT_EQUAL(mpx_test_reap(pid[i], WAIT_S), 0);
   env_free(&v);
 }
 
@@ -853,7 +834,7 @@ static void test_batching(void) {
   /* Many messages per system call, both ways. */
   CU_ASSERT(st.syscalls > 0 && st.syscalls < 2 * N / 10);
   mpx_link_close(p.l);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   free(recs);
   env_free(&v);
 }
@@ -932,9 +913,9 @@ static void test_peer_sigkill(void) {
   CU_ASSERT_EQUAL(b.bad, 0);
   CU_ASSERT_EQUAL(b.closes, 0);
   mpx_link_close(b.l);
-  CU_ASSERT_EQUAL(reap(pa, WAIT_S), -SIGKILL);
-  CU_ASSERT_EQUAL(reap(pc, WAIT_S), -SIGKILL);
-  CU_ASSERT_EQUAL(reap(pb, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pa, WAIT_S), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_reap(pc, WAIT_S), -SIGKILL);
+  CU_ASSERT_EQUAL(mpx_test_reap(pb, WAIT_S), 0);
   free(big);
   env_free(&v);
 }
@@ -974,7 +955,7 @@ static void test_eof_after_messages(void) {
   CU_ASSERT_EQUAL(p.closes, 1);
   CU_ASSERT_EQUAL(p.close_status, MPX_EPIPE);
   CU_ASSERT_EQUAL(mpx_hub_links(v.hub), 0);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   /* Nothing more comes. */
   uv_run(&v.loop, UV_RUN_NOWAIT);
   CU_ASSERT_EQUAL(p.closes, 1);
@@ -1091,8 +1072,8 @@ static void test_hub_free_pending(void) {
   CU_ASSERT(mpx_link_pending(p.l) > 0);
   /* Freed with data queued and (uring) writes in flight. */
   env_free(&v);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
-  CU_ASSERT_EQUAL(reap(pid2, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid2, WAIT_S), 0);
   free(big);
 }
 
@@ -1145,7 +1126,7 @@ static void test_endpoint_recv_timeout(void) {
       mpx_hub_add(v.hub, fd, on_timeouts_msg, NULL, &t, &l), 0);
   CU_ASSERT(run_until(&v, timeouts_done, &t, WAIT_S));
   mpx_link_close(l);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   env_free(&v);
 }
 
@@ -1204,7 +1185,7 @@ static void test_endpoint_send_timeout(void) {
   CU_ASSERT_EQUAL(p.got, 3);
   CU_ASSERT_EQUAL(p.bad, 0);
   mpx_link_close(p.l);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   env_free(&v);
 }
 
@@ -1251,7 +1232,7 @@ static void test_run_once_returns(void) {
   mpx_hub_free(h);
   uv_run(&loop, UV_RUN_NOWAIT);
   CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
 }
 
 /* ---- statistics and argument checks ---------------------------------------- */
@@ -1306,7 +1287,7 @@ static void test_stats(void) {
   CU_ASSERT(st.syscalls > 0);
   run_until(&v, never, NULL, 0.05);
   mpx_link_close(p.l);
-  CU_ASSERT_EQUAL(reap(pid, WAIT_S), 0);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   env_free(&v);
 }
 

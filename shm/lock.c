@@ -181,16 +181,21 @@ static int init_kind(mpx_lock_t *l, uint32_t kind) {
 int mpx_lock_init(mpx_lock_t *l) { return init_kind(l, KIND_LOCK); }
 int mpx_rlock_init(mpx_lock_t *l) { return init_kind(l, KIND_RLOCK); }
 
+/* took(), for a lock declared unrecoverable: it goes straight back. */
+__attribute__((noinline, cold))
+static int took_unrecoverable(lock_t *k) {
+  uint32_t w = atomic_exchange_explicit(&k->word, 0, memory_order_release);
+  set_pending(NULL);
+  if (w & FUTEX_WAITERS) mpx__futex_wake(&k->word, INT_MAX);
+  return MPX_ENOTRECOVERABLE;
+}
+
 /* The lock is ours now (word = tid, possibly with WAITERS), unless it was
  * declared unrecoverable: then it goes straight back. */
 static inline int took(lock_t *k, uint32_t old) {
   if (__builtin_expect(atomic_load_explicit(&k->state, memory_order_relaxed)
-                           == ST_NOTRECOVERABLE, 0)) {
-    uint32_t w = atomic_exchange_explicit(&k->word, 0, memory_order_release);
-    set_pending(NULL);
-    if (w & FUTEX_WAITERS) mpx__futex_wake(&k->word, INT_MAX);
-    return MPX_ENOTRECOVERABLE;
-  }
+                           == ST_NOTRECOVERABLE, 0))
+    return took_unrecoverable(k);
   list_add(k);
   set_pending(NULL);
   k->count = 1;
@@ -201,6 +206,9 @@ static inline int took(lock_t *k, uint32_t old) {
   return 0;
 }
 
+/* Out of line (not cold: contended locks live here), so that the fast
+ * path of mpx__lock_acquire needs no stack frame of its own. */
+__attribute__((noinline))
 static int acquire_slow(lock_t *k, pid_t tid, double timeout) {
   int rc;
   double deadline;
@@ -245,21 +253,10 @@ static int acquire_slow(lock_t *k, pid_t tid, double timeout) {
   return MPX_ETIMEDOUT;
 }
 
-int mpx__lock_acquire(mpx_lock_t *l, double timeout) {
-  lock_t *k = L(l);
-  int rc;
-  if (__builtin_expect(k->magic != LOCK_MAGIC || timeout != timeout, 0))
-    return mpx__err(MPX_EINVAL, timeout != timeout ? "timeout is NaN"
-                                                   : "not an initialised lock");
-  if ((rc = ensure_thread()) != 0) return rc;
-  pid_t tid = tls_tid;
-  /* Try first: the common case is a free, consistent lock. */
-  set_pending(k);
-  uint32_t w = 0;
-  if (__builtin_expect(atomic_compare_exchange_strong_explicit(
-                           &k->word, &w, (uint32_t)tid,
-                           memory_order_acquire, memory_order_relaxed), 1))
-    return took(k, 0);
+/* The first CAS failed (w: the word it saw): ours already (RLock
+ * recursion, or a deadlock), or held by another thread. */
+__attribute__((noinline))
+static int acquire_busy(lock_t *k, pid_t tid, double timeout, uint32_t w) {
   if (__builtin_expect((w & FUTEX_TID_MASK) == (uint32_t)tid, 0)) {
     set_pending(NULL);
     if (k->kind != KIND_RLOCK)
@@ -270,6 +267,40 @@ int mpx__lock_acquire(mpx_lock_t *l, double timeout) {
     return 0;
   }
   return acquire_slow(k, tid, timeout);
+}
+
+/* After the checks: the common case is a free, consistent lock, taken
+ * with one CAS. Everything else is out of line, so this path needs no
+ * stack frame. */
+static inline int acquire_ready(lock_t *k, double timeout) {
+  pid_t tid = tls_tid;
+  set_pending(k);
+  uint32_t w = 0;
+  if (__builtin_expect(atomic_compare_exchange_strong_explicit(
+                           &k->word, &w, (uint32_t)tid,
+                           memory_order_acquire, memory_order_relaxed), 1))
+    return took(k, 0);
+  return acquire_busy(k, tid, timeout, w);
+}
+
+/* A bad argument, or this thread's first lock (tid and robust head not
+ * set up yet). */
+__attribute__((noinline, cold))
+static int acquire_first(lock_t *k, double timeout) {
+  int rc;
+  if (k->magic != LOCK_MAGIC || timeout != timeout)
+    return mpx__err(MPX_EINVAL, timeout != timeout ? "timeout is NaN"
+                                                   : "not an initialised lock");
+  if ((rc = ensure_thread()) != 0) return rc;
+  return acquire_ready(k, timeout);
+}
+
+int mpx__lock_acquire(mpx_lock_t *l, double timeout) {
+  lock_t *k = L(l);
+  if (__builtin_expect(k->magic != LOCK_MAGIC || timeout != timeout ||
+                           tls_tid == 0 || tls_head == NULL, 0))
+    return acquire_first(k, timeout);
+  return acquire_ready(k, timeout);
 }
 
 int mpx__lock_release(mpx_lock_t *l) {

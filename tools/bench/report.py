@@ -451,6 +451,27 @@ HARDWARE = (
     "any lock, 14.5 ns (67–75 M pairs/s); `pause` 13.5 ns.")
 
 WHY_NOT_MET = [
+    ("pipeline.bulk.vs_memcpy",
+     "**fill → checksum against memcpy.** The aim compares a whole pipeline on 2 CPUs "
+     "with one thread's memcpy of the same bytes over the same working set. Per 1 MiB "
+     "item the source writes every byte once, in place in the checksum stage's arena "
+     "(no other copy is made: `zero_copy` in the stats), and a worker hashes it where "
+     "it lies. Measured by hand (perf record -a over a 16 GiB run): the source's writes "
+     "into the shared arena ran at about 12 GB/s (the cache lines then move to the "
+     "hashing CPU), XXH3 at about 25 GB/s a core (15 GB/s with libxxhash's default "
+     "SSE2 path, which is why checksum uses its run-time dispatch), the rest in the "
+     "pool's loop thread, wake-ups and the kernel (about 3.5 context switches per "
+     "item). Three CPU-bound threads share 2 CPUs, so the pipeline moves roughly one "
+     "memcpy's worth of data per two CPUs' worth of work: 0.40 of memcpy before this "
+     "session's fixes (XXH3 dispatch, no SIGINT handler per polled result), "
+     "0.46–0.54 after, depending on the run."),
+    ("pool.uring.primes.vs_pthreads",
+     "**primes through the pool against 2 pthreads.** Nine tasks, n = 100 000 .. "
+     "900 000: the last ones hold most of the work, so the finish depends on which "
+     "worker gets them, with two jobs in flight per worker (the pthreads split is "
+     "static and even). The same work through the pipe transport in the same run, and "
+     "the pipeline's primes over 49 tasks, meet the aim (see their rows); this row's "
+     "passes spread from well below to above it."),
     ("lock.uncontended",
      "**Lock, uncontended.** Measured with bench_shm (Release), pinned to one CPU: "
      "43.1–44.2 M pairs/s before and 45.8–46.5 M/s after the fix below, against "

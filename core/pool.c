@@ -1587,13 +1587,10 @@ int mpx_pool_apply(mpx_pool_t *p, mpx_func_t f, const void *in, size_t len,
   return rc;
 }
 
-/* Submits r (its argument set) as one apply; frees r on failure. */
-static int apply_submit(mpx_pool_t *p, req_t *r, mpx_func_t f, size_t len,
-                        mpx_async_cb callback, mpx_async_cb error_callback,
-                        void *arg, mpx_async_t **out) {
-  r->alen = len;
-  r->n = 1;
-  r->chunk = 1;
+/* Submits r with its callbacks; on success *out is its handle, on
+ * failure r is freed. */
+static int submit_async(mpx_pool_t *p, req_t *r, mpx_func_t f, mpx_async_cb callback,
+                        mpx_async_cb error_callback, void *arg, mpx_async_t **out) {
   r->cb = callback;
   r->ecb = error_callback;
   r->arg = arg;
@@ -1604,6 +1601,16 @@ static int apply_submit(mpx_pool_t *p, req_t *r, mpx_func_t f, size_t len,
   }
   *out = r;
   return 0;
+}
+
+/* Submits r (its argument set) as one apply; frees r on failure. */
+static int apply_submit(mpx_pool_t *p, req_t *r, mpx_func_t f, size_t len,
+                        mpx_async_cb callback, mpx_async_cb error_callback,
+                        void *arg, mpx_async_t **out) {
+  r->alen = len;
+  r->n = 1;
+  r->chunk = 1;
+  return submit_async(p, r, f, callback, error_callback, arg, out);
 }
 
 int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
@@ -1787,16 +1794,7 @@ int mpx_pool_map_async(mpx_pool_t *p, mpx_func_t f, const mpx_conn_buf_t *in,
     return mpx__err(MPX_EINVAL, "pool: NULL argument or no inputs");
   req_t *r = map_req(p, in, n, out);
   if (r == NULL) return mpx__err(MPX_ENOMEM, "pool: out of memory");
-  r->cb = callback;
-  r->ecb = error_callback;
-  r->arg = arg;
-  int rc = submit(p, r, f);
-  if (rc != 0) {
-    req_free(r);
-    return rc;
-  }
-  *handle = r;
-  return 0;
+  return submit_async(p, r, f, callback, error_callback, arg, handle);
 }
 
 void mpx_pool_results_free(mpx_pool_result_t *out, size_t n) {

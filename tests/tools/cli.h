@@ -6,6 +6,7 @@
 #ifndef MPX_TESTS_TOOLS_CLI_H
 #define MPX_TESTS_TOOLS_CLI_H
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -125,6 +126,35 @@ static inline void expect_config_error(const char *name, const char *yaml, const
   CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, want) : NULL);
   if (!err || !strstr(err, want)) fprintf(stderr, "want '%s' in:\n%s\n", want, err ? err : "");
   free(err);
+}
+
+/* The children of pid, from /proc (up to max, into out). workers: only
+ * live ones named mpx-worker (as exec'ed) or STAGE-worker-N (once the pool
+ * has named them); else every child, zombies included. */
+static inline int cli_children(pid_t pid, pid_t *out, int max, bool workers) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int n = 0;
+  char path[300], buf[512];
+  while (d && (e = readdir(d)) != NULL && n < max) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(buf, sizeof buf, f)) {
+      char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+      int ppid;
+      char st;
+      if (open && close && sscanf(close + 2, "%c %d", &st, &ppid) == 2 && ppid == pid &&
+          (!workers ||
+           (st != 'Z' && (strncmp(open + 1, "mpx-worker)", 11) == 0 ||
+                          memmem(open + 1, (size_t)(close - open - 1), "-worker-", 8)))))
+        out[n++] = atoi(e->d_name);
+    }
+    fclose(f);
+  }
+  if (d) closedir(d);
+  return n;
 }
 
 /* Makes the scratch directory from a mkdtemp template. */

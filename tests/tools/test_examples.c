@@ -309,32 +309,6 @@ static void test_ordered_keeps_input_order(void) {
   free(seen);
 }
 
-/* Worker processes of pid, from /proc: its children named mpx-worker (as
- * exec'ed) or STAGE-worker-N (once the pool has named them). */
-static int workers_of(pid_t pid, pid_t *out, int max) {
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  int n = 0;
-  char path[300], buf[512];
-  while (d && (e = readdir(d)) != NULL && n < max) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f) continue;
-    if (fgets(buf, sizeof buf, f)) {
-      char *open = strchr(buf, '('), *close = strrchr(buf, ')');
-      int ppid;
-      char st;
-      if (open && close && sscanf(close + 2, "%c %d", &st, &ppid) == 2 && ppid == pid &&
-          st != 'Z' && (strncmp(open + 1, "mpx-worker)", 11) == 0 ||
-                        memmem(open + 1, (size_t)(close - open - 1), "-worker-", 8)))
-        out[n++] = atoi(e->d_name);
-    }
-    fclose(f);
-  }
-  if (d) closedir(d);
-  return n;
-}
 
 typedef struct {
   pid_t pid;
@@ -368,7 +342,7 @@ static void *storm_main(void *arg) {
   pid_t w[16];
   unsigned turn = 0;
   while (!atomic_load(&s->stop)) {
-    int n = workers_of(s->pid, w, 16);
+    int n = cli_children(s->pid, w, 16, true);
     for (int i = 0; i < n; i++) {
       pid_t victim = w[(turn + (unsigned)i) % (unsigned)n];
       if (age_of(victim) >= 0.05 && kill(victim, SIGKILL) == 0) {
@@ -785,7 +759,7 @@ static void test_installed_tree(void) {
   int seen = 0, right_exe = 0, right_plugin = 0, wrong = 0;
   pid_t w[16];
   for (int t = 0; t < 400 && seen < 2; t++) {
-    int n = workers_of(pid, w, 16);
+    int n = cli_children(pid, w, 16, true);
     for (int i = 0; i < n; i++) {
       char p[64], exe[PATH_MAX];
       snprintf(p, sizeof p, "/proc/%d/exe", (int)w[i]);

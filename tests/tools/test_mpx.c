@@ -182,29 +182,6 @@ static void test_version_and_plugins(void) {
   CU_ASSERT_EQUAL(run_mpx(bad), 2);
 }
 
-/* Children of pid, from /proc. */
-static int children_of(pid_t pid, pid_t *out, int max) {
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  int n = 0;
-  char path[300], buf[512];
-  while (d && (e = readdir(d)) != NULL && n < max) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f) continue;
-    if (fgets(buf, sizeof buf, f)) {
-      char *p = strrchr(buf, ')');
-      int ppid;
-      char st;
-      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == pid)
-        out[n++] = atoi(e->d_name);
-    }
-    fclose(f);
-  }
-  if (d) closedir(d);
-  return n;
-}
 
 static const char *slow_yaml(void) {
   static char yaml[1024];
@@ -253,7 +230,7 @@ static void test_sigkill_leaves_no_worker(void) {
   int n = 0;
   for (int t = 0; t < 100 && n < 2; t++) {
     mpx_test_sleep(0.05);
-    n = children_of(pid, kids, 16);
+    n = cli_children(pid, kids, 16, false);
   }
   CU_ASSERT_TRUE(n >= 2);
   kill(pid, SIGKILL);

@@ -8,7 +8,7 @@
  *   mpx_pool_new(&p, NULL);                         // one worker per CPU
  *   int64_t in[1000], out[1000];  ...
  *   mpx_pool_map_fixed(p, MPX_FUNC(square), in, sizeof *in, 1000,
- *                      out, sizeof *out, -1);
+ *                      out, sizeof *out, NULL, -1);   // NULL: no per-task codes
  *   mpx_pool_close(p); mpx_pool_join(p, -1); mpx_pool_free(p);
  *
  * Tasks. A task function runs in a worker process on one argument (bytes)

@@ -638,6 +638,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   c->args = args;
   c->kwds = kwds;
   c->owner = s;
+  c->py2 = w.py2;
   bool shutdown = false, accept = false;
   int r;
   if (k->stopped) {

@@ -93,15 +93,9 @@ static mpx_obj_t *tuple_of(size_t n, ...) {
   return t;
 }
 
-/* A str object's text as a C string (payload NUL-terminated by mpx when it
- * made the copy), or NULL. */
-static const char *str_of(const mpx_obj_t *o) {
-  size_t n;
-  const char *s;
-  if (mpx_obj_type(o) != MPX_OBJ_STR) return NULL;
-  s = mpx_obj_str_data(o, &n);
-  return s != NULL && memchr(s, 0, n) == NULL ? s : NULL;
-}
+/* A str object's text as a C string, or a Python 2 server's str (bytes)
+ * (payloads are NUL-terminated by mpx when it made the copy), or NULL. */
+static const char *str_of(const mpx_obj_t *o) { return mpx__wire_name(o); }
 
 /* Whether o is the exception module.name (an opaque reduce or newobj).
  * CPython's queue.Empty is the C module's class, pickled as _queue.Empty

@@ -232,6 +232,24 @@ static void send_frame(mpx__msess_t *s, const void *p, size_t n) {
   free(buf);
 }
 
+/* (kind, payload), payload stolen; the kind a Python 2 str for a Python 2
+ * peer, as CPython 2.7's server sends it. */
+static mpx_obj_t *reply_msg(const mpx__wire_t *w, const char *kind,
+                            mpx_obj_t *payload) {
+  if (!w->py2) return mpx__wire_reply(kind, payload);
+  mpx_obj_t *t = mpx_obj_tuple(2);
+  if (t == NULL || mpx_obj_append(t, mpx_obj_bytes(kind, strlen(kind))) != 0) {
+    mpx_obj_release(t);
+    mpx_obj_release(payload);
+    return NULL;
+  }
+  if (mpx_obj_append(t, payload ? payload : mpx_obj_null()) != 0) {
+    mpx_obj_release(t);
+    return NULL;
+  }
+  return t;
+}
+
 /* Encodes (kind, payload) (payload stolen) and sends it. */
 static void send_reply(mpx__msess_t *s, const mpx__wire_t *w, const char *kind,
                        mpx_obj_t *payload) {
@@ -240,7 +258,11 @@ static void send_reply(mpx__msess_t *s, const mpx__wire_t *w, const char *kind,
   int rc;
   if (strcmp(kind, MPX__K_RETURN) != 0 && strcmp(kind, MPX__K_PROXY) != 0)
     k->st.errors++;
-  mpx_obj_t *msg = mpx__wire_reply(kind, payload);
+  /* Python 2's convert_to_error asserts that a traceback is its str */
+  if (w->py2 && payload != NULL && (strcmp(kind, MPX__K_TRACEBACK) == 0 ||
+                                    strcmp(kind, MPX__K_UNSERIALIZABLE) == 0))
+    payload = mpx__wire_py2_str(payload);
+  mpx_obj_t *msg = reply_msg(w, kind, payload);
   mpx_wbuf_init(&b);
   /* room for the 4-byte header, filled in after encoding */
   if (msg == NULL || mpx_wbuf_append(&b, "\0\0\0\0", 4) != 0) {
@@ -260,7 +282,8 @@ static void send_reply(mpx__msess_t *s, const mpx__wire_t *w, const char *kind,
     mpx_wbuf_reset(&b);
     mpx_wbuf_append(&b, "\0\0\0\0", 4);
     k->st.errors++;
-    msg = mpx__wire_reply(MPX__K_UNSERIALIZABLE, mpx_obj_str(text, SIZE_MAX));
+    msg = reply_msg(w, MPX__K_UNSERIALIZABLE, w->py2 ? mpx_obj_bytes(text, strlen(text))
+                                                    : mpx_obj_str(text, SIZE_MAX));
     rc = msg ? mpx__wire_encode(w, msg, &b) : MPX_ENOMEM;
     mpx_obj_release(msg);
     if (rc != 0) {
@@ -386,11 +409,9 @@ static void error_to_traceback(mpx__mcall_t *c) {
   }
 }
 
+/* A name argument (typeid, ident): a str, or a Python 2 client's str. */
 static const char *str_arg(const mpx_obj_t *args, size_t i) {
-  const mpx_obj_t *o = mpx_obj_item(args, i);
-  size_t n;
-  const char *s = mpx_obj_type(o) == MPX_OBJ_STR ? mpx_obj_str_data(o, &n) : NULL;
-  return s && memchr(s, 0, n) == NULL ? s : NULL;
+  return mpx__wire_name(mpx_obj_item(args, i));
 }
 
 static int incref(mpx__mcore_t *k, mpx__mcall_t *c, const char *ident) {
@@ -542,7 +563,8 @@ static int object_call(mpx__msess_t *s, mpx__mcall_t *c, const char *ident) {
         mpx_obj_append(pl, mpx__wire_token(tid, k->addr_obj, p->ident));
       }
       c->kind = MPX__K_PROXY;
-      c->payload = pl;
+      /* (exposed, Token): names a Python 2 client uses as its str */
+      c->payload = s->last_wire.py2 && pl ? mpx__wire_py2_str(pl) : pl;
     }
     return r;
   }
@@ -579,8 +601,10 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   char why[300];
 
   k->st.requests++;
+  int py2 = 0;
   if (mpx__wire_sniff(p, n, &w) != 0 ||
       mpx__wire_decode(&w, p, n, k->o.max_frame, &req) != 0 ||
+      (py2 = mpx__wire_py2_request(&req)) < 0 ||
       mpx__wire_request_parse(req, &ident, &method, &args, &kwds) != 0) {
     snprintf(why, sizeof why, "%s", mpx_last_error());
     mpx_obj_release(req);
@@ -599,6 +623,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
     if (first) sess_close(s);
     return;
   }
+  w.py2 = py2 == 1;
   s->last_wire = w;
   s->have_wire = true;
 
@@ -613,6 +638,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   c->args = args;
   c->kwds = kwds;
   c->owner = s;
+  c->py2 = w.py2;
   bool shutdown = false, accept = false;
   int r;
   if (k->stopped) {
@@ -638,6 +664,9 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
     s->parked = c;
     return;
   }
+  if (w.py2 && (first || ident == NULL) && c->payload != NULL &&
+      (c->kind == NULL || strcmp(c->kind, MPX__K_RETURN) == 0))
+    c->payload = mpx__wire_py2_str(c->payload); /* the server's own names */
   send_reply(s, &w, c->kind ? c->kind : MPX__K_RETURN, c->payload);
   c->payload = NULL;
   if (shutdown && first) {

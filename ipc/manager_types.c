@@ -288,6 +288,10 @@ static const char *unhashable(const mpx_obj_t *o) {
   }
 }
 
+/* The operands of the last comparison py_cmp found unordered (a < b), for
+ * Python's message. */
+static _Thread_local const mpx_obj_t *unordered_a, *unordered_b;
+
 /* Python's ordering for sort: -1/0/1, or -2 when the types do not order. */
 static int py_cmp(const mpx_obj_t *a, const mpx_obj_t *b) {
   if (is_num(a) && is_num(b)) {
@@ -299,7 +303,11 @@ static int py_cmp(const mpx_obj_t *a, const mpx_obj_t *b) {
     return x < y ? -1 : x > y;
   }
   mpx_obj_type_t ta = mpx_obj_type(a), tb = mpx_obj_type(b);
-  if (ta != tb) return -2;
+  if (ta != tb) {
+    unordered_a = a;
+    unordered_b = b;
+    return -2;
+  }
   if (ta == MPX_OBJ_STR || ta == MPX_OBJ_BYTES) {
     size_t la, lb;
     const void *pa = ta == MPX_OBJ_STR ? (const void *)mpx_obj_str_data(a, &la)
@@ -319,6 +327,8 @@ static int py_cmp(const mpx_obj_t *a, const mpx_obj_t *b) {
     }
     return la < lb ? -1 : la > lb;
   }
+  unordered_a = a;
+  unordered_b = b;
   return -2;
 }
 
@@ -1427,8 +1437,18 @@ static int list_call(mpx__mobj_t *o, mpx__mcall_t *c) {
     msort(flat, tmp, v->len, truthy(a[1]));
     free(tmp);
     if (cmp_err) {
+      /* CPython's sort meets the first unordered pair in its first run,
+       * comparing each item with the one before it (in reverse order for
+       * reverse=True): name the types of that comparison, as it does. */
+      bool rev = truthy(a[1]);
+      for (size_t k = 1; k < v->len; k++) {
+        const mpx_obj_t *x = *vec_at(v, rev ? v->len - 1 - k : k);
+        const mpx_obj_t *y = *vec_at(v, rev ? v->len - k : k - 1);
+        if (py_cmp(x, y) == -2) break;
+      }
       free(flat);
-      return type_error(c, "'<' not supported between these instances");
+      return type_error(c, "'<' not supported between instances of '%s' and '%s'",
+                        py_type_name(unordered_a), py_type_name(unordered_b));
     }
     for (size_t k = 0; k < v->len; k++) *vec_at(v, k) = flat[k];
     free(flat);
@@ -1733,10 +1753,20 @@ static int array_call(mpx__mobj_t *o, mpx__mcall_t *c) {
     BIND(c, 1, a, "index");
     if ((s = get_slice(c, a[0], arr->v.len, &st, &sp, &step, &cnt)) < 0) return MPX__M_DONE;
     if (s == 1) {
-      mpx_obj_t *r = mpx_obj_array(cnt);
+      /* an array.array, as CPython's server returns (what protocol 2
+       * writes for one: array.array(typecode, [items])) */
+      mpx_obj_t *r = mpx_obj_array(cnt), *args = mpx_obj_tuple(2);
       for (size_t k = 0; r && k < cnt; k++)
         mpx_obj_append(r, mpx_obj_retain(*vec_at(&arr->v, (size_t)(st + (int64_t)k * step))));
-      return mpx__mcall_return(c, r);
+      if (r == NULL || args == NULL ||
+          mpx_obj_append(args, c->py2 ? mpx_obj_bytes(&arr->tc, 1) : mpx_obj_str(&arr->tc, 1)) != 0 ||
+          mpx_obj_append(args, r) != 0) {
+        if (args == NULL) mpx_obj_release(r);
+        mpx_obj_release(args);
+        nomem(c);
+        return MPX__M_DONE;
+      }
+      return mpx__mcall_return(c, mpx_obj_opaque(MPX_OPAQUE_REDUCE, "array", "array", args, NULL));
     }
     if (!is_int(a[0]))
       return type_error(c, "array indices must be integers");
@@ -1746,6 +1776,14 @@ static int array_call(mpx__mobj_t *o, mpx__mcall_t *c) {
   }
   if (STREQ(c->method, "__setitem__")) {
     BIND(c, 2, a, "index", "value");
+    if (mpx_obj_type(a[0]) == MPX_OBJ_OPAQUE && STREQ(mpx_obj_opaque_module(a[0]), "builtins") &&
+        STREQ(mpx_obj_opaque_name(a[0]), "slice")) {
+      if (mpx_obj_type(a[1]) == MPX_OBJ_OPAQUE && STREQ(mpx_obj_opaque_module(a[1]), "array"))
+        return type_error(c, "assigning an array to an Array slice is not supported by "
+                          "mpx's manager; assign the items one by one");
+      return type_error(c, "can only assign array (not \"%s\") to array slice",
+                        py_type_name(a[1]));
+    }
     if (!is_int(a[0]))
       return type_error(c, "array indices must be integers");
     if (norm_index(int_of(a[0]), arr->v.len, &i) != 0)

@@ -39,6 +39,8 @@ struct mpx__mcall_s {
   const mpx_obj_t *args; /* a tuple or array */
   const mpx_obj_t *kwds; /* a map */
   mpx__msess_t *owner;   /* the connection that asked (lock ownership) */
+  bool py2;              /* the caller is Python 2: texts it must read as
+                          * its str (a typecode) go as bytes */
   /* The reply, set by the type: kind is one of MPX__K_*, payload a new
    * reference (NULL: None). For "#PROXY", proxy is a new object the core
    * registers (payload then unused). */

@@ -119,15 +119,121 @@ static int is_seq(const mpx_obj_t *o) {
   return t == MPX_OBJ_TUPLE || t == MPX_OBJ_ARRAY;
 }
 
-/* A str with no NUL inside (so its data is a C string), or NULL. */
+/* A str, or a Python 2 str (bytes), with no NUL inside (so its data is a
+ * C string), or NULL. */
 static const char *cstr(const mpx_obj_t *o) {
   size_t n;
   const char *s;
-  if (mpx_obj_type(o) != MPX_OBJ_STR) return NULL;
-  s = mpx_obj_str_data(o, &n);
-  /* decoded strs are NUL-terminated copies */
+  if (mpx_obj_type(o) == MPX_OBJ_STR) s = mpx_obj_str_data(o, &n);
+  else if (mpx_obj_type(o) == MPX_OBJ_BYTES) s = mpx_obj_bytes_data(o, &n);
+  else return NULL;
+  /* decoded strs and bytes are NUL-terminated copies */
   if (s == NULL || memchr(s, 0, n) != NULL) return NULL;
   return s;
+}
+
+const char *mpx__wire_name(const mpx_obj_t *o) { return cstr(o); }
+
+/* bytes -> str (a Python 2 name); other objects retained as they are. */
+static mpx_obj_t *as_text(const mpx_obj_t *o) {
+  size_t n;
+  if (mpx_obj_type(o) != MPX_OBJ_BYTES) return mpx_obj_retain((mpx_obj_t *)o);
+  const void *p = mpx_obj_bytes_data(o, &n);
+  return mpx_obj_str(p, n);
+}
+
+/* kwds with bytes keys made str. New reference or NULL. */
+static mpx_obj_t *py2_kwds(const mpx_obj_t *k) {
+  if (mpx_obj_type(k) != MPX_OBJ_MAP) return mpx_obj_retain((mpx_obj_t *)k);
+  size_t n = mpx_obj_len(k);
+  mpx_obj_t *m = mpx_obj_map(n);
+  for (size_t i = 0; m != NULL && i < n; i++)
+    if (mpx_obj_map_set(m, as_text(mpx_obj_map_key(k, i)),
+                        mpx_obj_retain(mpx_obj_map_value(k, i))) != 0) {
+      mpx_obj_release(m);
+      m = NULL;
+    }
+  return m;
+}
+
+/* args with its first item made str (an attribute name). */
+static mpx_obj_t *py2_attr_args(const mpx_obj_t *a) {
+  size_t n = mpx_obj_len(a);
+  if (n == 0 || (mpx_obj_type(a) != MPX_OBJ_TUPLE && mpx_obj_type(a) != MPX_OBJ_ARRAY))
+    return mpx_obj_retain((mpx_obj_t *)a);
+  mpx_obj_t *t = mpx_obj_tuple(n);
+  for (size_t i = 0; t != NULL && i < n; i++)
+    if (mpx_obj_append(t, i == 0 ? as_text(mpx_obj_item(a, 0))
+                                 : mpx_obj_retain(mpx_obj_item(a, i))) != 0) {
+      mpx_obj_release(t);
+      t = NULL;
+    }
+  return t;
+}
+
+int mpx__wire_py2_request(mpx_obj_t **req) {
+  const mpx_obj_t *r = *req;
+  if (!is_seq(r) || mpx_obj_len(r) != 4 ||
+      mpx_obj_type(mpx_obj_item(r, 1)) != MPX_OBJ_BYTES)
+    return 0;
+  const char *m = cstr(mpx_obj_item(r, 1));
+  bool attr = m != NULL && (strcmp(m, "__getattribute__") == 0 ||
+                            strcmp(m, "__setattr__") == 0 ||
+                            strcmp(m, "__delattr__") == 0);
+  mpx_obj_t *t = mpx_obj_tuple(4);
+  if (t == NULL ||
+      mpx_obj_append(t, as_text(mpx_obj_item(r, 0))) != 0 ||
+      mpx_obj_append(t, as_text(mpx_obj_item(r, 1))) != 0 ||
+      mpx_obj_append(t, attr ? py2_attr_args(mpx_obj_item(r, 2))
+                             : mpx_obj_retain(mpx_obj_item(r, 2))) != 0 ||
+      mpx_obj_append(t, py2_kwds(mpx_obj_item(r, 3))) != 0) {
+    mpx_obj_release(t);
+    return mpx__err(MPX_ENOMEM, "manager request: out of memory");
+  }
+  mpx_obj_release(*req);
+  *req = t;
+  return 1;
+}
+
+mpx_obj_t *mpx__wire_py2_str(mpx_obj_t *o) {
+  size_t n;
+  mpx_obj_t *r = NULL;
+  switch (mpx_obj_type(o)) {
+    case MPX_OBJ_STR: {
+      const char *s = mpx_obj_str_data(o, &n);
+      r = mpx_obj_bytes(s, n);
+      break;
+    }
+    case MPX_OBJ_TUPLE:
+    case MPX_OBJ_ARRAY:
+      n = mpx_obj_len(o);
+      r = mpx_obj_type(o) == MPX_OBJ_TUPLE ? mpx_obj_tuple(n) : mpx_obj_array(n);
+      for (size_t i = 0; r != NULL && i < n; i++) {
+        mpx_obj_t *x = mpx__wire_py2_str(mpx_obj_retain(mpx_obj_item(o, i)));
+        if (x == NULL || mpx_obj_append(r, x) != 0) {
+          mpx_obj_release(r);
+          r = NULL;
+        }
+      }
+      break;
+    case MPX_OBJ_OPAQUE: {
+      mpx_obj_t *a = mpx_obj_opaque_args(o), *st = mpx_obj_opaque_state(o);
+      a = a ? mpx__wire_py2_str(mpx_obj_retain(a)) : NULL;
+      st = st ? mpx__wire_py2_str(mpx_obj_retain(st)) : NULL;
+      if ((mpx_obj_opaque_args(o) && a == NULL) || (mpx_obj_opaque_state(o) && st == NULL)) {
+        mpx_obj_release(a);
+        mpx_obj_release(st);
+        break;
+      }
+      r = mpx_obj_opaque(mpx_obj_opaque_kind(o), mpx_obj_opaque_module(o),
+                         mpx_obj_opaque_name(o), a, st);
+      break;
+    }
+    default: /* maps: no server-made payload has one */
+      return o;
+  }
+  mpx_obj_release(o);
+  return r;
 }
 
 static mpx_obj_t *str_or_null(const char *s) {

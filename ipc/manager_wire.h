@@ -4,6 +4,7 @@
 #ifndef MPX_IPC_MANAGER_WIRE_H
 #define MPX_IPC_MANAGER_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "mpx/codec.h"
@@ -13,6 +14,10 @@
 typedef struct {
   const mpx_codec_t *codec;
   int protocol; /* pickle: 2..5; 0 for msgpack */
+  /* A Python 2 peer: its names (method, ident, typeid, keywords) come as
+   * Python 2 str, which pickle decodes to bytes, and the names and texts
+   * the server makes go back to it as str (bytes on our side). */
+  bool py2;
 } mpx__wire_t;
 
 /* Picks the codec a message came in: "\x80" and a protocol byte 2..5 is
@@ -32,6 +37,24 @@ int mpx__wire_encode(const mpx__wire_t *w, const mpx_obj_t *msg, mpx_wbuf_t *out
  * mpx_last_error. */
 int mpx__wire_decode(const mpx__wire_t *w, const void *data, size_t len,
                      size_t max_bytes, mpx_obj_t **msg);
+
+/* A name the protocol carries (method, ident, typeid, reply kind): a str,
+ * or a Python 2 str (bytes), without NUL; its text or NULL. */
+const char *mpx__wire_name(const mpx_obj_t *o);
+
+/* A request from a Python 2 client (its method is bytes) made into what a
+ * Python 3 client sends: method, keyword names and the attribute name of
+ * __getattribute__ / __setattr__ / __delattr__ become str; the
+ * arguments stay as they are (a Python 2 str is bytes). 1 with *req
+ * replaced (the old one released), 0 when it is no Python 2 request,
+ * MPX_ENOMEM. */
+int mpx__wire_py2_request(mpx_obj_t **req);
+
+/* For a Python 2 peer: o (stolen) with every str in it, containers and
+ * opaque args and state included, made bytes (Python 2's str). For what
+ * the server itself says (names, tracebacks), never for user values.
+ * NULL when out of memory. */
+mpx_obj_t *mpx__wire_py2_str(mpx_obj_t *o);
 
 /* (ident, method, args, kwds): ident NULL means None; args NULL means
  * (), kwds NULL means {}. The objects passed are retained, not stolen.

@@ -20,6 +20,12 @@
  *            surrogatepass, which is not valid UTF-8)
  *   bytes    SHORT_BINBYTES 'C', BINBYTES 'B', BINBYTES8 0x8e,
  *            BYTEARRAY8 0x96
+ *   py2 str  SHORT_BINSTRING 'U', BINSTRING 'T' (a negative length is an
+ *            error), STRING 'S'* (a quoted Python 2 repr, escapes undone
+ *            as codecs.escape_decode does) -> bytes: a Python 2 str is
+ *            bytes, as CPython 3 reads it with encoding='bytes'. Bytes go
+ *            back to Python 2 as str (below), so its str and unicode each
+ *            come back as themselves.
  *   tuple    EMPTY_TUPLE ')', TUPLE1-3 0x85-0x87, MARK ... TUPLE 't'
  *   list     EMPTY_LIST ']', LIST 'l'*, APPEND 'a', APPENDS 'e' -> array
  *   dict     EMPTY_DICT '}', DICT 'd'*, SETITEM 's', SETITEMS 'u' -> map
@@ -33,7 +39,8 @@
  *            is an error).
  * Everything else is an error naming the opcode and its offset: the
  * out-of-band buffers (NEXT_BUFFER 0x97, READONLY_BUFFER 0x98), persistent
- * IDs, the extension registry, INST/OBJ, the text opcodes of protocol 0.
+ * IDs, the extension registry, INST/OBJ, the other text opcodes of
+ * protocol 0 (INT, LONG, FLOAT, UNICODE, PUT, GET...).
  *
  * Allow-list: REDUCE and NEWOBJ take only a GLOBAL node as the callable
  * and a tuple as its arguments; the result is a node naming what would be
@@ -69,7 +76,10 @@
  * C/B/0x8e (protocol 2: _codecs.encode(latin-1 str, 'latin1'), as CPython
  * does), array ] + APPEND / MARK..APPENDS (batches of 1000), tuple ) /
  * 0x85-0x87 / MARK..TUPLE, map } + SETITEM / MARK..SETITEMS, opaque
- * STACK_GLOBAL (protocol 2: GLOBAL "module\nname\n") then, unless GLOBAL,
+ * STACK_GLOBAL (protocol 2: GLOBAL "module\nname\n", with Python 3 names
+ * mapped back to Python 2's as CPython's fix_imports does: builtins.KeyError
+ * -> exceptions.KeyError, queue -> Queue, builtins -> __builtin__...; so
+ * CPython 2.7 loads them) then, unless GLOBAL,
  * its args (a tuple; none: ()) and REDUCE or NEWOBJ, then state + BUILD.
  * Nesting deeper than 200 is MPX_ECODEC. */
 #include <stdarg.h>
@@ -426,6 +436,97 @@ static int load_payload(dec_t *d, unsigned lenw, int is_str) {
   return push_obj(d, o, m);
 }
 
+/* BINSTRING: like BINBYTES, but its length is signed (CPython 3 refuses
+ * a negative one). */
+static int load_binstring(dec_t *d) {
+  uint64_t v;
+  int rc = need_input(d, 4);
+  if (rc != 0) return rc;
+  v = rd_le(d, 4);
+  d->pos -= 4;
+  if (v > INT32_MAX) return fail(d, "BINSTRING with a negative length");
+  return load_payload(d, 4, 0);
+}
+
+static int hexval(uint8_t c) {
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* Undo Python 2's repr escapes into out (as codecs.escape_decode does:
+ * unknown escapes keep their backslash); out holds n bytes. The length
+ * written, or -1 for a bad \x escape or a trailing backslash. */
+static long unescape(const uint8_t *p, size_t n, uint8_t *out) {
+  size_t j = 0;
+  for (size_t i = 0; i < n;) {
+    uint8_t c = p[i++];
+    if (c != '\\') {
+      out[j++] = c;
+      continue;
+    }
+    if (i == n) return -1;
+    c = p[i++];
+    switch (c) {
+      case '\\': case '\'': case '"': out[j++] = c; break;
+      case 'b': out[j++] = '\b'; break;
+      case 'f': out[j++] = '\f'; break;
+      case 't': out[j++] = '\t'; break;
+      case 'n': out[j++] = '\n'; break;
+      case 'r': out[j++] = '\r'; break;
+      case 'v': out[j++] = '\v'; break;
+      case 'a': out[j++] = '\a'; break;
+      case 'x': {
+        int hi = i + 1 < n ? hexval(p[i]) : -1, lo = hi >= 0 ? hexval(p[i + 1]) : -1;
+        if (lo < 0) return -1;
+        out[j++] = (uint8_t)(hi << 4 | lo);
+        i += 2;
+        break;
+      }
+      default:
+        if (c >= '0' && c <= '7') {
+          unsigned v = c - '0';
+          for (int k = 0; k < 2 && i < n && p[i] >= '0' && p[i] <= '7'; k++)
+            v = v * 8 + (p[i++] - '0');
+          out[j++] = (uint8_t)v;
+        } else {
+          out[j++] = '\\';
+          out[j++] = c;
+        }
+    }
+  }
+  return (long)j;
+}
+
+/* STRING (protocol 0): a quoted Python 2 repr up to the newline, as bytes. */
+static int load_string(dec_t *d) {
+  const uint8_t *p = d->p + d->pos, *nl = memchr(p, '\n', d->n - d->pos);
+  meta_t m = {0, 0, 0};
+  size_t len;
+  uint8_t *buf;
+  long k;
+  int rc;
+  if (nl == NULL) return fail(d, "truncated STRING: no newline");
+  len = (size_t)(nl - p);
+  if (len < 2 || p[0] != p[len - 1] || (p[0] != '\'' && p[0] != '"'))
+    return fail(d, "STRING: not a quoted string");
+  m.bytes = len - 2;
+  if ((rc = use_bytes(d, m.bytes)) != 0 || (rc = check_meta(d, &m)) != 0)
+    return rc;
+  if ((buf = malloc(len)) == NULL) return nomem(d);
+  k = unescape(p + 1, len - 2, buf);
+  if (k < 0) {
+    free(buf);
+    return fail(d, "STRING: invalid \\x escape or trailing backslash");
+  }
+  d->pos += len + 1;
+  m.bytes = (size_t)k;
+  rc = push_obj(d, mpx_obj_bytes(buf, (size_t)k), m);
+  free(buf);
+  return rc;
+}
+
 /* Python 2 names, as CPython's _compat_pickle maps them (the part that
  * can meet multiprocessing). */
 static const char *const module_map[][2] = {
@@ -651,11 +752,13 @@ static int latin1_bytes(dec_t *d, const mpx_obj_t *s, mpx_obj_t **out) {
   return *out != NULL ? 1 : nomem(d);
 }
 
+/* o is the text s, as a str or (Python 2's str) as bytes. */
 static int is_str(const mpx_obj_t *o, const char *s) {
   size_t n;
   const char *p;
-  if (mpx_obj_type(o) != MPX_OBJ_STR) return 0;
-  p = mpx_obj_str_data(o, &n);
+  if (mpx_obj_type(o) == MPX_OBJ_STR) p = mpx_obj_str_data(o, &n);
+  else if (mpx_obj_type(o) == MPX_OBJ_BYTES) p = mpx_obj_bytes_data(o, &n);
+  else return 0;
   return n == strlen(s) && memcmp(p, s, n) == 0;
 }
 
@@ -908,6 +1011,10 @@ static int run(dec_t *d, mpx_obj_t **out) {
       case 'X': rc = load_payload(d, 4, 1); break;
       case 0x8d: rc = load_payload(d, 8, 1); break;
       case 'C': rc = load_payload(d, 1, 0); break;
+      /* Python 2's str: bytes (see the header) */
+      case 'U': rc = load_payload(d, 1, 0); break; /* SHORT_BINSTRING */
+      case 'T': rc = load_binstring(d); break;
+      case 'S': rc = load_string(d); break;
       case 'B': rc = load_payload(d, 4, 0); break;
       case 0x8e: /* BINBYTES8 */
       case 0x96: /* BYTEARRAY8 */
@@ -1188,12 +1295,101 @@ static int enc_items(enc_t *e, const mpx_obj_t *o, size_t i, size_t j,
   return rc;
 }
 
+/* Below protocol 3, Python 3 names written as Python 2's, as CPython's
+ * pickler does with fix_imports (_compat_pickle's reverse mappings). */
+static const char *const py2_exceptions[] = {
+    "ArithmeticError", "AssertionError", "AttributeError", "BaseException",
+    "BufferError", "BytesWarning", "DeprecationWarning", "EOFError",
+    "EnvironmentError", "Exception", "FloatingPointError", "FutureWarning",
+    "GeneratorExit", "IOError", "ImportError", "ImportWarning",
+    "IndentationError", "IndexError", "KeyError", "KeyboardInterrupt",
+    "LookupError", "MemoryError", "NameError", "NotImplementedError",
+    "OSError", "OverflowError", "PendingDeprecationWarning", "ReferenceError",
+    "RuntimeError", "RuntimeWarning", "StopIteration", "SyntaxError",
+    "SyntaxWarning", "SystemError", "SystemExit", "TabError", "TypeError",
+    "UnboundLocalError", "UnicodeDecodeError", "UnicodeEncodeError",
+    "UnicodeError", "UnicodeTranslateError", "UnicodeWarning", "UserWarning",
+    "ValueError", "Warning", "ZeroDivisionError"};
+/* Python 3's OSError subclasses: Python 2 has only OSError. */
+static const char *const py3_oserrors[] = {
+    "BlockingIOError", "BrokenPipeError", "ChildProcessError",
+    "ConnectionAbortedError", "ConnectionError", "ConnectionRefusedError",
+    "ConnectionResetError", "FileExistsError", "FileNotFoundError",
+    "InterruptedError", "IsADirectoryError", "NotADirectoryError",
+    "PermissionError", "ProcessLookupError", "TimeoutError"};
+static const char *const rev_name_map[][4] = {
+    {"builtins", "ModuleNotFoundError", "exceptions", "ImportError"},
+    {"builtins", "chr", "__builtin__", "unichr"},
+    {"builtins", "int", "__builtin__", "long"},
+    {"builtins", "range", "__builtin__", "xrange"},
+    {"builtins", "str", "__builtin__", "unicode"},
+    {"builtins", "filter", "itertools", "ifilter"},
+    {"builtins", "map", "itertools", "imap"},
+    {"builtins", "zip", "itertools", "izip"},
+    {"functools", "reduce", "__builtin__", "reduce"},
+    {"sys", "intern", "__builtin__", "intern"},
+    {"collections", "UserDict", "UserDict", "IterableUserDict"},
+    {"collections", "UserList", "UserList", "UserList"},
+    {"collections", "UserString", "UserString", "UserString"},
+    {"multiprocessing.context", "AuthenticationError", "multiprocessing",
+     "AuthenticationError"},
+    {"multiprocessing.context", "BufferTooShort", "multiprocessing",
+     "BufferTooShort"},
+    {"multiprocessing.context", "ProcessError", "multiprocessing",
+     "ProcessError"},
+    {"multiprocessing.context", "TimeoutError", "multiprocessing",
+     "TimeoutError"},
+    {"multiprocessing.context", "Process", "multiprocessing.process",
+     "Process"},
+};
+static const char *const rev_module_map[][2] = {
+    {"builtins", "__builtin__"}, {"copyreg", "copy_reg"}, {"queue", "Queue"},
+    {"_thread", "thread"},       {"_pickle", "pickle"},
+};
+
+static int in_list(const char *s, const char *const *l, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(s, l[i]) == 0) return 1;
+  return 0;
+}
+
+static void py2_name(const char **mod, const char **name) {
+  size_t i;
+  if (strcmp(*mod, "builtins") == 0) {
+    if (in_list(*name, py2_exceptions,
+                sizeof py2_exceptions / sizeof py2_exceptions[0])) {
+      *mod = "exceptions";
+      return;
+    }
+    if (in_list(*name, py3_oserrors,
+                sizeof py3_oserrors / sizeof py3_oserrors[0])) {
+      *mod = "exceptions";
+      *name = "OSError";
+      return;
+    }
+  }
+  for (i = 0; i < sizeof rev_name_map / sizeof rev_name_map[0]; i++)
+    if (!strcmp(*mod, rev_name_map[i][0]) && !strcmp(*name, rev_name_map[i][1])) {
+      *mod = rev_name_map[i][2];
+      *name = rev_name_map[i][3];
+      return;
+    }
+  for (i = 0; i < sizeof rev_module_map / sizeof rev_module_map[0]; i++)
+    if (!strcmp(*mod, rev_module_map[i][0])) {
+      *mod = rev_module_map[i][1];
+      return;
+    }
+}
+
 static int enc_opaque(enc_t *e, const mpx_obj_t *o, unsigned level) {
   const char *mod = mpx_obj_opaque_module(o), *name = mpx_obj_opaque_name(o);
   mpx_opaque_kind_t kind = mpx_obj_opaque_kind(o);
   const mpx_obj_t *args = mpx_obj_opaque_args(o), *state = mpx_obj_opaque_state(o);
-  size_t ml = strlen(mod), nl = strlen(name);
+  size_t ml, nl;
   int rc;
+  if (e->proto < 3) py2_name(&mod, &name);
+  ml = strlen(mod);
+  nl = strlen(name);
   if (e->proto >= 4) {
     if ((rc = put_str(e, mod, ml)) != 0 || (rc = put_str(e, name, nl)) != 0 ||
         (rc = put1(e, 0x93)) != 0)

@@ -719,6 +719,49 @@ def step_linger(addr, key, arg):
     print("linger ok")
 
 
+def step_cpython_text(addr, key, arg):
+    """Array slices and the common exceptions, next to CPython's own
+    SyncManager started here: same result types and reprs, same exception
+    types and texts."""
+    from multiprocessing.managers import SyncManager
+    ref = SyncManager()
+    ref.start()
+    try:
+        ours = connect(addr, key)
+        cases = [
+            lambda m: m.Array('i', [1, 2, 3])[0:2],
+            lambda m: m.Array('i', [1, 2, 3])[::2],
+            lambda m: m.Array('i', [1, 2, 3])[5:9],
+            lambda m: m.Array('d', [1.5, 2.0])[0:1],
+            lambda m: m.Array('u', 'ab')[1:],
+            lambda m: m.list([1, 'a', 2.5]).sort(),
+            lambda m: m.list([3, None]).sort(),
+            lambda m: m.list([None, 3]).sort(reverse=True),
+            lambda m: m.list([2, 1, 3, 'a']).sort(),
+            lambda m: m.list([(1,), ('a',)]).sort(),
+            lambda m: m.Array('i', [1, 2]).__setitem__(0, 'x'),
+            lambda m: m.Array('i', [1, 2]).__setitem__(0, 1.5),
+            lambda m: m.Array('i', [1, 2]).__setitem__(slice(0, 2), [5, 6]),
+            lambda m: m.Array('d', [1.0]).__setitem__(0, 'x'),
+            lambda m: m.Array('u', 'ab').__setitem__(0, 5),
+            lambda m: m.Array('i', [1, 2])['x'],
+        ]
+
+        def outcome(m, f):
+            try:
+                r = f(m)
+                return 'ret %s %r' % (type(r).__name__, r)
+            except Exception as e:
+                return '%s %s' % (type(e).__name__, e)
+
+        for i, f in enumerate(cases):
+            want, got = outcome(ref, f), outcome(ours, f)
+            check(got == want, "case %d: mpx gave %r, CPython %r" % (i, got, want))
+        print("cpython_text %d same" % len(cases))
+    finally:
+        ref.shutdown()
+
+
 def step_shutdown(addr, key, arg):
     """shutdown answers twice (CPython's quirk), then the server goes."""
     m = connect(addr, key)
@@ -739,7 +782,7 @@ STEPS = {
     'challenge': step_challenge, 'shutdown': step_shutdown,
     'parked_stop': step_parked_stop, 'syncmanager': step_syncmanager,
     'parkget': step_parkget, 'putget': step_putget, 'silent': step_silent,
-    'linger': step_linger,
+    'linger': step_linger, 'cpython_text': step_cpython_text,
 }
 
 

@@ -46,7 +46,7 @@ static void add_python(const char *py, int want) {
   minors[n_pythons++] = m;
 }
 
-static void find_pythons(void) {
+__attribute__((unused)) static void find_pythons(void) {
   const char *root = getenv("PYENV_ROOT");
   if (n_pythons >= 0) return;
   n_pythons = 0;
@@ -72,6 +72,39 @@ static void find_pythons(void) {
   }
   for (int i = 0; i < n_pythons; i++)
     fprintf(stderr, "[CPython 3.%d: %s] ", minors[i], pythons[i]);
+}
+
+/* CPython major.minor (2.7, 3.13...): pythonM.N on PATH when it is that
+ * version, else pyenv's ($PYENV_ROOT, default ~/.pyenv). Fills out and
+ * returns 1, or says on stdout that it is absent and returns 0. */
+__attribute__((unused)) static int find_python_version(int major, int minor, char *out, size_t cap) {
+  char name[32], cmd[700];
+  const char *root = getenv("PYENV_ROOT"), *home = getenv("HOME");
+  FILE *f;
+  snprintf(name, sizeof name, "python%d.%d", major, minor);
+  snprintf(cmd, sizeof cmd, "%s -c 'import sys; sys.exit(sys.version_info[:2] "
+           "!= (%d, %d))' >/dev/null 2>&1", name, major, minor);
+  if (system(cmd) == 0) {
+    snprintf(out, cap, "%s", name);
+    return 1;
+  }
+  if (root != NULL)
+    snprintf(cmd, sizeof cmd, "ls -d '%s'/versions/%d.%d.*/bin/%s 2>/dev/null | tail -1",
+             root, major, minor, name);
+  else
+    snprintf(cmd, sizeof cmd, "ls -d '%s'/.pyenv/versions/%d.%d.*/bin/%s 2>/dev/null "
+             "| tail -1", home ? home : "/root", major, minor, name);
+  out[0] = '\0';
+  if ((f = popen(cmd, "r")) != NULL) {
+    if (fgets(out, (int)cap, f) == NULL) out[0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    pclose(f);
+  }
+  if (out[0] == '\0') {
+    printf("\n  CPython %d.%d not found: skipped\n", major, minor);
+    return 0;
+  }
+  return 1;
 }
 
 /* Starts `py PYHELPER_DIR/script ARGS...` (args NULL-terminated, at most

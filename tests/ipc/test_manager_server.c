@@ -199,6 +199,20 @@ static void test_cli_proto_and_types(void) {
   CU_ASSERT(cli_wait(&c) == 0);
 }
 
+/* Array slices come back as array.array and the common exceptions read
+ * as CPython's server words them (compared with it, in the helper). */
+static void test_cli_cpython_text(void) {
+  cli_t c;
+  char out[4096];
+  setup();
+  const char *args[] = {"--listen", "tcp://127.0.0.1:0", "--authkey-file", keyfile, NULL};
+  CU_ASSERT_FATAL(cli_start(&c, args) == 0);
+  CU_ASSERT(run_py("cpython_text", c.addr, NULL, out, sizeof out) == 0);
+  CU_ASSERT(strstr(out, "cpython_text 16 same") != NULL);
+  kill(c.pid, SIGTERM);
+  CU_ASSERT(cli_wait(&c) == 0);
+}
+
 static void test_cli_challenge_forms(void) {
   cli_t c;
   char out[4096];
@@ -714,6 +728,7 @@ static void test_wire(void) {
 
 MPX_TEST_MAIN("manager_server", MPX_TEST(test_wire), MPX_TEST(test_cli_usage),
               MPX_TEST(test_cli_roundtrip_shutdown), MPX_TEST(test_cli_proto_and_types),
+              MPX_TEST(test_cli_cpython_text),
               MPX_TEST(test_cli_challenge_forms), MPX_TEST(test_cli_unix),
               MPX_TEST(test_inproc_roundtrip_stats), MPX_TEST(test_inproc_errors_badkey),
               MPX_TEST(test_inproc_legacy_flag), MPX_TEST(test_inproc_blocking),

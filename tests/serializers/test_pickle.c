@@ -496,7 +496,12 @@ static void test_reference_vectors(void) {
   check_bytes(L(1, N()), 4, V("\x80\x04]Na."));
   check_bytes(M(1, N(), N()), 4, V("\x80\x04}NNs."));
   check_bytes(T(4, N(), N(), N(), N()), 4, V("\x80\x04(NNNNt."));
-  check_bytes(G("builtins", "set"), 2, V("\x80\x02" "cbuiltins\nset\n."));
+  /* Protocol 2 names Python 2's modules, as CPython's fix_imports does. */
+  check_bytes(G("builtins", "set"), 2, V("\x80\x02" "c__builtin__\nset\n."));
+  check_bytes(G("builtins", "set"), 3, V("\x80\x03" "cbuiltins\nset\n."));
+  check_bytes(G("builtins", "KeyError"), 2, V("\x80\x02" "cexceptions\nKeyError\n."));
+  check_bytes(G("builtins", "FileNotFoundError"), 2, V("\x80\x02" "cexceptions\nOSError\n."));
+  check_bytes(G("queue", "Empty"), 2, V("\x80\x02" "cQueue\nEmpty\n."));
   /* No args: an empty tuple. */
   check_bytes(R("m", "f", NULL, NULL), 4, V("\x80\x04\x8c\x01m\x8c\x01" "f\x93)R."));
   check_bytes(R("builtins", "KeyError", T(1, S("k")), NULL), 4,
@@ -944,6 +949,177 @@ static void test_encode_errors(void) {
   mpx_obj_release(o);
 }
 
+/* ---- CPython 2.7 <-> mpx ------------------------------------------------------------ */
+
+/* CPython 2.7's interpreter: python2.7 on PATH when it runs, else pyenv's
+ * ($PYENV_ROOT, default ~/.pyenv). NULL (and says so) when absent. */
+static const char *python2(void) {
+  static char path[512];
+  static int looked;
+  if (looked) return path[0] ? path : NULL;
+  looked = 1;
+  if (system("python2.7 -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))'"
+             " >/dev/null 2>&1") == 0) {
+    snprintf(path, sizeof path, "python2.7");
+    return path;
+  }
+  const char *root = getenv("PYENV_ROOT"), *home = getenv("HOME");
+  char cmd[700];
+  FILE *f;
+  if (root != NULL) snprintf(cmd, sizeof cmd, "ls -d '%s'/versions/2.7*/bin/python2.7 2>/dev/null | tail -1", root);
+  else snprintf(cmd, sizeof cmd, "ls -d '%s'/.pyenv/versions/2.7*/bin/python2.7 2>/dev/null | tail -1", home ? home : "/root");
+  if ((f = popen(cmd, "r")) != NULL) {
+    if (fgets(path, sizeof path, f) == NULL) path[0] = '\0';
+    path[strcspn(path, "\n")] = '\0';
+    pclose(f);
+  }
+  if (path[0] == '\0') printf("\n  CPython 2.7 not found: skipped\n");
+  return path[0] ? path : NULL;
+}
+
+static size_t unhex(const char *h, uint8_t *out, size_t cap) {
+  size_t n = 0;
+  unsigned v;
+  while (n < cap && sscanf(h + 2 * n, "%2x", &v) == 1) out[n++] = (uint8_t)v;
+  return n;
+}
+
+/* What each pickle CPython 2.7 writes below decodes to: a Python 2 str is
+ * bytes, unicode is str. */
+static mpx_obj_t *py2_expected(const char *name) {
+#define IS(s) (strcmp(name, s) == 0)
+  if (IS("empty")) return B("", 0);
+  if (IS("abc")) return B("abc", 3);
+  if (IS("esc")) return B("a\0\xff'\"\\\n\t", 8);
+  if (IS("dquote")) return B("it's", 4);
+  if (IS("long")) {
+    char x[300];
+    memset(x, 'x', sizeof x);
+    return B(x, sizeof x);
+  }
+  if (IS("unicode")) return S("uni\xc3\xa9");
+  if (IS("request")) return T(4, N(), B("get_queue", 9), T(1, B("k", 1)), M(1, B("block", 5), mpx_obj_bool(0)));
+  if (IS("bytearray")) return B("a\xff" "b", 3);
+  if (IS("keyerror")) return R("builtins", "KeyError", T(1, B("k", 1)), NULL);
+  if (IS("empty_exc")) return R("queue", "Empty", T(0), NULL);
+  return NULL;
+#undef IS
+}
+
+/* Pickles CPython 2.7 writes (protocol 0 without its PUTs, 1 and 2; the
+ * non-str values at 2 only) decode to Python 2's str as bytes. */
+static void test_python2_decode(void) {
+  const char *py = python2();
+  char cmd[4096], line[8192];
+  int seen = 0;
+  if (py == NULL) return;
+  snprintf(cmd, sizeof cmd, "'%s' -c \"%s\"", py,
+           "import pickle, pickletools, binascii, Queue\n"
+           "S = [('empty', ''), ('abc', 'abc'), ('esc', 'a\\\\0\\\\xff\\\\'\\\\\\\"\\\\\\\\\\\\n\\\\t'),\n"
+           "     ('dquote', 'it\\\\'s'), ('long', 'x' * 300)]\n"
+           "O = [('unicode', u'uni\\\\xe9'), ('request', (None, 'get_queue', ('k',), {'block': False})),\n"
+           "     ('bytearray', bytearray('a\\\\xffb')), ('keyerror', KeyError('k')),\n"
+           "     ('empty_exc', Queue.Empty())]\n"
+           "for n, v in S:\n"
+           "    print n, 0, binascii.hexlify(pickletools.optimize(pickle.dumps(v, 0)))\n"
+           "    print n, 1, binascii.hexlify(pickle.dumps(v, 1))\n"
+           "for n, v in S + O:\n"
+           "    print n, 2, binascii.hexlify(pickle.dumps(v, 2))\n");
+  FILE *f = popen(cmd, "r");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  while (fgets(line, sizeof line, f) != NULL) {
+    char name[32], hex[7000];
+    int proto;
+    uint8_t data[3500];
+    mpx_obj_t *got = NULL, *want;
+    if (sscanf(line, "%31s %d %6999s", name, &proto, hex) != 3) continue;
+    size_t n = unhex(hex, data, sizeof data);
+    want = py2_expected(name);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+    int rc = decode(data, n, &got);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc != 0) fprintf(stderr, "  %s protocol %d: %s\n", name, proto, mpx_last_error());
+    else if (!same(got, want)) {
+      CU_FAIL("decoded value differs");
+      fprintf(stderr, "  %s protocol %d\n", name, proto);
+    }
+    mpx_obj_release(got);
+    mpx_obj_release(want);
+    seen++;
+  }
+  CU_ASSERT_EQUAL(pclose(f), 0);
+  CU_ASSERT_EQUAL(seen, 5 * 3 + 5);
+}
+
+/* Protocol 0 STRING escapes and malformed Python 2 strings. */
+static void test_python2_strings(void) {
+  check_decodes(V("S'a\\x41\\101\\n\\\\\\'\"'\n."), B("aAA\n\\'\"", 7));
+  check_decodes(V("S\"it's\"\n."), B("it's", 4));
+  check_decodes(V("S'\\q'\n."), B("\\q", 2)); /* unknown escapes stay */
+  check_decodes(V("\x80\x02U\x03" "a\0b."), B("a\0b", 3));
+  check_decodes(V("\x80\x02T\x02\0\0\0hi."), B("hi", 2));
+  expect_error(V("S'abc\n."), 0, "STRING: not a quoted string");
+  expect_error(V("Sabc\n."), 0, "STRING: not a quoted string");
+  expect_error(V("S'a\\x4'\n."), 0, "STRING: invalid \\x escape");
+  expect_error(V("S'abc'"), 0, "truncated STRING");
+  expect_error(V("\x80\x02T\xff\xff\xff\xff."), 2, "BINSTRING with a negative length");
+  expect_error(V("\x80\x02U\x05" "ab."), 2, "truncated SHORT_BINSTRING");
+}
+
+/* mpx's protocol 2 pickles load in CPython 2.7 as what CPython 3 would
+ * have sent: Python 3 names written as Python 2's (fix_imports). */
+static void test_python2_loads(void) {
+  const char *py = python2();
+  char path[] = "/tmp/mpx_pickle_py2_XXXXXX", cmd[2048], line[512];
+  static const char *const want[] = {
+      "exceptions.KeyError ('k',)", "Queue.Empty ()", "Queue.Full ()",
+      "exceptions.ValueError (u'bad',)",
+      "multiprocessing.managers.RemoteError ('tb',)",
+      "str 'a\\xff'", "unicode u'x'", "set set([1])"};
+  if (py == NULL) return;
+  mpx_obj_t *vals[] = {
+      R("builtins", "KeyError", T(1, B("k", 1)), NULL),
+      R("queue", "Empty", T(0), NULL), R("queue", "Full", T(0), NULL),
+      R("builtins", "ValueError", T(1, S("bad")), NULL),
+      R("multiprocessing.managers", "RemoteError", T(1, B("tb", 2)), NULL),
+      B("a\xff", 2), S("x"), R("builtins", "set", T(1, L(1, I(1))), NULL)};
+  int fd = mkstemp(path);
+  CU_ASSERT_FATAL(fd >= 0);
+  FILE *out = fdopen(fd, "w");
+  for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+    mpx_wbuf_t w;
+    CU_ASSERT_EQUAL(encode(vals[i], 2, &w), 0);
+    for (size_t k = 0; k < w.len; k++) fprintf(out, "%02x", w.data[k]);
+    fputc('\n', out);
+    mpx_wbuf_free(&w);
+    mpx_obj_release(vals[i]);
+  }
+  fclose(out);
+  snprintf(cmd, sizeof cmd, "'%s' -c \"%s\" < '%s' 2>&1", py,
+           "import sys, pickle, binascii\n"
+           "for l in sys.stdin:\n"
+           "    try:\n"
+           "        o = pickle.loads(binascii.unhexlify(l.strip()))\n"
+           "        t = type(o)\n"
+           "        if isinstance(o, BaseException): print t.__module__ + '.' + t.__name__, repr(o.args)\n"
+           "        else: print t.__name__, repr(o)\n"
+           "    except Exception as e: print 'ERROR', repr(e)\n", path);
+  FILE *f = popen(cmd, "r");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  size_t i = 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    if (i < sizeof want / sizeof want[0]) {
+      CU_ASSERT_STRING_EQUAL(line, want[i]);
+      if (strcmp(line, want[i]) != 0) fprintf(stderr, "  got %s, want %s\n", line, want[i]);
+    }
+    i++;
+  }
+  CU_ASSERT_EQUAL(pclose(f), 0);
+  CU_ASSERT_EQUAL(i, sizeof want / sizeof want[0]);
+  unlink(path);
+}
+
 static void test_descriptor(void) {
   const mpx_codec_t *c = codec();
   CU_ASSERT_STRING_EQUAL(c->name, "pickle");
@@ -957,4 +1133,6 @@ MPX_TEST_MAIN("codec_pickle", MPX_TEST(test_descriptor),
               MPX_TEST(test_python_golden), MPX_TEST(test_python_loads),
               MPX_TEST(test_errors), MPX_TEST(test_decode_extras),
               MPX_TEST(test_truncation_and_corruption), MPX_TEST(test_depth),
-              MPX_TEST(test_limits), MPX_TEST(test_encode_errors))
+              MPX_TEST(test_limits), MPX_TEST(test_encode_errors),
+              MPX_TEST(test_python2_decode), MPX_TEST(test_python2_strings),
+              MPX_TEST(test_python2_loads))

@@ -709,16 +709,17 @@ static int plan_source(eng_t *e) {
                              "stage '%s': a source with workers runs in parallel, "
                              "but %s", c->name, why);
   if (why) return 0;
-  unsigned want = c->opts.workers ? c->opts.workers : (unsigned)mpx_cpu_count();
-  if (own && want != next->workers) {
+  /* Lent to the chain (lend_workers) unless its first stage has its own. */
+  if (own && src->workers != next->workers) {
     char v[16];
     snprintf(v, sizeof v, "%u", c->opts.workers);
     return mpx__cfg_error_at(e->cfg, c->opts.at[MPX__CFG_WORKERS].line,
                              c->opts.at[MPX__CFG_WORKERS].col,
                              "stage '%s': workers %s would be ignored: a source in parts "
-                             "runs in the %u workers of stage '%s'; give both the same "
-                             "workers", c->name, c->opts.workers ? v : "auto",
-                             next->workers, next->cfg->name);
+                             "runs in the %u workers stage '%s' gives itself; give both "
+                             "the same workers, or leave them out of '%s'", c->name,
+                             c->opts.workers ? v : "auto",
+                             next->workers, next->cfg->name, next->cfg->name);
   }
   /* Many more parts than workers: a part's outputs come back at once, and
    * a faster worker takes more of them. */
@@ -747,11 +748,32 @@ static int refuse_unused(eng_t *e) {
   return 0;
 }
 
+/* A splitting source given `workers` in its own stage lends them to the
+ * chain after it, which runs its parts: the maps up to and including the
+ * first reduce that do not give their own workers take the source's (a
+ * stage's own option beats `defaults`, here as anywhere). */
+static void lend_workers(eng_t *e) {
+  stage_t *src = &e->st[0];
+  unsigned bit = 1u << MPX__CFG_WORKERS;
+  if (src->d->kind != MPX_PLUGIN_SOURCE || !(src->cfg->opts.set & bit) ||
+      !(mpx__plugin_flags(src->d) & MPX_PLUGIN_SPLITS))
+    return;
+  for (size_t i = 1; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if ((s->d->kind != MPX_PLUGIN_MAP && s->d->kind != MPX_PLUGIN_REDUCE) ||
+        (s->cfg->opts.set & bit))
+      break;
+    s->workers = src->workers;
+    if (s->d->kind == MPX_PLUGIN_REDUCE) break;
+  }
+}
+
 /* Chains: each stage is its own head and tail, then fusable neighbours
  * join their predecessor's chain, and a source run in parts heads the
  * chain after it. A head keeps order when any stage of its chain, or the
  * stage after it, asks for it. */
 static int plan_chains(eng_t *e) {
+  lend_workers(e);
   for (size_t i = 0; i < e->n; i++) e->st[i].head = e->st[i].tail = &e->st[i];
   for (size_t i = 1; i + 1 < e->n; i++) {
     if (!fusable(e, i)) continue;

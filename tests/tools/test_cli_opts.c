@@ -357,7 +357,8 @@ static void expect_refused(const char *set, const char *want) {
 static void test_ignored_options_refused(void) {
   expect_refused("range.workers=1",
                  "stage 'range': workers 1 would be ignored: a source in parts runs in the "
-                 "2 workers of stage 'checksum'; give both the same workers");
+                 "2 workers stage 'checksum' gives itself; give both the same workers, or "
+                 "leave them out of 'checksum'");
   expect_refused("print.workers=4",
                  "stage 'print': 'workers' has no effect on a sink (it runs in mpx run, "
                  "in one instance)");
@@ -365,8 +366,11 @@ static void test_ignored_options_refused(void) {
                  "stage 'print': 'retries' has no effect on a sink (it runs in mpx run, "
                  "in one instance)");
   expect_refused("range.timeout=5",
-                 "stage 'range': 'timeout' has no effect on a source");
-  expect_refused("range.batch=5", "stage 'range': 'batch' has no effect on a source");
+                 "stage 'range': 'timeout' has no effect on a source (it runs in mpx run, "
+                 "or in parts with the options of the stage after it)");
+  expect_refused("range.batch=5",
+                 "stage 'range': 'batch' has no effect on a source (it runs in mpx run, "
+                 "or in parts with the options of the stage after it)");
   /* the same values through defaults are fine: they reach the map */
   write_file("okdef.yaml", "defaults: {codec: raw, workers: 2, retries: 1, batch: 7}\n"
                            "stages:\n"
@@ -381,6 +385,54 @@ static void test_ignored_options_refused(void) {
 
 /* SIGPIPE ignored: an mpx that exits before reading its input must not
  * kill the suite. */
+/* A source's workers take effect: the chain after it that runs its parts
+ * takes them (over defaults), as --stats-json shows, and every line comes
+ * out once. */
+static void test_source_workers_take_effect(void) {
+  char text[4096] = "", yaml[1024];
+  for (int i = 0; i < 300; i++) snprintf(text + strlen(text), 20, "l%03d\n", i);
+  write_file("many.txt", text);
+  snprintf(yaml, sizeof yaml,
+           "defaults: {codec: raw, workers: 2}\n"
+           "stages:\n"
+           "  - plugin: lines\n    params: {path: %s}\n    workers: 2\n"
+           "  - plugin: grep\n    params: {pattern: '^l'}\n"
+           "  - plugin: topk\n    params: {k: 1000}\n"
+           "  - plugin: print\n",
+           in_dir("many.txt"));
+  write_file("lend.yaml", yaml);
+  char file[600], j1[600], j3[600]; /* in_dir's buffers rotate */
+  snprintf(file, sizeof file, "%s", in_dir("lend.yaml"));
+  snprintf(j1, sizeof j1, "%s", in_dir("w1.json"));
+  snprintf(j3, sizeof j3, "%s", in_dir("w3.json"));
+  const char *w1[] = {"run", file, "--set", "lines.workers=1", "--stats-json", j1,
+                      "--no-summary", NULL};
+  const char *w3[] = {"run", file, "--set", "lines.workers=3", "--stats-json", j3,
+                      "--no-summary", NULL};
+  const char *const *runs[] = {w1, w3};
+  const char *json[] = {"w1.json", "w3.json"}, *want[] = {"\"workers\":1,", "\"workers\":3,"};
+  for (int r = 0; r < 2; r++) {
+    CU_ASSERT_EQUAL(run_args(runs[r]), 0);
+    expect_text("stderr", "");
+    char *out = read_file("stdout", NULL);
+    int n = 0;
+    for (char *p = out; p && *p; p++) n += *p == '\n';
+    CU_ASSERT_EQUAL(n, 300);
+    CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "\n1 l299\n") : NULL);
+    free(out);
+    char *j = read_file(json[r], NULL);
+    char grep[64], topk[64];
+    snprintf(grep, sizeof grep, "\"name\":\"grep\",\"plugin\":\"grep\",\"kind\":\"map\",%s",
+             want[r]);
+    snprintf(topk, sizeof topk, "\"name\":\"topk\",\"plugin\":\"topk\",\"kind\":\"reduce\",%s",
+             want[r]);
+    CU_ASSERT_PTR_NOT_NULL(j ? strstr(j, grep) : NULL);
+    CU_ASSERT_PTR_NOT_NULL(j ? strstr(j, topk) : NULL);
+    if (!j || !strstr(j, grep)) fprintf(stderr, "want %s in %s\n", grep, j);
+    free(j);
+  }
+}
+
 static void test_setup(void) {
   signal(SIGPIPE, SIG_IGN);
   cli_mkdir("/tmp/mpx-opts-XXXXXX");
@@ -396,4 +448,5 @@ MPX_TEST_MAIN("cli_opts", MPX_TEST(test_setup), MPX_TEST(test_lines_stdin),
               MPX_TEST(test_lines_stdin_in_parts), MPX_TEST(test_sinks_stdout),
               MPX_TEST(test_stats_json_stdout), MPX_TEST(test_option_forms),
               MPX_TEST(test_plugins_codec), MPX_TEST(test_no_summary_dead_letters),
-              MPX_TEST(test_ignored_options_refused), MPX_TEST(test_cleanup))
+              MPX_TEST(test_ignored_options_refused), MPX_TEST(test_source_workers_take_effect),
+              MPX_TEST(test_cleanup))

@@ -1,9 +1,12 @@
 /* The `mpx` command: run and check pipelines, list plugins.
  *
  *   mpx run FILE [--set STAGE.KEY=VALUE]... [--progress=auto|always|never]
- *                [--stats-json FILE] [--no-summary]
+ *                [--stats-json FILE|-] [--no-summary]
  *   mpx check FILE [--set ...]
  *   mpx plugins [NAME]
+ *
+ * run, check and plugins read their options with getopt_long: `--opt=V`
+ * and `--opt V` alike, in any order around the file, `--` to end them.
  *   mpx manager serve|call ...   (manager_serve.c, manager_call.c)
  *   mpx version
  *
@@ -52,9 +55,10 @@ static void usage_run(FILE *f, const char *cmd) {
           cmd);
   if (strcmp(cmd, "run") == 0)
     fprintf(f,
-            "  --progress=WHEN         auto (on a terminal, the default), always, never\n"
-            "  --stats-json FILE       write the per-stage figures as JSON\n"
-            "  --no-summary            no table at the end\n");
+            "  --progress WHEN         auto (on a terminal, the default), always, never\n"
+            "  --stats-json FILE       write the per-stage figures as JSON (-: stdout)\n"
+            "  --no-summary            no table at the end (dead letters still get a line)\n");
+  fprintf(f, "\n--opt=VALUE and --opt VALUE are the same.\n");
 }
 
 static int config_error(int rc) {
@@ -289,7 +293,7 @@ static int describe(const char *name) {
   if (trc == 0 || crc == 0) return EXIT_DONE;
   if (trc == MPX_ENOENT && crc == MPX_ENOENT)
     fprintf(stderr, "%s plugins: no plugin or codec '%s' on the search path (`mpx plugins` "
-                    "lists it; set MPX_PLUGIN_PATH to add directories)\n",
+                    "lists what is there; MPX_PLUGIN_PATH adds directories)\n",
             prog, name);
   else /* the error of what the file seems to be */
     fprintf(stderr, "%s plugins: %s\n", prog, trc != MPX_ENOENT && trc != MPX_ENOSYM

@@ -638,6 +638,23 @@ static int check_enum(const char *key, const val_t *v,
 static const char *const opt_names[MPX__CFG_NOPTS + 1] = {
     "workers", "codec", "transport", "retries", "timeout", "ordered", "batch",
     NULL};
+
+/* `-` is standard output for a sink's path and --stats-json, but dead
+ * letters there would mix with the sink's items. */
+#define DEAD_DASH                                                              \
+  "'dead_letter' cannot be '-': standard output carries the sink's items; "  \
+  "give a file path (/dev/stderr for standard error)"
+
+int mpx__cfg_refuse_unused(const mpx__cfg_t *c, size_t i, unsigned used,
+                           const char *what) {
+  const mpx__cfg_stage_t *s = &c->stages[i];
+  for (unsigned o = 0; o < MPX__CFG_NOPTS; o++)
+    if ((s->opts.set & (1u << o)) && !(used & (1u << o)))
+      return mpx__cfg_error_at(c, s->opts.at[o].line, s->opts.at[o].col,
+                               "stage '%s': '%s' has no effect on %s", s->name,
+                               opt_names[o], what);
+  return 0;
+}
 static const char *const transport_names[] = {"auto", "pipe", "uring", NULL};
 static const char *const restart_names[] = {"permanent", "transient",
                                             "temporary", NULL};
@@ -1201,6 +1218,8 @@ static int check_top(check_t *x, const node_t *root) {
         return perr(x->file, v->line, v->col,
                     "'dead_letter' must be a file path, got %s",
                     got(&qb, &vv));
+      if (strcmp(v->s, "-") == 0)
+        return perr(x->file, v->line, v->col, "%s", DEAD_DASH);
       if ((c->dead_letter = strdup(v->s)) == NULL) goto nomem;
       c->dead_letter_at = pos_of(v);
       break;
@@ -1416,6 +1435,7 @@ static int set_pipeline(mpx__cfg_t *c, unsigned idx, const char *key,
     if (!text_ok(value, CFG_MAX_PATH))
       return mpx__cfg_error_at(c, 0, idx, "'dead_letter' must be a file path, "
                                "got %s", got(&qb, &v));
+    if (strcmp(value, "-") == 0) return mpx__cfg_error_at(c, 0, idx, "%s", DEAD_DASH);
     if ((s = strdup(value)) == NULL) goto nomem;
     free(c->dead_letter);
     c->dead_letter = s;

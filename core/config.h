@@ -143,6 +143,13 @@ int mpx__cfg_set(mpx__cfg_t *c, const char *assignment);
 int mpx__cfg_error_at(const mpx__cfg_t *c, unsigned line, unsigned col,
                       const char *fmt, ...) MPX_PRINTF(4, 5);
 
+/* Refuses an option that stage i gives itself (in its mapping or by
+ * --set, not through defaults) and that is not among `used` (bits 1u <<
+ * opt): a value accepted must take effect. `what` is the stage's role,
+ * for the message "stage 'S': 'OPT' has no effect on WHAT". 0, or
+ * MPX_ECONFIG at the option's position. */
+int mpx__cfg_refuse_unused(const mpx__cfg_t *c, size_t i, unsigned used, const char *what);
+
 /* Accepts NULL. */
 void mpx__cfg_free(mpx__cfg_t *c);
 

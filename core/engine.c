@@ -709,10 +709,63 @@ static int plan_source(eng_t *e) {
                              "stage '%s': a source with workers runs in parallel, "
                              "but %s", c->name, why);
   if (why) return 0;
+  /* Lent to the chain (lend_workers) unless its first stage has its own. */
+  if (own && src->workers != next->workers) {
+    char v[16];
+    snprintf(v, sizeof v, "%u", c->opts.workers);
+    return mpx__cfg_error_at(e->cfg, c->opts.at[MPX__CFG_WORKERS].line,
+                             c->opts.at[MPX__CFG_WORKERS].col,
+                             "stage '%s': workers %s would be ignored: a source in parts "
+                             "runs in the %u workers stage '%s' gives itself; give both "
+                             "the same workers, or leave them out of '%s'", c->name,
+                             c->opts.workers ? v : "auto",
+                             next->workers, next->cfg->name, next->cfg->name);
+  }
   /* Many more parts than workers: a part's outputs come back at once, and
    * a faster worker takes more of them. */
   src->parts = 64 * next->workers;
   return 0;
+}
+
+/* The options a source or a sink cannot use, given in its own stage, are
+ * refused rather than ignored: both run in this process (a source in
+ * parts with the options of the chain after it, but its codec). */
+static int refuse_unused(eng_t *e) {
+  const unsigned all = (1u << MPX__CFG_NOPTS) - 1, ordered = 1u << MPX__CFG_ORDERED;
+  const unsigned codec = 1u << MPX__CFG_CODEC, workers = 1u << MPX__CFG_WORKERS;
+  for (size_t i = 0; i < e->n; i++) {
+    mpx_plugin_kind_t k = e->st[i].d->kind;
+    int rc = 0;
+    if (k == MPX_PLUGIN_SOURCE)
+      rc = mpx__cfg_refuse_unused(e->cfg, i, all & (codec | ordered | workers),
+                                  "a source (it runs in mpx run, or in parts with the "
+                                  "options of the stage after it)");
+    else if (k == MPX_PLUGIN_SINK)
+      rc = mpx__cfg_refuse_unused(e->cfg, i, ordered,
+                                  "a sink (it runs in mpx run, in one instance)");
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+/* A splitting source given `workers` in its own stage lends them to the
+ * chain after it, which runs its parts: the maps up to and including the
+ * first reduce that do not give their own workers take the source's (a
+ * stage's own option beats `defaults`, here as anywhere). */
+static void lend_workers(eng_t *e) {
+  stage_t *src = &e->st[0];
+  unsigned bit = 1u << MPX__CFG_WORKERS;
+  if (src->d->kind != MPX_PLUGIN_SOURCE || !(src->cfg->opts.set & bit) ||
+      !(mpx__plugin_flags(src->d) & MPX_PLUGIN_SPLITS))
+    return;
+  for (size_t i = 1; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if ((s->d->kind != MPX_PLUGIN_MAP && s->d->kind != MPX_PLUGIN_REDUCE) ||
+        (s->cfg->opts.set & bit))
+      break;
+    s->workers = src->workers;
+    if (s->d->kind == MPX_PLUGIN_REDUCE) break;
+  }
 }
 
 /* Chains: each stage is its own head and tail, then fusable neighbours
@@ -720,6 +773,7 @@ static int plan_source(eng_t *e) {
  * chain after it. A head keeps order when any stage of its chain, or the
  * stage after it, asks for it. */
 static int plan_chains(eng_t *e) {
+  lend_workers(e);
   for (size_t i = 0; i < e->n; i++) e->st[i].head = e->st[i].tail = &e->st[i];
   for (size_t i = 1; i + 1 < e->n; i++) {
     if (!fusable(e, i)) continue;
@@ -730,6 +784,7 @@ static int plan_chains(eng_t *e) {
   }
   int rc = plan_source(e);
   if (rc != 0) return rc;
+  if ((rc = refuse_unused(e)) != 0) return rc;
   stage_t *src = &e->st[0];
   if (src->parts) {
     stage_t *next = &e->st[1];
@@ -929,6 +984,8 @@ static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
              s->head && s->head != s ? s->head->cfg->name : "");
   }
   st->dead_lettered = e->dead;
+  snprintf(st->dead_letter, sizeof st->dead_letter, "%s",
+           e->cfg->dead_letter ? e->cfg->dead_letter : "");
   st->interrupted = signals > 0;
   st->seconds = now() - e->t0;
   pthread_mutex_unlock(&e->mu);
@@ -954,8 +1011,10 @@ static void print_summary(const mpx_pipeline_stats_t *st, FILE *f) {
           (unsigned long long)st->dead_lettered, st->interrupted ? ", interrupted" : "");
 }
 
+/* path "-": standard output, after everything the sinks wrote there. */
 static int write_json(const mpx_pipeline_stats_t *st, const char *path, const char *name) {
-  FILE *f = fopen(path, "w");
+  bool out = strcmp(path, "-") == 0;
+  FILE *f = out ? stdout : fopen(path, "w");
   if (f == NULL) return mpx__err_errno("cannot write '%s'", path);
   fprintf(f, "{\"pipeline\":");
   json_str(f, name, strlen(name));
@@ -978,6 +1037,7 @@ static int write_json(const mpx_pipeline_stats_t *st, const char *path, const ch
     fputc('}', f);
   }
   fprintf(f, "]}\n");
+  if (out) return fflush(f) == 0 && !ferror(f) ? 0 : mpx__err_errno("cannot write stdout");
   return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);
 }
 

@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "plugin_path.h"
+#include "mpx/pipeline.h"
 
 #define SUFFIX ".so"
 
@@ -116,4 +117,8 @@ int mpx__plugin_open(const char *what, const char *path, const char *symbol,
   *handle = h;
   *sym = s;
   return 0;
+}
+
+void mpx_plugin_search_path(char *buf, size_t cap) {
+  if (buf != NULL) mpx__plugin_dirs(buf, cap);
 }

@@ -69,6 +69,8 @@ typedef struct {
   uint64_t dead_lettered;
   bool interrupted;          /* stopped by a signal */
   double seconds;
+  char dead_letter[4096];    /* the dead-letter file, as configured; "" when
+                              * there is none */
 } mpx_pipeline_stats_t;
 
 #ifdef __cplusplus
@@ -92,6 +94,12 @@ typedef void (*mpx_plugin_list_fn)(void *arg, const char *kind,
                                    const char *name, const char *path,
                                    const char *description, const char *error);
 MPX_API int mpx_plugin_list(unsigned what, mpx_plugin_list_fn cb, void *arg);
+/* The directories searched for task plugins and codecs, in the order
+ * they are searched ($MPX_PLUGIN_PATH's, next to libmpx, the install
+ * prefix's), each followed by a '\n', into buf (cap bytes, always
+ * NUL-terminated when cap > 0; directories that do not fit are left out). */
+MPX_API void mpx_plugin_search_path(char *buf, size_t cap);
+
 /* Loads a task plugin by name or path (as a pipeline does) and returns its
  * descriptor and file (borrowed, for the process's life). */
 MPX_API int mpx_plugin_find(const char *name_or_path, const mpx_plugin_t **desc,

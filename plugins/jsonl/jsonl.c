@@ -11,7 +11,8 @@
  *   {"item_base64": "..."}  otherwise: the bytes in standard base64 (RFC
  *                           4648, with padding), so nothing is lost.
  *
- * The file is truncated at init, unless append is true. Several workers
+ * Path "-" is standard output. A file is truncated at init, unless append
+ * is true. Several workers
  * can only share the file with append: true (each then appends whole
  * lines, one write() per 64 KiB of them); with more than one worker and
  * append false, init fails. Written out at the end of the stream (flush)
@@ -45,8 +46,11 @@ static int jsonl_init(mpx_plugin_ctx_t *ctx, void **state) {
                            "'%s': run jsonl with 1 worker, or set append: "
                            "true", mpx_worker_count(ctx), path);
   if ((j = calloc(1, sizeof *j)) == NULL) return MPX_ENOMEM;
-  j->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC |
-                         (append ? O_APPEND : O_TRUNC), 0666);
+  /* "-": standard output, through a descriptor of our own to close. */
+  j->fd = strcmp(path, "-") == 0
+              ? fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0)
+              : open(path, O_WRONLY | O_CREAT | O_CLOEXEC |
+                               (append ? O_APPEND : O_TRUNC), 0666);
   if (j->fd < 0) {
     int e = errno;
     free(j);
@@ -166,7 +170,7 @@ static void jsonl_fini(mpx_plugin_ctx_t *ctx, void *state) {
 }
 
 static const mpx_param_def_t jsonl_params[] = {
-    {"path", MPX_PARAM_STRING, NULL, true, "the file to write"},
+    {"path", MPX_PARAM_STRING, NULL, true, "the file to write; - for standard output"},
     {"append", MPX_PARAM_BOOL, "false", false,
      "append instead of truncating (required with several workers)"},
 };

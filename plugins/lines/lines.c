@@ -6,7 +6,8 @@
  * [i*size/n, (i+1)*size/n) and emits the lines whose first byte is in
  * that range (reading on past its end to finish its last line), so every
  * line is emitted exactly once. A file that is not a regular one (a pipe)
- * is read whole by worker 0. Reads are large (the `buffer` parameter)
+ * is read whole by worker 0. Path "-" is standard input, which cannot be
+ * split: with more than one worker, init fails. Reads are large (the `buffer` parameter)
  * and lines are emitted straight from the read buffer unless they span
  * two reads. */
 #define _GNU_SOURCE
@@ -56,19 +57,29 @@ static int lines_init(mpx_plugin_ctx_t *ctx, void **state) {
     return mpx_plugin_fail(ctx, "buffer must be between 1 and 2^30 bytes, "
                            "got %lld", (long long)bufsize);
   if ((l = calloc(1, sizeof *l)) == NULL) return MPX_ENOMEM;
+  l->fd = -1; /* not 0: fini must not close standard input */
   l->cap = (size_t)bufsize;
   if ((l->buf = malloc(l->cap)) == NULL) {
     lines_fini(ctx, l);
     return MPX_ENOMEM;
   }
-  if ((l->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
-      fstat(l->fd, &st) != 0) {
+  if (strcmp(path, "-") == 0 && n > 1) {
+    lines_fini(ctx, l);
+    return mpx_plugin_fail(ctx, "standard input (path '-') cannot be split between "
+                           "workers: leave out the stage's workers to read it in "
+                           "mpx run");
+  }
+  /* "-": standard input, through a descriptor of our own to close. */
+  l->fd = strcmp(path, "-") == 0 ? fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0)
+                                 : open(path, O_RDONLY | O_CLOEXEC);
+  if (l->fd < 0 || fstat(l->fd, &st) != 0) {
     int rc = mpx_plugin_fail(ctx, "cannot open '%s': %s", path,
                              strerror(errno));
     lines_fini(ctx, l);
     return rc;
   }
-  l->seekable = S_ISREG(st.st_mode);
+  /* Standard input is read on from where it stands, even from a file. */
+  l->seekable = S_ISREG(st.st_mode) && strcmp(path, "-") != 0;
   if (!l->seekable) {
     l->hi = UINT64_MAX;
     l->done = i != 0;
@@ -158,7 +169,7 @@ static int lines_generate(mpx_plugin_ctx_t *ctx, void *state) {
 }
 
 static const mpx_param_def_t lines_params[] = {
-    {"path", MPX_PARAM_STRING, NULL, true, "the file to read"},
+    {"path", MPX_PARAM_STRING, NULL, true, "the file to read; - for standard input"},
     {"buffer", MPX_PARAM_INT, "1048576", false, "read size in bytes"},
 };
 

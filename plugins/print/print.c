@@ -1,4 +1,5 @@
-/* print: a sink that writes each item as one line on standard output.
+/* print: a sink that writes each item as one line on standard output
+ * (path "-", the default) or to the file `path` (truncated at init).
  * format: text (the bytes as they are), hex (lowercase hex digits) or
  * int64 (an 8-byte little-endian int64, in decimal). Lines are collected
  * and written with one write() per 64 KiB of whole lines (per line when
@@ -7,6 +8,7 @@
  * out at the end of the stream (flush) or of the instance (fini). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@ enum { FMT_TEXT, FMT_HEX, FMT_INT64 };
 
 typedef struct {
   int format;
+  int fd;  /* STDOUT_FILENO, or a file of ours */
   int tty;
   outbuf_t out;
 } print_t;
@@ -39,14 +42,24 @@ static int print_init(mpx_plugin_ctx_t *ctx, void **state) {
     return mpx_plugin_fail(ctx, "format must be text, hex or int64, got "
                            "'%s'", f);
   }
-  p->tty = isatty(STDOUT_FILENO);
+  const char *path = mpx_param_str(ctx, "path");
+  p->fd = STDOUT_FILENO;
+  if (strcmp(path, "-") != 0 &&
+      (p->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0) {
+    int e = errno;
+    free(p);
+    return mpx_plugin_fail(ctx, "cannot open '%s': %s", path, strerror(e));
+  }
+  p->tty = isatty(p->fd);
   *state = p;
   return 0;
 }
 
 static int write_out(mpx_plugin_ctx_t *ctx, print_t *p) {
-  int e = outbuf_write(&p->out, STDOUT_FILENO);
-  return e ? mpx_plugin_fail(ctx, "write to stdout: %s", strerror(e)) : 0;
+  int e = outbuf_write(&p->out, p->fd);
+  if (e == 0) return 0;
+  if (p->fd == STDOUT_FILENO) return mpx_plugin_fail(ctx, "write to stdout: %s", strerror(e));
+  return mpx_plugin_fail(ctx, "write '%s': %s", mpx_param_str(ctx, "path"), strerror(e));
 }
 
 static int print_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
@@ -93,6 +106,7 @@ static void print_fini(mpx_plugin_ctx_t *ctx, void *state) {
   print_t *p = state;
   if (p == NULL) return;
   write_out(ctx, p);
+  if (p->fd != STDOUT_FILENO) close(p->fd);
   outbuf_free(&p->out);
   free(p);
 }
@@ -100,16 +114,18 @@ static void print_fini(mpx_plugin_ctx_t *ctx, void *state) {
 static const mpx_param_def_t print_params[] = {
     {"format", MPX_PARAM_STRING, "text", false,
      "text, hex or int64 (8-byte little-endian items)"},
+    {"path", MPX_PARAM_STRING, "-", false,
+     "the file to write (truncated); - for standard output"},
 };
 
 MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
     MPX_PLUGIN_HEADER,
     .name = "print",
     .version = "1.0",
-    .description = "write each item as a line on standard output",
+    .description = "write each item as a line on standard output (or to a file)",
     .kind = MPX_PLUGIN_SINK,
     .params = print_params,
-    .n_params = 1,
+    .n_params = sizeof print_params / sizeof print_params[0],
     .init = print_init,
     .fini = print_fini,
     .process = print_process,

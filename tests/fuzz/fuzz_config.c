@@ -4,6 +4,7 @@
  * line, applied to what parsed. Whatever the input: no crash, no leak, a
  * failure leaves nothing and names the file or the override, and a
  * config that parsed keeps its invariants through every override. */
+#define _GNU_SOURCE /* memmem */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -77,7 +77,8 @@ static void run_yaml(const char *yaml, mpx_pipeline_stats_t *st) {
 static double wide_finder(unsigned workers) {
   char path[4200], w[64];
   snprintf(path, sizeof path, "lines.path=%s", access_log);
-  snprintf(w, sizeof w, "pipeline.defaults.workers=%u", workers);
+  /* The source's workers: its parts' chain takes them (docs/config.md). */
+  snprintf(w, sizeof w, "lines.workers=%u", workers);
   const char *sets[] = {path, w};
   mpx_pipeline_stats_t st;
   run_file(WIDE_FINDER_YAML, sets, 2, &st);

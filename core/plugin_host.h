@@ -23,7 +23,8 @@ typedef struct mpx__plugin_s mpx__plugin_t;
  * again returns the same handle. Thread-safe. Errors, with
  * mpx_last_error() naming the file and the problem: MPX_EINVAL (not a
  * name), MPX_ENOENT (no such file: the directories tried are listed),
- * MPX_EPLUGIN (dlopen failed: its dlerror text), MPX_ENOSYM (no
+ * MPX_EPLUGIN (not ELF for this machine, truncated, or dlopen failed:
+ * see mpx__plugin_open), MPX_ENOSYM (no
  * mpx_plugin_descriptor), MPX_EABI (magic, ABI major, struct too small),
  * MPX_EPLUGIN (a callback its kind requires is missing, a bad name or
  * parameter spec, or another name than the one asked for). */

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -190,6 +191,73 @@ static void test_truncated_plugin(void) {
   }
 }
 
+/* dir/name: src with `n` bytes at `off` replaced by `bytes`. */
+static const char *write_patched(const char *src, long off, const void *bytes, size_t n,
+                                 const char *name) {
+  size_t len = 0;
+  char *b = read_path(src, &len);
+  CU_ASSERT_FATAL(b != NULL && (size_t)off + n <= len);
+  memcpy(b + off, bytes, n);
+  const char *path = in_dir(name);
+  FILE *f = fopen(path, "w");
+  fwrite(b, 1, len, f);
+  fclose(f);
+  free(b);
+  return path;
+}
+
+/* Whole files the check refuses for what their ELF header says, each
+ * with its reason (dlopen's own texts said less, or nothing useful). */
+static void test_elf_header_refused(void) {
+  setup_once();
+  uint8_t cls = ELFCLASS32, data = ELFDATA2MSB;
+  uint16_t mach, type = ET_EXEC, phent = 40;
+  char mach_why[64];
+  {
+    char *b = read_path(PLUGIN_DIR "/mpx_task_grep.so", NULL);
+    CU_ASSERT_FATAL(b != NULL);
+    mach = (uint16_t)(((const Elf64_Ehdr *)b)->e_machine + 1); /* another machine */
+    free(b);
+    snprintf(mach_why, sizeof mach_why, "built for ELF machine %u, this is ", mach);
+  }
+  struct {
+    long off;
+    const void *bytes;
+    size_t n;
+    const char *why;
+  } cases[] = {
+      {EI_CLASS, &cls, 1, "ELF class 1, this build loads 64-bit objects"},
+      {EI_DATA, &data, 1, "byte order big-endian, not this machine's"},
+      {offsetof(Elf64_Ehdr, e_machine), &mach, 2, mach_why},
+      {offsetof(Elf64_Ehdr, e_type), &type, 2, "ELF type 2, not a shared object (ET_DYN)"},
+      {offsetof(Elf64_Ehdr, e_phentsize), &phent, 2, "program headers of 40 bytes"},
+  };
+  write_file("text.so", "this is not an ELF file\n");
+  write_file("empty.so", "");
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0] + 2; i++) {
+    char name[32], path[512];
+    const char *why;
+    snprintf(name, sizeof name, "patched_%zu.so", i);
+    if (i < sizeof cases / sizeof cases[0]) {
+      snprintf(path, sizeof path, "%s", write_patched(PLUGIN_DIR "/mpx_task_grep.so", cases[i].off,
+                                                      cases[i].bytes, cases[i].n, name));
+      why = cases[i].why;
+    } else {
+      bool text = i == sizeof cases / sizeof cases[0];
+      snprintf(path, sizeof path, "%s", in_dir(text ? "text.so" : "empty.so"));
+      why = text ? "not an ELF file (24 bytes)" : "empty file (0 bytes)";
+    }
+    const char *args[] = {"plugins", path, NULL};
+    CU_ASSERT_EQUAL(run_in(NULL, NULL, args), 2);
+    char want[600], *err = read_file("stderr", NULL);
+    snprintf(want, sizeof want, "cannot load plugin '%s': ", path);
+    bool ok = err && strstr(err, want) && strstr(strstr(err, want), why);
+    CU_ASSERT_TRUE(ok);
+    if (!ok) fprintf(stderr, "want '%s...%s' in:\n%s\n", want, why, err ? err : "");
+    free(err);
+  }
+}
+
 /* The codec loader takes the same check: a codec cut inside a segment. */
 static void test_truncated_codec(void) {
   setup_once();
@@ -349,7 +417,7 @@ static void test_cleanup(void) {
 }
 
 MPX_TEST_MAIN("plugin_setup", MPX_TEST(test_setup), MPX_TEST(test_truncated_plugin),
-              MPX_TEST(test_truncated_codec), MPX_TEST(test_truncated_listed),
+              MPX_TEST(test_elf_header_refused), MPX_TEST(test_truncated_codec), MPX_TEST(test_truncated_listed),
               MPX_TEST(test_grep_bad_regex), MPX_TEST(test_lines_missing_file),
               MPX_TEST(test_template_rot_shift), MPX_TEST(test_init_fails_hangs_crashes),
               MPX_TEST(test_sink_init), MPX_TEST(test_cleanup))

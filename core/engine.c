@@ -34,6 +34,7 @@
 #include "internal.h"
 #include "mpx/pipeline.h"
 #include "plugin_host.h"
+#include "plugin_probe.h"
 
 #define AUTO_BATCH 1024
 #define AUTO_BATCH_BYTES ((size_t)256 << 10)
@@ -1133,7 +1134,16 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
   for (size_t i = 0; i < e->n; i++)
     if ((rc = stage_load(e, i)) != 0) goto out;
   if ((rc = plan_chains(e)) != 0) goto out;
-  if (o->check_only) goto out;
+  /* Each stage's plugin starts once in a throw-away process, before any
+   * worker: one that cannot is a config error (plugin_probe.h). */
+  for (size_t i = 0; i < e->n && rc == 0; i++) {
+    stage_t *s = &e->st[i];
+    bool pooled = s->d->kind == MPX_PLUGIN_MAP || s->d->kind == MPX_PLUGIN_REDUCE;
+    rc = mpx__plugin_probe(s->ctx, s->parts ? s->parts : pooled ? s->workers : 1, o->check_only);
+    if (rc == MPX_ECONFIG)
+      rc = mpx__cfg_error_at(e->cfg, s->cfg->line, s->cfg->col, "%s", mpx_last_error());
+  }
+  if (rc != 0 || o->check_only) goto out;
   /* A queue before each chain of worker stages, plus what its workers
    * hold: two batches each (the pool keeps two in flight per worker). */
   size_t chains = 0, held = 0;

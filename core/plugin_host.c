@@ -793,7 +793,22 @@ out:
   return rc;
 }
 
+int mpx__ctx_copy(mpx_plugin_ctx_t **out, const mpx_plugin_ctx_t *c,
+                  unsigned index, unsigned count, mpx__emit_fn emit,
+                  void *emit_arg) {
+  mpx_wbuf_t enc;
+  mpx_wbuf_init(&enc);
+  int rc = mpx__ctx_params_encode(c, &enc);
+  if (rc == 0)
+    rc = mpx__ctx_new_from_encoded(out, c->d, c->stage, enc.data, enc.len,
+                                   index, count, c->codec, emit, emit_arg);
+  mpx_wbuf_free(&enc);
+  return rc;
+}
+
 const mpx_plugin_t *mpx__ctx_desc(const mpx_plugin_ctx_t *c) { return c->d; }
+
+const char *mpx__ctx_stage(const mpx_plugin_ctx_t *c) { return c->stage; }
 
 void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
                        void *emit_arg) {

@@ -23,7 +23,8 @@ typedef struct mpx__plugin_s mpx__plugin_t;
  * again returns the same handle. Thread-safe. Errors, with
  * mpx_last_error() naming the file and the problem: MPX_EINVAL (not a
  * name), MPX_ENOENT (no such file: the directories tried are listed),
- * MPX_EPLUGIN (dlopen failed: its dlerror text), MPX_ENOSYM (no
+ * MPX_EPLUGIN (not ELF for this machine, truncated, or dlopen failed:
+ * see mpx__plugin_open), MPX_ENOSYM (no
  * mpx_plugin_descriptor), MPX_EABI (magic, ABI major, struct too small),
  * MPX_EPLUGIN (a callback its kind requires is missing, a bad name or
  * parameter spec, or another name than the one asked for). */
@@ -107,8 +108,15 @@ int mpx__ctx_new_from_encoded(mpx_plugin_ctx_t **out, const mpx_plugin_t *d,
                               const mpx_codec_t *codec, mpx__emit_fn emit,
                               void *emit_arg);
 void mpx__ctx_free(mpx_plugin_ctx_t *c); /* accepts NULL */
+/* A new context for another instance of c's stage: the same plugin,
+ * stage name, parameters and codec, as worker index of count, emitting to
+ * emit (as mpx__ctx_new). For the init probe (plugin_probe.h). */
+int mpx__ctx_copy(mpx_plugin_ctx_t **out, const mpx_plugin_ctx_t *c,
+                  unsigned index, unsigned count, mpx__emit_fn emit,
+                  void *emit_arg);
 
 const mpx_plugin_t *mpx__ctx_desc(const mpx_plugin_ctx_t *c);
+const char *mpx__ctx_stage(const mpx_plugin_ctx_t *c); /* owned by c */
 void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
                        void *emit_arg);
 /* d's flags (MPX_PLUGIN_SPLITS), 0 for a descriptor from before ABI 1.1. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "elf_check.h"
 #include "internal.h"
 #include "plugin_path.h"
 #include "mpx/pipeline.h"
@@ -102,9 +103,13 @@ int mpx__plugin_find(const char *what, const char *prefix, const char *name,
 
 int mpx__plugin_open(const char *what, const char *path, const char *symbol,
                      void **handle, void **sym) {
-  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   *handle = NULL;
   *sym = NULL;
+  /* dlopen maps what the headers say: a segment past the end of a
+   * truncated file would kill this process with SIGBUS. */
+  int rc = mpx__elf_check(what, path);
+  if (rc != 0) return rc;
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (h == NULL)
     return mpx__err(MPX_EPLUGIN, "cannot load %s '%s': %s", what, path,
                     dlerror());

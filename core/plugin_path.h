@@ -24,8 +24,11 @@ int mpx__plugin_name_ok(const char *s);
 int mpx__plugin_find(const char *what, const char *prefix, const char *name,
                      char *path, size_t cap);
 
-/* dlopen(path, RTLD_NOW | RTLD_LOCAL) and dlsym(symbol). 0 with *handle
- * and *sym set; MPX_EPLUGIN ("cannot load <what> '<path>': <dlerror>") or
+/* Checks the file (mpx__elf_check: ELF for this machine, no segment
+ * past its end, which dlopen would turn into a SIGBUS), then
+ * dlopen(path, RTLD_NOW | RTLD_LOCAL) and dlsym(symbol). 0 with *handle
+ * and *sym set; MPX_EPLUGIN ("cannot load <what> '<path>': <why>", the
+ * check's reason or dlerror's text), -errno when it cannot be opened, or
  * MPX_ENOSYM ("'<path>' exports no <symbol>: not an mpx <what>"), the
  * handle closed. */
 int mpx__plugin_open(const char *what, const char *path, const char *symbol,

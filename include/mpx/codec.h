@@ -150,8 +150,10 @@ MPX_API int mpx_codec_fail(mpx_codec_error_t *err, size_t offset,
  *
  * Errors, with mpx_last_error() naming the file and what is wrong:
  * MPX_ENOENT (no such file on the path: the directories tried are
- * listed), MPX_EPLUGIN (dlopen failed: its dlerror text, e.g. not an
- * ELF), MPX_ENOSYM (no mpx_codec_descriptor), MPX_EABI (bad magic, other
+ * listed), MPX_EPLUGIN (not an ELF shared object for this machine, or
+ * truncated: a segment past the file's end, found before dlopen, which
+ * would die of SIGBUS on it; or dlopen failed: its dlerror text),
+ * MPX_ENOSYM (no mpx_codec_descriptor), MPX_EABI (bad magic, other
  * ABI major, struct too small), MPX_EPLUGIN (a required callback or the
  * name is missing, or the name differs from the one asked for). */
 MPX_API int mpx_codec_load(const mpx_codec_t **out, const char *name);

@@ -40,7 +40,8 @@ typedef struct {
   const char *file;          /* the pipeline's YAML */
   const char *const *sets;   /* "--set" assignments, applied in order */
   size_t n_sets;
-  bool check_only;           /* validate (file, plugins, params), run nothing */
+  bool check_only;           /* validate (file, plugins, params, that each
+                              * plugin but a sink starts), run nothing */
   mpx_progress_t progress;   /* to stderr */
   bool summary;              /* the per-stage table to stderr at the end */
   const char *stats_json;    /* write the figures there as JSON; NULL: no */
@@ -81,7 +82,8 @@ extern "C" {
  * dead-lettered items (see st->dead_lettered); MPX_ECONFIG / MPX_ENOENT /
  * MPX_EPLUGIN / MPX_ENOSYM / MPX_EABI for a file, plugin or parameter that
  * is wrong (mpx_last_error() says where: FILE:LINE:COL, or the plugin's
- * path); MPX_EINTR when a second signal stopped it; another negative code
+ * path), or a stage whose plugin cannot start (its init, tried once in a
+ * throw-away process before any worker: MPX_ECONFIG); MPX_EINTR when a second signal stopped it; another negative code
  * for a runtime failure (a broken pool: the cause in mpx_last_error()).
  * st may be NULL. */
 MPX_API int mpx_pipeline_run(const mpx_pipeline_opts_t *o,

@@ -41,7 +41,9 @@
  *           partial.
  *   All kinds: init (o) makes the per-instance state from the parameters
  *   (a failing init fails the stage, with mpx_plugin_fail's message),
- *   fini (o) frees it.
+ *   fini (o) frees it. Before a run, init (and fini) also run once in a
+ *   throw-away process, so a plugin that cannot start is a configuration
+ *   error (docs/plugins.md, the start check).
  *
  * Every callback gets the context (host services below) and the instance
  * state. Return 0 (or 1 from generate to be called again) for success; a

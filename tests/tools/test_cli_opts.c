@@ -114,8 +114,8 @@ static void test_lines_stdin(void) {
 }
 
 /* Standard input cannot be split into parts: a lines source given workers
- * with path - fails the run (exit 3, as a source that fails does), saying
- * why, with nothing on stdout. */
+ * with path - fails at the start-up check of its init (exit 2, a config
+ * error), saying why, with nothing on stdout. */
 static void test_lines_stdin_in_parts(void) {
   write_file("parts.yaml", "defaults: {codec: raw}\n"
                            "supervisor: {backoff_min: 0, backoff_max: 0}\n"
@@ -125,7 +125,7 @@ static void test_lines_stdin_in_parts(void) {
                            "    retries: 0\n"
                            "  - plugin: print\n");
   const char *args[] = {"run", in_dir("parts.yaml"), "--no-summary", NULL};
-  CU_ASSERT_EQUAL(run_io("a\nb\n", NULL, NULL, args), 3);
+  CU_ASSERT_EQUAL(run_io("a\nb\n", NULL, NULL, args), 2);
   expect_text("stdout", "");
   CU_ASSERT_TRUE(has("stderr", "standard input (path '-') cannot be split between "
                                "workers: leave out the stage's workers to read it in "

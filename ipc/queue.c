@@ -533,6 +533,7 @@ static int put_commit(mpx_queue_t *q, const void *data, size_t len,
     atomic_store_explicit(&s->pub, t + 1, memory_order_release); /* commit */
     CRASH_POINT(q, 5);
     JSET(h->tail, t + 1);
+    CRASH_POINT(q, 6);
     JSET(h->pj_ref, 0);
     JSET(h->pj_op, 0);
     mpx__lock_release(&h->plock);

@@ -15,10 +15,13 @@
  *
  * Crash safety. Each side's lock is a robust futex lock; whoever takes it
  * after a holder died (MPX_EOWNERDEAD) repairs from that side's journal:
- *  - producer: pj_op (a put in progress), pj_ref (its arena block),
- *    pj_chunk / pj_prev (a chunk being added after pj_prev). The put
- *    commits when the slot's pub is stored; tail follows, and repair
- *    completes it if the slot was published, else counts the item lost.
+ *  - producer: pj_op (a put in progress), pj_t (the item number it is
+ *    putting), pj_ref (its arena block), pj_chunk / pj_prev (a chunk
+ *    being added after pj_prev). The put commits when the slot's pub is
+ *    stored; tail follows. Repair judges by pj_t: tail past it, the put
+ *    was complete; slot pj_t published, it moves tail; else the item is
+ *    lost and counted. (Judging by the tail alone counted a put that had
+ *    moved tail as lost and freed its queued block.)
  *  - consumer: cj_op, cj_head (head before the get), cj_ref (the block
  *    being taken), cj_chunk (a chunk being dropped). The get commits with
  *    the store of head; repair counts a committed, unreturned item lost.
@@ -42,7 +45,7 @@
 #include "mpx/queue.h"
 
 #define Q_MAGIC 0x5178706du /* "mpxQ" */
-#define Q_VERSION 1u
+#define Q_VERSION 2u
 #define F_JOINABLE 1u
 #define SL_REF 1u
 #define SLOT_HDR 16u
@@ -87,7 +90,7 @@ typedef struct {
   _Atomic uint64_t tail_chunk;
   uint64_t head_cache; /* a recent head, to test "full" without a miss */
   _Atomic uint32_t pj_op;
-  _Atomic uint64_t pj_ref, pj_chunk, pj_prev;
+  _Atomic uint64_t pj_t, pj_ref, pj_chunk, pj_prev;
 
   alignas(64) mpx_lock_t clock;
   _Atomic uint64_t head;
@@ -239,18 +242,25 @@ static void repair_producer(mpx_queue_t *q) {
     } else {
       drop_block(q, nc);
     }
-    JSET(h->pj_prev, 0);
     JSET(h->pj_chunk, 0);
   }
-  uint64_t t = JGET(h->tail);
-  chunk_t *c = mpx_arena_ptr(q->arena, JGET(h->tail_chunk));
-  bool published = c != NULL && t < c->base + h->chunk_slots &&
-                   JGET(slot_at(h, c, t)->pub) == t + 1;
-  if (published) {
-    JSET(h->tail, t + 1); /* the put had committed */
-  } else if (JGET(h->pj_op)) {
-    atomic_fetch_add(&h->lost_puts, 1);
-    drop_block(q, JGET(h->pj_ref));
+  /* Also a pj_prev left behind by a death after the chunk was linked:
+   * nothing refers to it now. */
+  JSET(h->pj_prev, 0);
+  if (JGET(h->pj_op) && JGET(h->tail) == JGET(h->pj_t)) {
+    /* The put of item t had not moved tail: committed if it published
+     * slot t, else lost. (tail past t: the put was complete.) */
+    uint64_t t = JGET(h->pj_t);
+    chunk_t *c = mpx_arena_ptr(q->arena, JGET(h->tail_chunk));
+    bool published = c != NULL && t >= c->base &&
+                     t < c->base + h->chunk_slots &&
+                     JGET(slot_at(h, c, t)->pub) == t + 1;
+    if (published) {
+      JSET(h->tail, t + 1);
+    } else {
+      atomic_fetch_add(&h->lost_puts, 1);
+      drop_block(q, JGET(h->pj_ref));
+    }
   }
   JSET(h->pj_ref, 0);
   JSET(h->pj_op, 0);
@@ -505,6 +515,7 @@ static int put_commit(mpx_queue_t *q, const void *data, size_t len,
         continue;
       }
     }
+    JSET(h->pj_t, t);
     JSET(h->pj_op, 1);
     chunk_t *c = tail_chunk(q);
     if (t == c->base + h->chunk_slots) {
@@ -533,6 +544,7 @@ static int put_commit(mpx_queue_t *q, const void *data, size_t len,
     atomic_store_explicit(&s->pub, t + 1, memory_order_release); /* commit */
     CRASH_POINT(q, 5);
     JSET(h->tail, t + 1);
+    CRASH_POINT(q, 6);
     JSET(h->pj_ref, 0);
     JSET(h->pj_op, 0);
     mpx__lock_release(&h->plock);

@@ -46,9 +46,10 @@
  * robust lock of their side, every step inside is journaled, and the
  * next process in repairs what the dead one left. No item is ever
  * delivered twice; at most the one item the dead process was moving is
- * lost, and mpx_queue_stats() counts it (lost_puts: the item never
- * reached the queue; lost_gets: it left the queue with the process that
- * died taking it). A put or get that has returned is never undone.
+ * lost, and mpx_queue_stats() counts it (lost_puts: a killed put died
+ * before publishing its item, which never reached the queue; lost_gets:
+ * it left the queue with the process that died inside the get). A put
+ * or get that has returned is never undone.
  * Blocks a dead process was holding (a loan it had not published, a
  * message it had not released) are freed by mpx_arena_reclaim(pid) on
  * the queue's arena, which a supervisor calls after reaping the process.

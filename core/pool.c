@@ -1228,6 +1228,9 @@ static void exited(void *arg, unsigned idx, pid_t pid, int code,
   sweep(p);
 }
 
+/* The supervisor will run no worker again (restarts past the intensity,
+ * or none left under a policy that restarts none): every pending and
+ * later call fails with MPX_EBROKEN and `why`. */
 static void broken(void *arg, const char *why) {
   mpx_pool_t *p = arg;
   pthread_mutex_lock(&p->mu);
@@ -1513,7 +1516,7 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
       .backoff_min = o->backoff_min > 0 ? o->backoff_min : 0.01,
       .backoff_max = o->backoff_max > 0 ? o->backoff_max : 1.0,
       .quiet = o->quiet, .arg = p, .prepare = prepare, .started = started,
-      .exited = exited, .broken = broken};
+      .exited = exited, .broken = broken, .empty = broken};
   if ((rc = mpx__sup_new(&p->sup, p->L, &so)) != 0) goto fail_loop;
   if ((rc = mpx__sup_start(p->sup)) != 0) goto fail_loop;
   if (p->user_loop) {

@@ -91,6 +91,7 @@ struct mpx__sup_s {
   unsigned alive;
   unsigned restarts;
   bool started, stopping, broken, freeing;
+  bool empty_reported;   /* empty() was called */
   /* Intensity: the times of the last max_restarts + 1 counted restarts. */
   double *times;
   unsigned times_cap, times_n, times_head;
@@ -365,6 +366,31 @@ static void sup_break(mpx__sup_t *s, sup_slot_t *sl, const sup_exit_t *e,
   if (s->o.broken != NULL) s->o.broken(s->o.arg, why);
 }
 
+static const char *policy_name(mpx__restart_t r) {
+  switch (r) {
+  case MPX__RESTART_PERMANENT: return "permanent";
+  case MPX__RESTART_TRANSIENT: return "transient";
+  default: return "temporary";
+  }
+}
+
+/* sl's worker ended and will not be restarted: when no other slot runs a
+ * worker or will start one, nothing ever will again. */
+static void check_empty(mpx__sup_t *s, sup_slot_t *sl, const sup_exit_t *e) {
+  char last[SUP_MSG_MAX + MPX__SUP_LINE_MAX + 64];
+  char why[sizeof last + SUP_NAME_MAX + 96];
+  unsigned i;
+  if (s->empty_reported) return;
+  for (i = 0; i < s->o.n; i++)
+    if (s->slots[i].state != SLOT_IDLE) return;
+  s->empty_reported = true;
+  describe_exit(sl->idx, e, last, sizeof last);
+  snprintf(why, sizeof why, "%s: no worker left: %s; restart policy %s",
+           s->name, last, policy_name(s->o.restart));
+  MPX__INFO("%s", why);
+  if (s->o.empty != NULL) s->o.empty(s->o.arg, why);
+}
+
 static double backoff_delay(const mpx__sup_t *s, unsigned k) {
   double d = s->o.backoff_min;
   while (k-- > 1 && d < s->o.backoff_max) d *= 2;
@@ -391,7 +417,10 @@ static void slot_decide(sup_slot_t *sl, const sup_exit_t *e,
   case MPX__RESTART_TRANSIENT: restart = abnormal; break;
   default: restart = false; break;
   }
-  if (!restart) return;
+  if (!restart) {
+    check_empty(s, sl, e);
+    return;
+  }
   if (intensity_exceeded(s, &count)) {
     sup_break(s, sl, e, count);
     return;

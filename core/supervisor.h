@@ -34,6 +34,10 @@
  *    called once with a message naming the cause, e.g.
  *    "pool-1: 4 restarts in 10.0 s (limit 3); last: worker 1 (pid 123)
  *    killed by signal 11 (SIGSEGV); stderr: <its last line>".
+ *  - Empty: when the last worker has ended and the policy starts no
+ *    other (TEMPORARY, or TRANSIENT after normal exits), empty() is
+ *    called once with the cause, so an owner with work pending can fail
+ *    it rather than wait for a worker that will never come.
  *  - Backoff: the k-th consecutive abnormal exit of a slot waits
  *    min(backoff_min * 2^(k-1), backoff_max) before the restart (uv_timer);
  *    a worker that lived longer than backoff_max resets k, and so does a
@@ -118,6 +122,13 @@ typedef struct {
   /* The intensity was exceeded (or a start failed past it); `why` names
    * the cause, valid during the call. Called once. Optional. */
   void (*broken)(void *arg, const char *why);
+  /* No worker is left and none will be started again: the last one ended
+   * and the policy restarts none (TEMPORARY, or TRANSIENT after normal
+   * exits), outside mpx__sup_stop. `why` names the policy and the last
+   * end, e.g. "pool-1: no worker left: worker 1 (pid 123) killed by
+   * signal 9 (SIGKILL); restart policy temporary"; valid during the call.
+   * Called once, after exited(); never after broken(). Optional. */
+  void (*empty)(void *arg, const char *why);
 } mpx__sup_opts_t;
 
 /* A supervisor on loop; nothing starts until mpx__sup_start. MPX_EINVAL

@@ -622,14 +622,20 @@ static void job_unlend(mpx_pool_t *p, job_t *j) {
   j->lent = NULL;
 }
 
-/* Loop thread: a job is over (answered, failed or dropped). */
-static void job_end(mpx_pool_t *p, job_t *j) {
-  req_t *r = j->r;
+/* Loop thread, under mu: a job is over (answered, failed or dropped); its
+ * argument blocks go back to the arena. Under the same hold of mu as the
+ * delivery of its last result: a caller woken by that delivery finds the
+ * arena without them (docs/pool.md: empty once the work is done). */
+static void job_end_locked(mpx_pool_t *p, job_t *j) {
   job_unlend(p, j);
-  pthread_mutex_lock(&p->mu);
-  r->live -= j->n; /* sweep() unlists the request once nothing is live */
-  pthread_mutex_unlock(&p->mu);
+  j->r->live -= j->n; /* sweep() unlists the request once nothing is live */
   free(j);
+}
+
+static void job_end(mpx_pool_t *p, job_t *j) {
+  pthread_mutex_lock(&p->mu);
+  job_end_locked(p, j);
+  pthread_mutex_unlock(&p->mu);
 }
 
 static void after_complete(mpx_pool_t *p, req_t *r);
@@ -902,9 +908,10 @@ retire:
 
 /* ---- the loop: workers ---------------------------------------------------------------- */
 
-/* Loop thread: items [k, n) of a job whose answer stopped making sense at
- * item k go back to the front of the queue (k > 0: the others were
- * delivered), keeping their argument blocks; the job ends with k items. */
+/* Loop thread, under mu: items [k, n) of a job whose answer stopped
+ * making sense at item k go back to the front of the queue (k > 0: the
+ * others were delivered), keeping their argument blocks; the job ends
+ * with k items. */
 static void job_cut(mpx_pool_t *p, job_t *j, size_t k) {
   job_t *rest = calloc(1, sizeof *rest);
   if (rest && j->lent && (rest->lent = calloc(j->n - k, sizeof *rest->lent)) == NULL) {
@@ -912,10 +919,8 @@ static void job_cut(mpx_pool_t *p, job_t *j, size_t k) {
     rest = NULL;
   }
   if (rest == NULL) { /* cannot requeue them: they fail */
-    pthread_mutex_lock(&p->mu);
     for (size_t i = k; i < j->n; i++)
       deliver(p, j->r, j->first + i, MPX_ENOMEM, "out of memory", 13, 0);
-    pthread_mutex_unlock(&p->mu);
     return;
   }
   rest->r = j->r;
@@ -985,11 +990,11 @@ static void on_answer(mpx_pool_t *p, worker_t *w, const uint8_t *m, size_t len) 
       block_release(p, ref);
   }
   p->st.arena_results += by_ref;
-  pthread_mutex_unlock(&p->mu);
   bool malformed = i < a.n;
   if (malformed) job_cut(p, j, i);
   w->tasks += j->n;
-  job_end(p, j);
+  job_end_locked(p, j); /* before a woken caller can look at the arena */
+  pthread_mutex_unlock(&p->mu);
   if (p->o.maxtasksperchild && w->tasks >= p->o.maxtasksperchild)
     w->retiring = true;
   if (!malformed) return;
@@ -1136,8 +1141,8 @@ static void fail_job(mpx_pool_t *p, job_t *j, int rc, const char *msg) {
   pthread_mutex_lock(&p->mu);
   for (size_t i = 0; i < j->n; i++)
     deliver(p, j->r, j->first + i, rc, msg, strlen(msg), 0);
+  job_end_locked(p, j);
   pthread_mutex_unlock(&p->mu);
-  job_end(p, j);
 }
 
 static void exited(void *arg, unsigned idx, pid_t pid, int code,
@@ -1735,12 +1740,33 @@ const char *mpx_async_error(const mpx_async_t *a) {
   return e;
 }
 
+/* Under mu, as the caller lets go of an apply: when no job uses its
+ * blocks any more and no callback will read them, they go back to the
+ * arena now rather than when the loop drops its reference, so that the
+ * arena is empty when mpx_pool_apply returns. */
+static void apply_release_early(req_t *r) {
+  if (r->kind != R_APPLY || r->refs < 2 || !r->complete || r->live != 0 ||
+      r->cb != NULL || r->ecb != NULL)
+    return;
+  if (r->aref) {
+    block_release(r->p, r->aref);
+    r->aref = 0;
+    r->acopy = NULL;
+  }
+  if (r->res_ref) {
+    block_release(r->p, r->res_ref);
+    r->res_ref = 0;
+    r->res = NULL;
+  }
+}
+
 void mpx_async_free(mpx_async_t *a) {
   if (a == NULL) return;
   mpx_pool_t *p = a->p;
   /* A map writes into the caller's array: stop it first. */
   if (a->kind == R_MAP && !mpx_async_ready(a)) cancel(p, a);
   pthread_mutex_lock(&p->mu);
+  apply_release_early(a);
   req_unref(a);
   pthread_mutex_unlock(&p->mu);
 }

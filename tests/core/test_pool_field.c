@@ -309,6 +309,18 @@ static void test_restart_does_not_warn(void) {
 
 /* ---- the arena is empty when a call returns --------------------------------------------- */
 
+typedef struct {
+  unsigned char *buf;
+  int n, next;
+} big_gen_t;
+static int big_next(void *arg, const void **d, size_t *l) {
+  big_gen_t *g = arg;
+  if (g->next == g->n) return 0;
+  *d = g->buf + (size_t)g->next++ * (100 << 10);
+  *l = 100 << 10;
+  return 1;
+}
+
 static void test_arena_empty_after_return(void) {
   alarm(GUARD_S * 3);
   mpx_pool_opts_t o = {.processes = 2, .quiet = true};
@@ -320,7 +332,8 @@ static void test_arena_empty_after_return(void) {
   mpx_conn_buf_t in[N];
   mpx_pool_result_t out[N];
   unsigned char fout[N];
-  int bad_map = 0, bad_fixed = 0, bad_apply = 0, bad_echo = 0, failed = 0;
+  int bad_map = 0, bad_fixed = 0, bad_apply = 0, bad_echo = 0, bad_imap = 0;
+  int failed = 0;
   mpx_pool_stats_t st;
   for (int k = 0; k < 300; k++) {
     for (int i = 0; i < N; i++) {
@@ -349,6 +362,17 @@ static void test_arena_empty_after_return(void) {
     bad_echo += st.arena_blocks != 0;
     for (int i = 0; i < N; i++) failed += out[i].len != SZ;
     mpx_pool_results_free(out, N);
+    /* imap, every result taken, then freed. */
+    big_gen_t g = {.buf = buf, .n = N};
+    mpx_imap_t *it;
+    failed += mpx_pool_imap(p, MPX_FUNC(echo), big_next, &g, k % 2, 0, &it) != 0;
+    const void *d;
+    size_t l, got = 0;
+    while (mpx_imap_next(it, &d, &l, NULL, -1) == 1) got += l == SZ;
+    failed += got != N;
+    mpx_imap_free(it);
+    mpx_pool_stats(p, &st);
+    bad_imap += st.arena_blocks != 0;
   }
   mpx_pool_stats(p, &st);
   CU_ASSERT_TRUE(st.arena_args > 0);
@@ -358,9 +382,11 @@ static void test_arena_empty_after_return(void) {
   CU_ASSERT_EQUAL(bad_fixed, 0);
   CU_ASSERT_EQUAL(bad_apply, 0);
   CU_ASSERT_EQUAL(bad_echo, 0);
-  if (bad_map + bad_fixed + bad_apply + bad_echo)
+  CU_ASSERT_EQUAL(bad_imap, 0);
+  if (bad_map + bad_fixed + bad_apply + bad_echo + bad_imap)
     fprintf(stderr, "blocks left after return: map %d, map_fixed %d, apply %d, "
-            "echo map %d (of 300 each)\n", bad_map, bad_fixed, bad_apply, bad_echo);
+            "echo map %d, imap %d (of 300 each)\n", bad_map, bad_fixed,
+            bad_apply, bad_echo, bad_imap);
   free(buf);
   mpx_pool_free(p);
   alarm(0);

@@ -54,6 +54,7 @@
 #include "internal.h"
 #include "mpx/pool.h"
 #include "pool_proto.h"
+#include "forkserver.h"
 #include "supervisor.h"
 
 #define DEPTH 2                      /* jobs in flight per worker */
@@ -168,6 +169,7 @@ struct mpx_pool_s {
   uv_timer_t fin;      /* shutdown: one more turn of the loop */
   bool have_tick;
   mpx_arena_t *arena;  /* or NULL */
+  mpx__zygote_t *zygote; /* fork workers are forked by it; or NULL */
   pid_t self;
   mpx_hub_t *hub;
   mpx__sup_t *sup;
@@ -1049,6 +1051,14 @@ static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st) {
     w->link = NULL;
     mpx_link_close(l);
   }
+  if (p->zygote && !mpx__zygote_alive(p->zygote)) {
+    /* Killed from outside (its workers died with it): it cannot be made
+     * again now that the pool has its thread, so fork from here. */
+    MPX__WARN("%s: its zygote died; forking workers from this process from "
+              "now on", p->name);
+    mpx__zygote_free(p->zygote);
+    p->zygote = NULL;
+  }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mpx__err_errno("%s: socketpair", p->name);
   if ((rc = mpx_hub_add(p->hub, sv[0], on_msg, on_link_close, w, &w->link)) != 0) {
@@ -1118,6 +1128,7 @@ static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st) {
   st->opts.daemon = true;
   st->opts.pass_fds = w->pass;
   st->opts.n_pass_fds = npass;
+  st->zygote = p->zygote; /* never a fork from this threaded process */
   st->release = release_start;
   w->ready = w->retiring = w->quit_sent = false;
   w->tasks = 0;
@@ -1475,6 +1486,12 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
     mpx_arena_opts_t ao = {.size = o->arena_size ? o->arena_size : ARENA_DEFAULT};
     if ((rc = mpx_arena_new(&p->arena, &ao)) != 0) goto fail;
   }
+  /* Fork workers, restarts included, come from a copy of this process made
+   * now: the pool's thread does not exist yet, and a restart never forks
+   * from a process that has it. After the arena, which they inherit. */
+  if (o->start_method == MPX_START_FORK &&
+      (rc = mpx__zygote_new(&p->zygote, p->name)) != 0)
+    goto fail;
   p->user_loop = o->loop != NULL;
   p->L = o->loop ? o->loop : &p->own_loop;
   p->w = calloc(p->n, sizeof *p->w);
@@ -1548,6 +1565,7 @@ fail_loop:
   uv_run(&p->own_loop, UV_RUN_DEFAULT);
   uv_loop_close(&p->own_loop);
 fail:
+  mpx__zygote_free(p->zygote);
   free(p->w);
   free((void *)o->initargs);
   free((void *)o->initializer_spec);
@@ -2142,6 +2160,7 @@ static void pool_release(mpx_pool_t *p) {
   free((void *)p->o.initargs);
   free((void *)p->o.initializer_spec);
   mpx_wbuf_free(&p->sbuf);
+  mpx__zygote_free(p->zygote); /* its children were reaped through it */
   if (p->arena) {
     mpx_arena_stats_t as;
     if (mpx_arena_stats(p->arena, &as) == 0 && as.n_allocated)

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "forkserver.h"
 #include "internal.h"
 #include "supervisor.h"
 
@@ -616,7 +617,9 @@ static void slot_start(sup_slot_t *sl) {
   }
   err_mark(&mark);
   rc = mpx_process_new(&r->proc, &po);
-  if (rc == 0) rc = mpx_process_start(r->proc);
+  if (rc == 0)
+    rc = st.zygote != NULL ? mpx__process_start_zygote(r->proc, st.zygote)
+                           : mpx_process_start(r->proc);
   if (rc != 0) err_since(&mark, rc, "start", sl->fail, sizeof sl->fail);
   if (st.release != NULL) st.release(s->o.arg, sl->idx);
   close(pfd[1]);

@@ -85,10 +85,15 @@ typedef struct mpx__sup_s mpx__sup_t;
  * start worked or not. A prepare that fails cleans up after itself
  * (release is not called) and should leave a message for
  * mpx_last_error(). */
+typedef struct mpx__zygote_s mpx__zygote_t;
+
 typedef struct {
   int stderr_fd;
   mpx_process_opts_t opts;
   void (*release)(void *owner_arg, unsigned idx);
+  /* Set (with the fork start method) to have the fork done by this zygote
+   * (forkserver.h) instead of by this process, which may have threads. */
+  mpx__zygote_t *zygote;
 } mpx__sup_start_t;
 
 typedef struct {

@@ -36,6 +36,13 @@
  * worker 1 (pid 4242) killed by signal 9 (SIGKILL); restart policy
  * temporary". Pending tasks fail then, not after their timeouts.
  *
+ * Fork workers. Under MPX_START_FORK (the default) every worker, the
+ * first ones and every restart, is forked by the pool's zygote: a
+ * single-threaded copy of the caller that mpx_pool_new makes before the
+ * pool's thread exists. A worker starts from the caller's state at
+ * mpx_pool_new (not what changed or was loaded after), and no restart
+ * forks from a process that has the pool's thread.
+ *
  * Threads. Every mpx_pool_* call may come from any thread, with the
  * limits below. The pool runs its workers' links, pidfds, timers and
  * callbacks on a libuv loop: by default a thread of its own with its own

@@ -10,6 +10,7 @@
  * Every wait here is unbounded (timeout -1) on purpose: a call that hangs
  * is caught by the alarm each test sets (and the suite's ctest timeout). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -307,6 +308,69 @@ static void test_restart_does_not_warn(void) {
   alarm(0);
 }
 
+/* Our child named `comm`, or 0. */
+static pid_t child_named(const char *comm) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  pid_t found = 0;
+  char path[300], buf[512], want[64];
+  snprintf(want, sizeof want, "(%s)", comm);
+  while (d && (e = readdir(d)) != NULL && found == 0) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(buf, sizeof buf, f)) {
+      char *p = strrchr(buf, ')');
+      int ppid;
+      char st;
+      if (p && strstr(buf, want) && sscanf(p + 2, "%c %d", &st, &ppid) == 2 &&
+          ppid == getpid() && st != 'Z')
+        found = atoi(e->d_name);
+    }
+    fclose(f);
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* The fork workers come from the pool's zygote, a child of ours made at
+ * creation; killed from outside, it takes its workers with it and the
+ * pool goes on forking them itself. */
+static void test_zygote_killed(void) {
+  alarm(GUARD_S);
+  mpx_pool_opts_t o = {.processes = 2, .name = "zt", .quiet = true,
+                       .start_method = MPX_START_FORK};
+  mpx_pool_t *p = NULL;
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_new(&p, &o), 0);
+  pid_t before[2], after[2];
+  CU_ASSERT_EQUAL_FATAL(worker_pids(p, 2, before), 0);
+  pid_t z = child_named("zt-zygote");
+  CU_ASSERT_FATAL(z > 0);
+  /* The workers are the zygote's children, not ours. */
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)before[0]);
+  FILE *f = fopen(path, "r");
+  int ppid = 0;
+  if (f && fgets(buf, sizeof buf, f)) sscanf(strrchr(buf, ')') + 4, "%d", &ppid);
+  if (f) fclose(f);
+  CU_ASSERT_EQUAL(ppid, z);
+  kill(z, SIGKILL);
+  mpx_pool_stats_t st;
+  do { /* both workers die with it and are replaced */
+    mpx_test_sleep(0.005);
+    mpx_pool_stats(p, &st);
+  } while (st.started < 4 || st.workers < 2);
+  CU_ASSERT_EQUAL(worker_pids(p, 2, after), 0);
+  CU_ASSERT_TRUE(after[0] != before[0] && after[0] != before[1]);
+  CU_ASSERT_FALSE(st.broken);
+  mpx_pool_close(p);
+  CU_ASSERT_EQUAL(mpx_pool_join(p, -1), 0);
+  mpx_pool_free(p);
+  CU_ASSERT_EQUAL(child_named("zt-zygote"), 0);
+  alarm(0);
+}
+
 /* ---- the arena is empty when a call returns --------------------------------------------- */
 
 typedef struct {
@@ -396,4 +460,5 @@ MPX_TEST_MAIN("pool_field", MPX_TEST(test_temporary_one_worker),
               MPX_TEST(test_temporary_two_workers),
               MPX_TEST(test_temporary_waiting_calls),
               MPX_TEST(test_restart_does_not_warn),
+              MPX_TEST(test_zygote_killed),
               MPX_TEST(test_arena_empty_after_return))

@@ -43,6 +43,9 @@ void mpx__zygote_free(mpx__zygote_t *z);
 /* Starts p (a new handle) through z: as mpx_process_start with the fork
  * method, the fork done by the zygote. In core/process.c. */
 int mpx__process_start_zygote(mpx_process_t *p, mpx__zygote_t *z);
+/* The status pipe of a forkserver's or zygote's child (readable once its
+ * wait status is there), or -1. In core/process.c. */
+int mpx__process_status_fd(const mpx_process_t *p);
 /* Logs once per process when fork() is used by a multi-threaded process.
  * In core/process.c. */
 void mpx__fork_warn_threads(void);

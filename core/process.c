@@ -562,6 +562,10 @@ pid_t mpx_process_pid(const mpx_process_t *p) {
   return p == &self ? getpid() : p->pid;
 }
 
+int mpx__process_status_fd(const mpx_process_t *p) {
+  return p->lost_status ? -1 : p->status_fd;
+}
+
 int mpx_process_sentinel(const mpx_process_t *p) {
   if (p->pidfd < 0)
     return mpx__err(MPX_ESTATE, "process '%s' has no sentinel", p->name);

@@ -547,7 +547,12 @@ static void on_slot_timer(uv_timer_t *t) {
  * a negative timeout after this (a blocking waitid on a non-blocking pidfd
  * fails with EAGAIN); join(p, 0) and join(p, 5) poll, and are fine. */
 static int run_watch(mpx__sup_t *s, sup_run_t *r) {
-  int rc = uv_poll_init(s->loop, &r->pid_poll, mpx_process_sentinel(r->proc));
+  /* A child of a forkserver or zygote: its status pipe turns readable when
+   * the server has reaped it and sent the status (or died), which is when
+   * a join can tell; its pidfd would fire first and have us poll for it. */
+  int fd = mpx__process_status_fd(r->proc);
+  int rc = uv_poll_init(s->loop, &r->pid_poll,
+                        fd >= 0 ? fd : mpx_process_sentinel(r->proc));
   if (rc) return rc;
   r->pid_poll.data = r;
   r->pid_init = true;

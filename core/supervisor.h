@@ -5,8 +5,10 @@
  *
  * A supervisor owns `n` worker slots on a libuv loop. For each start (and
  * restart) of slot i it asks its owner to fill the process options
- * (prepare), starts the process with the process API, and then watches it
- * through its pidfd (uv_poll): no SIGCHLD, no polling. It captures the
+ * (prepare), starts the process with the process API (or through a zygote
+ * that prepare names, core/forkserver.h), and then watches it through its
+ * pidfd (uv_poll), or for the child of a forkserver or zygote through the
+ * pipe its wait status arrives on: no SIGCHLD, no polling. It captures the
  * worker's stderr through a pipe (the supervisor passes the write end to
  * the child in pass_fds and tells prepare its number, which the owner
  * hands to the worker; mpx__sup_worker_init(fd) in the child moves it onto

@@ -2026,9 +2026,15 @@ int mpx_imap_next(mpx_imap_t *it, const void **data, size_t *len,
 void mpx_imap_free(mpx_imap_t *it) {
   if (it == NULL) return;
   mpx_pool_t *p = it->p;
-  cancel(p, it->r);
+  req_t *r = it->r;
+  cancel(p, r);
   pthread_mutex_lock(&p->mu);
-  req_unref(it->r);
+  /* Every task has ended and no more will be cut (cancelled): no job
+   * reads the ring, so its blocks (the last result handed out among them)
+   * go back to the arena now, not when the loop drops its reference. */
+  if (r->live == 0)
+    for (size_t i = 0; i < r->W; i++) slot_clear(p, &r->ring[i]);
+  req_unref(r);
   pthread_mutex_unlock(&p->mu);
   free(it);
 }

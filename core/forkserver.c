@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "forkserver.h"
 #include "internal.h"
 
 #define FS_ENV "MPX__FORKSERVER"
@@ -222,31 +223,63 @@ int mpx_forkserver_start(void) {
   return rc;
 }
 
+/* The request for one child, as the server reads it. */
+static int fs_encode(const mpx__fs_request_t *req, mpx__buf_t *b) {
+  size_t i;
+  int rc;
+  if (req->n_pass_fds > FS_MAX_FDS)
+    return mpx__err(MPX_EINVAL, "forkserver passes at most %d fds, not %zu",
+                    FS_MAX_FDS, req->n_pass_fds);
+  rc = mpx__buf_put_str(b, req->name);
+  if (!rc) rc = mpx__buf_put_str(b, req->identity);
+  if (!rc) rc = mpx__buf_put_str(b, mpx__process_current_name());
+  if (!rc) rc = mpx__buf_put_u64(b, req->daemon);
+  if (!rc) rc = mpx__buf_put_str(b, req->object);
+  if (!rc) rc = mpx__buf_put_u64(b, req->offset);
+  if (!rc) rc = mpx__buf_put_field(b, req->args, req->args_len);
+  if (!rc) rc = mpx__buf_put_u64(b, req->n_pass_fds);
+  for (i = 0; !rc && i < req->n_pass_fds; i++)
+    rc = mpx__buf_put_u64(b, (uint64_t)req->pass_fds[i]);
+  if (rc) mpx__buf_free(b);
+  return rc;
+}
+
+/* The server's reply: the child's pid, pidfd and status pipe, or its
+ * error. Takes data and the fds. */
+static int fs_decode(char *data, size_t len, int *fds, size_t nfds,
+                     pid_t *pid, int *pidfd, int *status_fd) {
+  mpx__rd_t r = {data, data + len};
+  uint64_t status, cpid;
+  const char *msg;
+  int rc = 0;
+  if (mpx__rd_u64(&r, &status) || mpx__rd_u64(&r, &cpid) ||
+      mpx__rd_str(&r, &msg)) {
+    rc = mpx__err(MPX_EPROTO, "forkserver sent a malformed reply");
+  } else if ((int64_t)status != 0) {
+    rc = mpx__err((int)(int64_t)status, "forkserver: %s", msg);
+  } else if (nfds != 2) {
+    rc = mpx__err(MPX_EPROTO, "forkserver sent %zu fds, not 2", nfds);
+  } else {
+    *pid = (pid_t)cpid;
+    *pidfd = fds[0];
+    *status_fd = fds[1];
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    nfds = 0;
+  }
+  while (nfds > 0) close(fds[--nfds]);
+  free(data);
+  return rc;
+}
+
 int mpx__forkserver_fork(const mpx__fs_request_t *req, pid_t *pid,
                          int *pidfd, int *status_fd) {
   mpx__buf_t b = {0};
-  size_t i, nfds = 0;
+  size_t nfds = 0;
   int rc, fds[4];
   char *data = NULL;
   size_t len;
 
-  if (req->n_pass_fds > FS_MAX_FDS)
-    return mpx__err(MPX_EINVAL, "forkserver passes at most %d fds, not %zu",
-                    FS_MAX_FDS, req->n_pass_fds);
-  rc = mpx__buf_put_str(&b, req->name);
-  if (!rc) rc = mpx__buf_put_str(&b, req->identity);
-  if (!rc) rc = mpx__buf_put_str(&b, mpx__process_current_name());
-  if (!rc) rc = mpx__buf_put_u64(&b, req->daemon);
-  if (!rc) rc = mpx__buf_put_str(&b, req->object);
-  if (!rc) rc = mpx__buf_put_u64(&b, req->offset);
-  if (!rc) rc = mpx__buf_put_field(&b, req->args, req->args_len);
-  if (!rc) rc = mpx__buf_put_u64(&b, req->n_pass_fds);
-  for (i = 0; !rc && i < req->n_pass_fds; i++)
-    rc = mpx__buf_put_u64(&b, (uint64_t)req->pass_fds[i]);
-  if (rc) {
-    mpx__buf_free(&b);
-    return rc;
-  }
+  if ((rc = fs_encode(req, &b)) != 0) return rc;
 
   pthread_mutex_lock(&fs_lock);
   for (int attempt = 0;; attempt++) {
@@ -275,29 +308,7 @@ int mpx__forkserver_fork(const mpx__fs_request_t *req, pid_t *pid,
   pthread_mutex_unlock(&fs_lock);
   mpx__buf_free(&b);
   if (rc) return rc;
-
-  {
-    mpx__rd_t r = {data, data + len};
-    uint64_t status, cpid;
-    const char *msg;
-    if (mpx__rd_u64(&r, &status) || mpx__rd_u64(&r, &cpid) ||
-        mpx__rd_str(&r, &msg)) {
-      rc = mpx__err(MPX_EPROTO, "forkserver sent a malformed reply");
-    } else if ((int64_t)status != 0) {
-      rc = mpx__err((int)(int64_t)status, "forkserver: %s", msg);
-    } else if (nfds != 2) {
-      rc = mpx__err(MPX_EPROTO, "forkserver sent %zu fds, not 2", nfds);
-    } else {
-      *pid = (pid_t)cpid;
-      *pidfd = fds[0];
-      *status_fd = fds[1];
-      fcntl(fds[1], F_SETFL, O_NONBLOCK);
-      nfds = 0;
-    }
-  }
-  while (nfds > 0) close(fds[--nfds]);
-  free(data);
-  return rc;
+  return fs_decode(data, len, fds, nfds, pid, pidfd, status_fd);
 }
 
 /* ---- server side -------------------------------------------------------- */
@@ -414,6 +425,8 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
     close(st[0]);
     close(st[1]);
     for (i = 0; i < nkids; i++) close(kids[i].status_w);
+    nkids = 0; /* the server's, not ours: a zygote made later must not
+                  kill them */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (daemon) {
@@ -494,11 +507,30 @@ static void run_program_constructors(int argc, char **argv, char **envp) {
       arr[i](argc, argv, envp);
 }
 
-static void fs_main(int sock, int argc, char **argv, char **envp) {
+static void fs_serve(int sock, int sigfd, int parent_pidfd, pid_t parent_pid)
+    __attribute__((noreturn));
+
+/* Blocks SIGINT (Ctrl-C at a terminal is for the caller) and SIGCHLD, and
+ * returns a signalfd for SIGCHLD. Blocked, not ignored: a child unblocks
+ * them, and a SIGINT sent to a child before that is delivered then rather
+ * than lost. */
+static int fs_signals(void) {
   sigset_t chld;
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigaction(SIGCHLD, &dfl, NULL); /* ignored, children would reap themselves */
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGINT);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  sigdelset(&chld, SIGINT);
+  return signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void fs_main(int sock, int argc, char **argv, char **envp) {
   int sigfd, parent_pidfd;
   pid_t parent_pid = getppid();
-  struct pollfd pfd[3];
   mpx__buf_t hello = {0};
   Dl_info info;
   struct link_map *lm = NULL;
@@ -512,15 +544,7 @@ static void fs_main(int sock, int argc, char **argv, char **envp) {
                             false);
   parent_pidfd = mpx__pidfd_open(parent_pid);
   if (parent_pidfd < 0 || getppid() != parent_pid) _exit(0);
-  /* Ctrl-C at a terminal is for the caller, so SIGINT stays blocked here.
-   * Blocked, not ignored: a child unblocks it, and a SIGINT sent to a child
-   * before that is delivered then rather than lost. */
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGINT);
-  sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, NULL);
-  sigdelset(&chld, SIGINT);
-  sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  sigfd = fs_signals();
   if (sigfd < 0) _exit(127);
 
   /* Constructors of the program itself have not run yet when libmpx is
@@ -533,7 +557,12 @@ static void fs_main(int sock, int argc, char **argv, char **envp) {
   mpx__buf_put(&hello, "MPX1", 4);
   if (mpx__msg_send(sock, &hello, NULL, 0) != 0) _exit(0);
   mpx__buf_free(&hello);
+  fs_serve(sock, sigfd, parent_pidfd, parent_pid);
+}
 
+/* Serves requests until the caller goes (EOF on sock, or its pidfd). */
+static void fs_serve(int sock, int sigfd, int parent_pidfd, pid_t parent_pid) {
+  struct pollfd pfd[3];
   pfd[0].fd = sock;
   pfd[1].fd = sigfd;
   pfd[2].fd = parent_pidfd;
@@ -577,4 +606,108 @@ __attribute__((constructor)) static void fs_hijack(int argc, char **argv,
   (void)envp; /* stale after setenv: pass environ on */
   fs_main((int)fd, argc, argv, environ);
   _exit(0);
+}
+
+/* ---- zygotes (forkserver.h) --------------------------------------------- */
+
+struct mpx__zygote_s {
+  pthread_mutex_t mu; /* one request at a time on sock */
+  int sock;
+  pid_t pid;
+  char name[64];
+};
+
+/* In the zygote, a fork of the caller: serve until the caller goes. */
+static void zygote_main(int sock, pid_t parent, const char *name) {
+  int sigfd, parent_pidfd;
+  char pname[128]; /* a copy: setting the identity may free the old name */
+  snprintf(pname, sizeof pname, "%s", mpx__process_current_name());
+  mpx__process_after_fork_child();
+  mpx__process_set_identity(name, false, "", parent, -1, pname, true);
+  nkids = 0;
+  parent_pidfd = mpx__pidfd_open(parent);
+  if (parent_pidfd < 0 || getppid() != parent) _exit(0);
+  sigfd = fs_signals();
+  if (sigfd < 0) _exit(127);
+  fs_serve(sock, sigfd, parent_pidfd, parent);
+}
+
+int mpx__zygote_new(mpx__zygote_t **out, const char *name) {
+  mpx__zygote_t *z;
+  int sv[2];
+  pid_t parent = getpid(), pid;
+
+  *out = NULL;
+  z = calloc(1, sizeof *z);
+  if (z == NULL) return mpx__err(MPX_ENOMEM, "zygote: out of memory");
+  snprintf(z->name, sizeof z->name, "%s-zygote", name ? name : "mpx");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    free(z);
+    return mpx__err_errno("zygote: socketpair");
+  }
+  /* As start_fork: the child must not write the caller's pending output
+   * a second time. */
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    int rc = mpx__err_errno("zygote: fork");
+    close(sv[0]);
+    close(sv[1]);
+    free(z);
+    return rc;
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    zygote_main(sv[1], parent, z->name);
+  }
+  close(sv[1]);
+  mpx__fork_warn_threads();
+  pthread_mutex_init(&z->mu, NULL);
+  z->sock = sv[0];
+  z->pid = pid;
+  MPX__DEBUG("%s started (pid %d)", z->name, (int)pid);
+  *out = z;
+  return 0;
+}
+
+int mpx__zygote_fork(mpx__zygote_t *z, const mpx__fs_request_t *req,
+                     pid_t *pid, int *pidfd, int *status_fd) {
+  mpx__buf_t b = {0};
+  size_t nfds = 0;
+  int rc, fds[4];
+  char *data = NULL;
+  size_t len;
+
+  if ((rc = fs_encode(req, &b)) != 0) return rc;
+  pthread_mutex_lock(&z->mu);
+  rc = mpx__msg_send(z->sock, &b, req->pass_fds, req->n_pass_fds);
+  if (!rc) rc = mpx__msg_recv(z->sock, &data, &len, fds, 4, &nfds);
+  pthread_mutex_unlock(&z->mu);
+  mpx__buf_free(&b);
+  if (rc) {
+    /* Nobody restarts a zygote: it holds the caller's state at its birth,
+     * which is gone. */
+    free(data);
+    while (nfds > 0) close(fds[--nfds]);
+    return mpx__err(MPX_EBROKEN, "%s (pid %d) is gone: cannot start %s",
+                    z->name, (int)z->pid, req->name);
+  }
+  return fs_decode(data, len, fds, nfds, pid, pidfd, status_fd);
+}
+
+bool mpx__zygote_alive(mpx__zygote_t *z) {
+  struct pollfd pfd = {.fd = z->sock, .events = POLLIN};
+  return poll(&pfd, 1, 0) == 0;
+}
+
+void mpx__zygote_free(mpx__zygote_t *z) {
+  if (z == NULL) return;
+  /* Not only EOF: another zygote or worker forked since may hold a copy
+   * of our end of the socket. */
+  close(z->sock);
+  kill(z->pid, SIGKILL);
+  while (waitpid(z->pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  pthread_mutex_destroy(&z->mu);
+  free(z);
 }

@@ -54,6 +54,7 @@
 #include "internal.h"
 #include "mpx/pool.h"
 #include "pool_proto.h"
+#include "forkserver.h"
 #include "supervisor.h"
 
 #define DEPTH 2                      /* jobs in flight per worker */
@@ -168,6 +169,7 @@ struct mpx_pool_s {
   uv_timer_t fin;      /* shutdown: one more turn of the loop */
   bool have_tick;
   mpx_arena_t *arena;  /* or NULL */
+  mpx__zygote_t *zygote; /* fork workers are forked by it; or NULL */
   pid_t self;
   mpx_hub_t *hub;
   mpx__sup_t *sup;
@@ -622,14 +624,20 @@ static void job_unlend(mpx_pool_t *p, job_t *j) {
   j->lent = NULL;
 }
 
-/* Loop thread: a job is over (answered, failed or dropped). */
-static void job_end(mpx_pool_t *p, job_t *j) {
-  req_t *r = j->r;
+/* Loop thread, under mu: a job is over (answered, failed or dropped); its
+ * argument blocks go back to the arena. Under the same hold of mu as the
+ * delivery of its last result: a caller woken by that delivery finds the
+ * arena without them (docs/pool.md: empty once the work is done). */
+static void job_end_locked(mpx_pool_t *p, job_t *j) {
   job_unlend(p, j);
-  pthread_mutex_lock(&p->mu);
-  r->live -= j->n; /* sweep() unlists the request once nothing is live */
-  pthread_mutex_unlock(&p->mu);
+  j->r->live -= j->n; /* sweep() unlists the request once nothing is live */
   free(j);
+}
+
+static void job_end(mpx_pool_t *p, job_t *j) {
+  pthread_mutex_lock(&p->mu);
+  job_end_locked(p, j);
+  pthread_mutex_unlock(&p->mu);
 }
 
 static void after_complete(mpx_pool_t *p, req_t *r);
@@ -902,9 +910,10 @@ retire:
 
 /* ---- the loop: workers ---------------------------------------------------------------- */
 
-/* Loop thread: items [k, n) of a job whose answer stopped making sense at
- * item k go back to the front of the queue (k > 0: the others were
- * delivered), keeping their argument blocks; the job ends with k items. */
+/* Loop thread, under mu: items [k, n) of a job whose answer stopped
+ * making sense at item k go back to the front of the queue (k > 0: the
+ * others were delivered), keeping their argument blocks; the job ends
+ * with k items. */
 static void job_cut(mpx_pool_t *p, job_t *j, size_t k) {
   job_t *rest = calloc(1, sizeof *rest);
   if (rest && j->lent && (rest->lent = calloc(j->n - k, sizeof *rest->lent)) == NULL) {
@@ -912,10 +921,8 @@ static void job_cut(mpx_pool_t *p, job_t *j, size_t k) {
     rest = NULL;
   }
   if (rest == NULL) { /* cannot requeue them: they fail */
-    pthread_mutex_lock(&p->mu);
     for (size_t i = k; i < j->n; i++)
       deliver(p, j->r, j->first + i, MPX_ENOMEM, "out of memory", 13, 0);
-    pthread_mutex_unlock(&p->mu);
     return;
   }
   rest->r = j->r;
@@ -985,11 +992,11 @@ static void on_answer(mpx_pool_t *p, worker_t *w, const uint8_t *m, size_t len) 
       block_release(p, ref);
   }
   p->st.arena_results += by_ref;
-  pthread_mutex_unlock(&p->mu);
   bool malformed = i < a.n;
   if (malformed) job_cut(p, j, i);
   w->tasks += j->n;
-  job_end(p, j);
+  job_end_locked(p, j); /* before a woken caller can look at the arena */
+  pthread_mutex_unlock(&p->mu);
   if (p->o.maxtasksperchild && w->tasks >= p->o.maxtasksperchild)
     w->retiring = true;
   if (!malformed) return;
@@ -1043,6 +1050,14 @@ static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st) {
     mpx_link_t *l = w->link;
     w->link = NULL;
     mpx_link_close(l);
+  }
+  if (p->zygote && !mpx__zygote_alive(p->zygote)) {
+    /* Killed from outside (its workers died with it): it cannot be made
+     * again now that the pool has its thread, so fork from here. */
+    MPX__WARN("%s: its zygote died; forking workers from this process from "
+              "now on", p->name);
+    mpx__zygote_free(p->zygote);
+    p->zygote = NULL;
   }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mpx__err_errno("%s: socketpair", p->name);
@@ -1113,6 +1128,7 @@ static int prepare(void *arg, unsigned idx, mpx__sup_start_t *st) {
   st->opts.daemon = true;
   st->opts.pass_fds = w->pass;
   st->opts.n_pass_fds = npass;
+  st->zygote = p->zygote; /* never a fork from this threaded process */
   st->release = release_start;
   w->ready = w->retiring = w->quit_sent = false;
   w->tasks = 0;
@@ -1136,8 +1152,8 @@ static void fail_job(mpx_pool_t *p, job_t *j, int rc, const char *msg) {
   pthread_mutex_lock(&p->mu);
   for (size_t i = 0; i < j->n; i++)
     deliver(p, j->r, j->first + i, rc, msg, strlen(msg), 0);
+  job_end_locked(p, j);
   pthread_mutex_unlock(&p->mu);
-  job_end(p, j);
 }
 
 static void exited(void *arg, unsigned idx, pid_t pid, int code,
@@ -1228,6 +1244,9 @@ static void exited(void *arg, unsigned idx, pid_t pid, int code,
   sweep(p);
 }
 
+/* The supervisor will run no worker again (restarts past the intensity,
+ * or none left under a policy that restarts none): every pending and
+ * later call fails with MPX_EBROKEN and `why`. */
 static void broken(void *arg, const char *why) {
   mpx_pool_t *p = arg;
   pthread_mutex_lock(&p->mu);
@@ -1467,6 +1486,12 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
     mpx_arena_opts_t ao = {.size = o->arena_size ? o->arena_size : ARENA_DEFAULT};
     if ((rc = mpx_arena_new(&p->arena, &ao)) != 0) goto fail;
   }
+  /* Fork workers, restarts included, come from a copy of this process made
+   * now: the pool's thread does not exist yet, and a restart never forks
+   * from a process that has it. After the arena, which they inherit. */
+  if (o->start_method == MPX_START_FORK &&
+      (rc = mpx__zygote_new(&p->zygote, p->name)) != 0)
+    goto fail;
   p->user_loop = o->loop != NULL;
   p->L = o->loop ? o->loop : &p->own_loop;
   p->w = calloc(p->n, sizeof *p->w);
@@ -1513,7 +1538,7 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
       .backoff_min = o->backoff_min > 0 ? o->backoff_min : 0.01,
       .backoff_max = o->backoff_max > 0 ? o->backoff_max : 1.0,
       .quiet = o->quiet, .arg = p, .prepare = prepare, .started = started,
-      .exited = exited, .broken = broken};
+      .exited = exited, .broken = broken, .empty = broken};
   if ((rc = mpx__sup_new(&p->sup, p->L, &so)) != 0) goto fail_loop;
   if ((rc = mpx__sup_start(p->sup)) != 0) goto fail_loop;
   if (p->user_loop) {
@@ -1540,6 +1565,7 @@ fail_loop:
   uv_run(&p->own_loop, UV_RUN_DEFAULT);
   uv_loop_close(&p->own_loop);
 fail:
+  mpx__zygote_free(p->zygote);
   free(p->w);
   free((void *)o->initargs);
   free((void *)o->initializer_spec);
@@ -1732,12 +1758,33 @@ const char *mpx_async_error(const mpx_async_t *a) {
   return e;
 }
 
+/* Under mu, as the caller lets go of an apply: when no job uses its
+ * blocks any more and no callback will read them, they go back to the
+ * arena now rather than when the loop drops its reference, so that the
+ * arena is empty when mpx_pool_apply returns. */
+static void apply_release_early(req_t *r) {
+  if (r->kind != R_APPLY || r->refs < 2 || !r->complete || r->live != 0 ||
+      r->cb != NULL || r->ecb != NULL)
+    return;
+  if (r->aref) {
+    block_release(r->p, r->aref);
+    r->aref = 0;
+    r->acopy = NULL;
+  }
+  if (r->res_ref) {
+    block_release(r->p, r->res_ref);
+    r->res_ref = 0;
+    r->res = NULL;
+  }
+}
+
 void mpx_async_free(mpx_async_t *a) {
   if (a == NULL) return;
   mpx_pool_t *p = a->p;
   /* A map writes into the caller's array: stop it first. */
   if (a->kind == R_MAP && !mpx_async_ready(a)) cancel(p, a);
   pthread_mutex_lock(&p->mu);
+  apply_release_early(a);
   req_unref(a);
   pthread_mutex_unlock(&p->mu);
 }
@@ -1979,9 +2026,15 @@ int mpx_imap_next(mpx_imap_t *it, const void **data, size_t *len,
 void mpx_imap_free(mpx_imap_t *it) {
   if (it == NULL) return;
   mpx_pool_t *p = it->p;
-  cancel(p, it->r);
+  req_t *r = it->r;
+  cancel(p, r);
   pthread_mutex_lock(&p->mu);
-  req_unref(it->r);
+  /* Every task has ended and no more will be cut (cancelled): no job
+   * reads the ring, so its blocks (the last result handed out among them)
+   * go back to the arena now, not when the loop drops its reference. */
+  if (r->live == 0)
+    for (size_t i = 0; i < r->W; i++) slot_clear(p, &r->ring[i]);
+  req_unref(r);
   pthread_mutex_unlock(&p->mu);
   free(it);
 }
@@ -2113,6 +2166,7 @@ static void pool_release(mpx_pool_t *p) {
   free((void *)p->o.initargs);
   free((void *)p->o.initializer_spec);
   mpx_wbuf_free(&p->sbuf);
+  mpx__zygote_free(p->zygote); /* its children were reaped through it */
   if (p->arena) {
     mpx_arena_stats_t as;
     if (mpx_arena_stats(p->arena, &as) == 0 && as.n_allocated)

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "forkserver.h"
 #include "internal.h"
 
 #ifndef P_PIDFD
@@ -341,7 +342,7 @@ static int try_reap(struct mpx_process_s *p) {
 
 /* Logs once when fork() is used by a multi-threaded process. The link count
  * of /proc/self/task is the thread count plus two: one stat(), no open. */
-static void warn_threads_once(void) {
+void mpx__fork_warn_threads(void) {
   static int warned;
   struct stat st;
   if (warned || stat("/proc/self/task", &st) != 0 || st.st_nlink <= 3) return;
@@ -373,7 +374,7 @@ static int start_fork(struct mpx_process_s *p, mpx_target_fn fn) {
   }
   pidfd = mpx__pidfd_open(pid);
   /* After the fork, so the check overlaps the child's start. */
-  warn_threads_once();
+  mpx__fork_warn_threads();
   if (pidfd < 0) {
     int rc = mpx__err(pidfd, "pidfd_open(%d) failed", (int)pid);
     kill(pid, SIGKILL);
@@ -396,7 +397,9 @@ void mpx__child_run(mpx_target_fn fn, const void *args, size_t len) {
   _exit(rc & 0xff);
 }
 
-int mpx_process_start(mpx_process_t *p) {
+/* Starts p; through z (a zygote: a fork done by a single-threaded copy of
+ * this process) when z is set and the method is fork. */
+static int start_with(mpx_process_t *p, mpx__zygote_t *z) {
   mpx_start_method_t m;
   mpx_target_fn fn = p->target;
   int rc;
@@ -431,7 +434,7 @@ int mpx_process_start(mpx_process_t *p) {
       rc = mpx__target_resolve_spec(p->spec, &fn);
       if (rc) return rc;
     }
-    if (m == MPX_START_FORKSERVER) {
+    if (m == MPX_START_FORKSERVER || z != NULL) {
       mpx__fs_request_t req;
       mpx__target_loc_t loc;
       rc = mpx__target_locate(fn, &loc);
@@ -445,7 +448,9 @@ int mpx_process_start(mpx_process_t *p) {
       req.args_len = p->args_len;
       req.pass_fds = p->pass_fds;
       req.n_pass_fds = p->n_pass_fds;
-      rc = mpx__forkserver_fork(&req, &p->pid, &p->pidfd, &p->status_fd);
+      rc = z != NULL
+               ? mpx__zygote_fork(z, &req, &p->pid, &p->pidfd, &p->status_fd)
+               : mpx__forkserver_fork(&req, &p->pid, &p->pidfd, &p->status_fd);
       free(loc.object);
     } else {
       rc = start_fork(p, fn);
@@ -460,9 +465,19 @@ int mpx_process_start(mpx_process_t *p) {
   if (reg_head) reg_head->prev = p;
   reg_head = p;
   pthread_mutex_unlock(&reg_lock);
-  MPX__DEBUG("started %s (pid %d, %s)", p->name, (int)p->pid,
-             mpx_start_method_name(m));
+  MPX__DEBUG("started %s (pid %d, %s%s)", p->name, (int)p->pid,
+             mpx_start_method_name(m), z != NULL ? " through a zygote" : "");
   return 0;
+}
+
+int mpx_process_start(mpx_process_t *p) { return start_with(p, NULL); }
+
+int mpx__process_start_zygote(mpx_process_t *p, mpx__zygote_t *z) {
+  if (p->method != MPX_START_FORK && p->method != MPX_START_DEFAULT)
+    return mpx__err(MPX_EINVAL, "process '%s': a zygote starts fork children "
+                    "only", p->name);
+  if (p->method == MPX_START_DEFAULT) p->method = MPX_START_FORK;
+  return start_with(p, z);
 }
 
 int mpx_process_join(mpx_process_t *p, double timeout) {
@@ -545,6 +560,10 @@ int mpx_process_exitcode(mpx_process_t *p, int *code) {
 
 pid_t mpx_process_pid(const mpx_process_t *p) {
   return p == &self ? getpid() : p->pid;
+}
+
+int mpx__process_status_fd(const mpx_process_t *p) {
+  return p->lost_status ? -1 : p->status_fd;
 }
 
 int mpx_process_sentinel(const mpx_process_t *p) {

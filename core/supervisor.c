@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "forkserver.h"
 #include "internal.h"
 #include "supervisor.h"
 
@@ -91,6 +92,7 @@ struct mpx__sup_s {
   unsigned alive;
   unsigned restarts;
   bool started, stopping, broken, freeing;
+  bool empty_reported;   /* empty() was called */
   /* Intensity: the times of the last max_restarts + 1 counted restarts. */
   double *times;
   unsigned times_cap, times_n, times_head;
@@ -365,6 +367,31 @@ static void sup_break(mpx__sup_t *s, sup_slot_t *sl, const sup_exit_t *e,
   if (s->o.broken != NULL) s->o.broken(s->o.arg, why);
 }
 
+static const char *policy_name(mpx__restart_t r) {
+  switch (r) {
+  case MPX__RESTART_PERMANENT: return "permanent";
+  case MPX__RESTART_TRANSIENT: return "transient";
+  default: return "temporary";
+  }
+}
+
+/* sl's worker ended and will not be restarted: when no other slot runs a
+ * worker or will start one, nothing ever will again. */
+static void check_empty(mpx__sup_t *s, sup_slot_t *sl, const sup_exit_t *e) {
+  char last[SUP_MSG_MAX + MPX__SUP_LINE_MAX + 64];
+  char why[sizeof last + SUP_NAME_MAX + 96];
+  unsigned i;
+  if (s->empty_reported) return;
+  for (i = 0; i < s->o.n; i++)
+    if (s->slots[i].state != SLOT_IDLE) return;
+  s->empty_reported = true;
+  describe_exit(sl->idx, e, last, sizeof last);
+  snprintf(why, sizeof why, "%s: no worker left: %s; restart policy %s",
+           s->name, last, policy_name(s->o.restart));
+  MPX__INFO("%s", why);
+  if (s->o.empty != NULL) s->o.empty(s->o.arg, why);
+}
+
 static double backoff_delay(const mpx__sup_t *s, unsigned k) {
   double d = s->o.backoff_min;
   while (k-- > 1 && d < s->o.backoff_max) d *= 2;
@@ -391,7 +418,10 @@ static void slot_decide(sup_slot_t *sl, const sup_exit_t *e,
   case MPX__RESTART_TRANSIENT: restart = abnormal; break;
   default: restart = false; break;
   }
-  if (!restart) return;
+  if (!restart) {
+    check_empty(s, sl, e);
+    return;
+  }
   if (intensity_exceeded(s, &count)) {
     sup_break(s, sl, e, count);
     return;
@@ -517,7 +547,12 @@ static void on_slot_timer(uv_timer_t *t) {
  * a negative timeout after this (a blocking waitid on a non-blocking pidfd
  * fails with EAGAIN); join(p, 0) and join(p, 5) poll, and are fine. */
 static int run_watch(mpx__sup_t *s, sup_run_t *r) {
-  int rc = uv_poll_init(s->loop, &r->pid_poll, mpx_process_sentinel(r->proc));
+  /* A child of a forkserver or zygote: its status pipe turns readable when
+   * the server has reaped it and sent the status (or died), which is when
+   * a join can tell; its pidfd would fire first and have us poll for it. */
+  int fd = mpx__process_status_fd(r->proc);
+  int rc = uv_poll_init(s->loop, &r->pid_poll,
+                        fd >= 0 ? fd : mpx_process_sentinel(r->proc));
   if (rc) return rc;
   r->pid_poll.data = r;
   r->pid_init = true;
@@ -587,7 +622,9 @@ static void slot_start(sup_slot_t *sl) {
   }
   err_mark(&mark);
   rc = mpx_process_new(&r->proc, &po);
-  if (rc == 0) rc = mpx_process_start(r->proc);
+  if (rc == 0)
+    rc = st.zygote != NULL ? mpx__process_start_zygote(r->proc, st.zygote)
+                           : mpx_process_start(r->proc);
   if (rc != 0) err_since(&mark, rc, "start", sl->fail, sizeof sl->fail);
   if (st.release != NULL) st.release(s->o.arg, sl->idx);
   close(pfd[1]);

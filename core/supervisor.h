@@ -5,8 +5,10 @@
  *
  * A supervisor owns `n` worker slots on a libuv loop. For each start (and
  * restart) of slot i it asks its owner to fill the process options
- * (prepare), starts the process with the process API, and then watches it
- * through its pidfd (uv_poll): no SIGCHLD, no polling. It captures the
+ * (prepare), starts the process with the process API (or through a zygote
+ * that prepare names, core/forkserver.h), and then watches it through its
+ * pidfd (uv_poll), or for the child of a forkserver or zygote through the
+ * pipe its wait status arrives on: no SIGCHLD, no polling. It captures the
  * worker's stderr through a pipe (the supervisor passes the write end to
  * the child in pass_fds and tells prepare its number, which the owner
  * hands to the worker; mpx__sup_worker_init(fd) in the child moves it onto
@@ -34,6 +36,10 @@
  *    called once with a message naming the cause, e.g.
  *    "pool-1: 4 restarts in 10.0 s (limit 3); last: worker 1 (pid 123)
  *    killed by signal 11 (SIGSEGV); stderr: <its last line>".
+ *  - Empty: when the last worker has ended and the policy starts no
+ *    other (TEMPORARY, or TRANSIENT after normal exits), empty() is
+ *    called once with the cause, so an owner with work pending can fail
+ *    it rather than wait for a worker that will never come.
  *  - Backoff: the k-th consecutive abnormal exit of a slot waits
  *    min(backoff_min * 2^(k-1), backoff_max) before the restart (uv_timer);
  *    a worker that lived longer than backoff_max resets k, and so does a
@@ -81,10 +87,15 @@ typedef struct mpx__sup_s mpx__sup_t;
  * start worked or not. A prepare that fails cleans up after itself
  * (release is not called) and should leave a message for
  * mpx_last_error(). */
+typedef struct mpx__zygote_s mpx__zygote_t;
+
 typedef struct {
   int stderr_fd;
   mpx_process_opts_t opts;
   void (*release)(void *owner_arg, unsigned idx);
+  /* Set (with the fork start method) to have the fork done by this zygote
+   * (forkserver.h) instead of by this process, which may have threads. */
+  mpx__zygote_t *zygote;
 } mpx__sup_start_t;
 
 typedef struct {
@@ -118,6 +129,13 @@ typedef struct {
   /* The intensity was exceeded (or a start failed past it); `why` names
    * the cause, valid during the call. Called once. Optional. */
   void (*broken)(void *arg, const char *why);
+  /* No worker is left and none will be started again: the last one ended
+   * and the policy restarts none (TEMPORARY, or TRANSIENT after normal
+   * exits), outside mpx__sup_stop. `why` names the policy and the last
+   * end, e.g. "pool-1: no worker left: worker 1 (pid 123) killed by
+   * signal 9 (SIGKILL); restart policy temporary"; valid during the call.
+   * Called once, after exited(); never after broken(). Optional. */
+  void (*empty)(void *arg, const char *why);
 } mpx__sup_opts_t;
 
 /* A supervisor on loop; nothing starts until mpx__sup_start. MPX_EINVAL

@@ -31,6 +31,17 @@
  * (MPX_ETIMEDOUT once out of retries). When restarts exceed the
  * intensity, the pool is broken: every waiting call returns MPX_EBROKEN
  * at once with mpx_last_error() naming the cause, and later calls too.
+ * So is a pool whose last worker ended when its policy restarts none
+ * (TEMPORARY; TRANSIENT after normal exits): "pool-1: no worker left:
+ * worker 1 (pid 4242) killed by signal 9 (SIGKILL); restart policy
+ * temporary". Pending tasks fail then, not after their timeouts.
+ *
+ * Fork workers. Under MPX_START_FORK (the default) every worker, the
+ * first ones and every restart, is forked by the pool's zygote: a
+ * single-threaded copy of the caller that mpx_pool_new makes before the
+ * pool's thread exists. A worker starts from the caller's state at
+ * mpx_pool_new (not what changed or was loaded after), and no restart
+ * forks from a process that has the pool's thread.
  *
  * Threads. Every mpx_pool_* call may come from any thread, with the
  * limits below. The pool runs its workers' links, pidfds, timers and
@@ -168,7 +179,8 @@ MPX_API unsigned mpx_pool_worker_count(void);
 typedef enum {
   MPX_RESTART_PERMANENT = 0, /* always replace a worker that ended */
   MPX_RESTART_TRANSIENT = 1, /* only after an abnormal end */
-  MPX_RESTART_TEMPORARY = 2  /* never (the pool shrinks) */
+  MPX_RESTART_TEMPORARY = 2  /* never (the pool shrinks; with no worker
+                                left it is broken: MPX_EBROKEN) */
 } mpx_restart_t;
 
 /* Items (arguments, results) of more than this many bytes travel through

@@ -434,33 +434,64 @@ typedef struct {
   int kills;
 } storm_t;
 
+/* The children of pid (every thread's, from /proc/<pid>/task/<tid>/children):
+ * one read per thread, not a scan of /proc. */
+static int children_of(pid_t pid, pid_t *out, int n, int max) {
+  char path[320];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)pid, e->d_name);
+    FILE *f = fopen(path, "r");
+    int c;
+    while (f && n < max && fscanf(f, "%d", &c) == 1) out[n++] = c;
+    if (f) fclose(f);
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+/* comm contains s (comms are cut at 15 bytes: "pool-1025-zygot"). */
+static bool comm_has(pid_t pid, const char *s) {
+  char path[64], buf[64] = "";
+  snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f && fgets(buf, sizeof buf, f) == NULL) buf[0] = '\0';
+  if (f) fclose(f);
+  return strstr(buf, s) != NULL;
+}
+
+static bool is_zombie(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  bool z = true;
+  if (f && fgets(buf, sizeof buf, f)) {
+    char *p = strrchr(buf, ')');
+    z = p == NULL || p[2] == 'Z';
+  }
+  if (f) fclose(f);
+  return z;
+}
+
 static void *storm(void *arg) {
   storm_t *s = arg;
   unsigned seed = 7;
   while (!atomic_load(&s->stop)) {
     mpx_test_sleep(0.005 + (rand_r(&seed) % 10) * 0.001);
-    /* a random child of ours */
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t victims[16];
-    int n = 0;
-    char path[300], buf[512];
-    while (d && (e = readdir(d)) != NULL && n < 16) {
-      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-      FILE *f = fopen(path, "r");
-      if (!f) continue;
-      if (fgets(buf, sizeof buf, f)) {
-        char *p = strrchr(buf, ')');
-        int ppid;
-        char st;
-        if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid() && st != 'Z')
-          victims[n++] = atoi(e->d_name);
-      }
-      fclose(f);
+    /* a random worker of ours: a child that is not a zygote, or a child of
+     * our zygote (fork workers come from the pool's zygote) */
+    pid_t kids[16], victims[32];
+    int nk = children_of(getpid(), kids, 0, 16), n = 0;
+    for (int i = 0; i < nk && n < 16; i++) {
+      if (comm_has(kids[i], "-zygot")) n = children_of(kids[i], victims, n, 32);
+      else victims[n++] = kids[i];
     }
-    if (d) closedir(d);
-    if (n > 0 && kill(victims[rand_r(&seed) % n], SIGKILL) == 0) s->kills++;
+    if (n == 0) continue;
+    pid_t v = victims[rand_r(&seed) % n];
+    if (!is_zombie(v) && kill(v, SIGKILL) == 0) s->kills++;
   }
   return NULL;
 }

@@ -113,7 +113,8 @@ struct ctx_s {
   void (*choose)(ctx_t *c, unsigned idx, wargs_t *w);
   void (*hook_started)(ctx_t *c, unsigned idx, pid_t pid);
 
-  unsigned prepares, releases, starts, exits, broken;
+  unsigned prepares, releases, starts, exits, broken, empty;
+  unsigned exits_at_empty; /* exits reported when empty() came */
   unsigned slot_starts[MAX_SLOTS];
   unsigned start_idx[MAX_EVENTS];
   pid_t start_pid[MAX_EVENTS];
@@ -195,6 +196,13 @@ static void on_broken(void *arg, const char *why) {
   snprintf(c->why, sizeof c->why, "%s", why);
 }
 
+static void on_empty(void *arg, const char *why) {
+  ctx_t *c = arg;
+  c->empty++;
+  c->exits_at_empty = c->exits;
+  snprintf(c->why, sizeof c->why, "%s", why);
+}
+
 static ctx_t *ctx_new(void) {
   ctx_t *c = calloc(1, sizeof *c);
   CU_ASSERT_PTR_NOT_NULL_FATAL(c);
@@ -216,6 +224,7 @@ static mpx__sup_opts_t sup_opts(ctx_t *c, unsigned n, mpx__restart_t restart) {
   o.started = on_started;
   o.exited = on_exited;
   o.broken = on_broken;
+  o.empty = on_empty;
   return o;
 }
 
@@ -357,6 +366,9 @@ static void test_transient(void) {
   CU_ASSERT_EQUAL(codes_slot1[1], 3);
   CU_ASSERT_EQUAL(codes_slot1[2], 0);
   CU_ASSERT_EQUAL(c->broken, 0);
+  /* Both ended normally: nothing is restarted, the supervisor is empty. */
+  CU_ASSERT_EQUAL(c->empty, 1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(c->why, "exited with code 0; restart policy transient"));
   finish(c);
 }
 
@@ -378,6 +390,15 @@ static void test_temporary(void) {
   for (i = 0; i < 2; i++)
     CU_ASSERT_EQUAL(c->exit_code[i], c->exit_idx[i] == 0 ? 3 : -SIGSEGV);
   CU_ASSERT_EQUAL(c->broken, 0);
+  /* Nobody left, nobody coming: said once, after the last exit, naming
+   * it and the policy. */
+  CU_ASSERT_EQUAL(c->empty, 1);
+  CU_ASSERT_EQUAL(c->exits_at_empty, 2);
+  CU_ASSERT_PTR_NOT_NULL(strstr(c->why, "suptest: no worker left: worker "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(c->why, c->exit_idx[1] == 0
+                                            ? "exited with code 3"
+                                            : "killed by signal 11 (SIGSEGV)"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(c->why, "; restart policy temporary"));
   finish(c);
 }
 

@@ -1257,7 +1257,7 @@ static void broken(void *arg, const char *why) {
   for (req_t *r = p->active; r; r = r->next) req_finish(p, r, MPX_EBROKEN);
   p->cancels = true; /* requests still incoming are dropped at the wake */
   pthread_mutex_unlock(&p->mu);
-  MPX__ERROR("%s: broken: %s", p->name, why);
+  MPX__ERROR("broken: %s", why); /* why names the pool (the supervisor's name) */
   drop_dead(p);
   sweep(p);
   wake(p);

@@ -655,6 +655,7 @@ static int take(mpx_queue_t *q, int mode, void *buf, size_t cap, void **out,
         JSET(h->head_chunk, next);
         CRASH_POINT(q, 11);
         drop_chunk(q, old);
+        CRASH_POINT(q, 14);
         JSET(h->cj_chunk, 0);
         c = head_chunk(q);
       }

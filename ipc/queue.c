@@ -152,13 +152,21 @@ static inline slot_t *slot_at(const qhdr_t *h, chunk_t *c, uint64_t i) {
   return (slot_t *)((char *)c + CHUNK_HDR + (i - c->base) * h->slot_size);
 }
 
+/* The chunk a shared reference names, checked live every time (a cached
+ * pointer would follow a reference the arena no longer backs); NULL if
+ * it is not, which only a corrupt queue can show. */
 static inline chunk_t *chunk_ptr(mpx_queue_t *q, mpx_ref_t r, mpx_ref_t *cref,
                                  chunk_t **cptr) {
-  if (r != *cref) {
-    *cptr = mpx_arena_ptr(q->arena, r);
-    *cref = r;
-  }
+  *cptr = mpx_arena_ptr(q->arena, r);
+  *cref = r;
   return *cptr;
+}
+
+static int broken_chain(mpx_queue_t *q, mpx_lock_t *l) {
+  mpx__lock_release(l);
+  (void)q;
+  return mpx__err(MPX_EBROKEN, "queue: a chunk reference is stale (the "
+                  "queue's memory was freed under it)");
 }
 
 static inline chunk_t *tail_chunk(mpx_queue_t *q) {
@@ -518,13 +526,20 @@ static int put_commit(mpx_queue_t *q, const void *data, size_t len,
     JSET(h->pj_t, t);
     JSET(h->pj_op, 1);
     chunk_t *c = tail_chunk(q);
+    if (c == NULL) {
+      JSET(h->pj_op, 0);
+      return broken_chain(q, &h->plock);
+    }
     if (t == c->base + h->chunk_slots) {
       if ((rc = grow(q, c, t, deadline)) != 0) {
         JSET(h->pj_op, 0);
         mpx__lock_release(&h->plock);
         return rc;
       }
-      c = tail_chunk(q);
+      if ((c = tail_chunk(q)) == NULL) {
+        JSET(h->pj_op, 0);
+        return broken_chain(q, &h->plock);
+      }
     }
     slot_t *s = slot_at(h, c, t);
     if (ref != 0) {
@@ -647,6 +662,7 @@ static int take(mpx_queue_t *q, int mode, void *buf, size_t cap, void **out,
     uint64_t hd = RLX(h->head);
     chunk_t *c = head_chunk(q);
     slot_t *s = NULL;
+    if (c == NULL) return broken_chain(q, &h->clock);
     if (hd == c->base + h->chunk_slots) {
       mpx_ref_t next = atomic_load_explicit(&c->next, memory_order_acquire);
       if (next != 0) {
@@ -655,8 +671,9 @@ static int take(mpx_queue_t *q, int mode, void *buf, size_t cap, void **out,
         JSET(h->head_chunk, next);
         CRASH_POINT(q, 11);
         drop_chunk(q, old);
+        CRASH_POINT(q, 14);
         JSET(h->cj_chunk, 0);
-        c = head_chunk(q);
+        if ((c = head_chunk(q)) == NULL) return broken_chain(q, &h->clock);
       }
     }
     if (hd < c->base + h->chunk_slots) {

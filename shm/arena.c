@@ -18,10 +18,20 @@
  * counters from the walk. Blocks the dead process owned stay allocated
  * until mpx_arena_reclaim(pid).
  *
- * The state word packs generation (16 bits), a magic byte, the state byte
- * and the refcount (32 bits), so retain and release are lock-free CAS
- * loops that check the generation of the reference they were given; only
- * the release that drops the last reference takes the lock. */
+ * The state word packs generation (32 bits), a magic byte, the state (2
+ * bits) and the refcount (22 bits), so retain and release are lock-free
+ * CAS loops that check the generation of the reference they were given;
+ * only the release that drops the last reference takes the lock.
+ *
+ * Generations come from one arena-wide 64-bit counter: every free and
+ * every new header (a split) takes the next value. So the generations
+ * seen at one spot only ever grow, whatever happened to the bytes there,
+ * and a stale reference cannot name a live block again before 2^32 more
+ * frees. (A per-block 16-bit generation that restarted at 0 when a split
+ * wrote a header over old payload made stale references valid again: a
+ * queue then freed a live chunk through a journal's leftover reference.)
+ * A reference is the generation (high 32 bits) and the offset in 16-byte
+ * units (low 32 bits), so an arena holds at most 64 GiB. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -35,7 +45,7 @@
 #include "mpx/shm.h"
 
 #define ARENA_MAGIC 0x6d707841u /* "mpxA" */
-#define ARENA_VERSION 1u
+#define ARENA_VERSION 2u
 #define ALIGN 16u
 #define HDR 32u
 #define MIN_BLOCK 48u          /* header + two free-list links */
@@ -47,19 +57,21 @@
 #define FL_MAX 47u
 #define N_BINS (N_EXACT + (FL_MAX - FL_MIN + 1) * SL)
 #define BM_WORDS ((N_BINS + 63) / 64)
-#define OFF_MASK ((UINT64_C(1) << 48) - 1)
+#define OFF_LIMIT (UINT64_C(1) << 36) /* offsets are 32 bits of 16 bytes */
 #define DEFAULT_SIZE ((size_t)64 << 20)
 
-/* State word: gen[63:48] magic[47:40] state[39:32] refcount[31:0]. */
+/* State word: gen[63:32] magic[31:24] state[23:22] refcount[21:0]. */
 #define ST_MAGIC UINT64_C(0xA5)
 #define ST_FREE UINT64_C(0x01)
 #define ST_USED UINT64_C(0x02)
-#define ST(gen, state, rc) \
-  (((uint64_t)(gen) << 48) | (ST_MAGIC << 40) | ((state) << 32) | (uint64_t)(rc))
-#define ST_GEN(w) ((uint16_t)((w) >> 48))
-#define ST_MAGIC_OF(w) (((w) >> 40) & 0xFF)
-#define ST_STATE(w) (((w) >> 32) & 0xFF)
-#define ST_RC(w) ((uint32_t)(w))
+#define RC_MAX ((UINT32_C(1) << 22) - 1)
+#define ST(gen, state, rc)                                         \
+  (((uint64_t)(gen) << 32) | (ST_MAGIC << 24) | ((state) << 22) | \
+   (uint64_t)(rc))
+#define ST_GEN(w) ((uint32_t)((w) >> 32))
+#define ST_MAGIC_OF(w) (((w) >> 24) & 0xFF)
+#define ST_STATE(w) (((w) >> 22) & 0x3)
+#define ST_RC(w) ((uint32_t)(w) & RC_MAX)
 
 typedef struct {
   uint64_t size;       /* whole block, header included; multiple of 16 */
@@ -83,6 +95,7 @@ typedef struct {
   uint32_t broken;
   uint32_t pad_;
   uint64_t used, n_used, n_free, recoveries;
+  uint64_t gen_seq; /* the last generation handed out (low 32 bits used) */
   uint64_t bitmap[BM_WORDS];
   uint64_t heads[N_BINS];
 } hdr_t;
@@ -205,7 +218,21 @@ static void unlock_arena(mpx_arena_t *a) { mpx__lock_release(&a->h->lock); }
 
 /* ---- blocks ----------------------------------------------------------- */
 
-static inline uint64_t ref_off(mpx_ref_t r) { return r & OFF_MASK; }
+static inline uint64_t ref_off(mpx_ref_t r) {
+  return (r & UINT64_C(0xFFFFFFFF)) << 4;
+}
+static inline uint32_t ref_gen(mpx_ref_t r) { return (uint32_t)(r >> 32); }
+static inline mpx_ref_t make_ref(uint32_t gen, uint64_t off) {
+  return ((uint64_t)gen << 32) | (off >> 4);
+}
+
+/* The next generation (lock held); counted before it is stored, so a
+ * process killed in between leaves a gap, never a repeat. */
+static uint32_t next_gen(mpx_arena_t *a) {
+  uint64_t g = a->h->gen_seq + 1;
+  __atomic_store_n(&a->h->gen_seq, g, __ATOMIC_RELEASE);
+  return (uint32_t)g;
+}
 
 /* The header of a live block named by `ref`, or NULL. */
 static blk_t *live(const mpx_arena_t *a, mpx_ref_t ref, uint64_t *stp) {
@@ -215,7 +242,7 @@ static blk_t *live(const mpx_arena_t *a, mpx_ref_t ref, uint64_t *stp) {
   blk_t *b = BLK(a, off - HDR);
   uint64_t st = atomic_load_explicit(&b->st, memory_order_acquire);
   if (ST_MAGIC_OF(st) != ST_MAGIC || ST_STATE(st) != ST_USED ||
-      ST_GEN(st) != (uint16_t)(ref >> 48) || ST_RC(st) == 0)
+      ST_GEN(st) != ref_gen(ref) || ST_RC(st) == 0)
     return NULL;
   if (stp) *stp = st;
   return b;
@@ -243,8 +270,7 @@ static void fix_next_prev(mpx_arena_t *a, uint64_t off) {
 static uint64_t free_block(mpx_arena_t *a, uint64_t off) {
   hdr_t *h = a->h;
   blk_t *b = BLK(a, off);
-  uint64_t st = atomic_load_explicit(&b->st, memory_order_relaxed);
-  uint16_t gen = (uint16_t)(ST_GEN(st) + 1);
+  uint32_t gen = next_gen(a);
   h->used -= b->size;
   h->n_used--;
   atomic_store_explicit(&b->st, ST(gen, ST_FREE, 0), memory_order_release);
@@ -294,13 +320,12 @@ static void take_block(mpx_arena_t *a, uint64_t off, uint64_t need,
   if (b->size - need >= MIN_BLOCK) {
     uint64_t r = off + need;
     blk_t *rb = BLK(a, r);
-    uint64_t old = atomic_load_explicit(&rb->st, memory_order_relaxed);
     rb->size = b->size - need;
     rb->prev_size = need;
-    /* Keep any older generation at this spot moving forward, so a stale
-     * reference to a block that once started here stays stale. */
-    uint16_t g = ST_MAGIC_OF(old) == ST_MAGIC ? (uint16_t)(ST_GEN(old) + 1)
-                                              : 0;
+    /* A generation never used before, whatever the bytes here held (an
+     * older header, or payload): a stale reference to a block that once
+     * started here stays stale. */
+    uint32_t g = next_gen(a);
     atomic_store_explicit(&rb->st, ST(g, ST_FREE, 0), memory_order_relaxed);
     atomic_store_explicit(&rb->owner, 0, memory_order_relaxed);
     rb->req = 0;
@@ -453,7 +478,7 @@ int mpx_arena_format(mpx_arena_t **out, mpx_segment_t *seg, size_t offset,
                     "%zu-byte segment", size, offset, seg_size);
   uint64_t heap_off = (sizeof(hdr_t) + 63) & ~(uint64_t)63;
   uint64_t heap_end = (uint64_t)size & ~(uint64_t)(ALIGN - 1);
-  if (heap_end > OFF_MASK) heap_end = OFF_MASK & ~(uint64_t)(ALIGN - 1);
+  if (heap_end > OFF_LIMIT) heap_end = OFF_LIMIT;
   if (heap_end < heap_off + MIN_BLOCK)
     return mpx__err(MPX_EINVAL, "arena of %zu bytes is too small (minimum "
                     "%llu)", size, (unsigned long long)(heap_off + MIN_BLOCK));
@@ -472,7 +497,8 @@ int mpx_arena_format(mpx_arena_t **out, mpx_segment_t *seg, size_t offset,
   blk_t *b = BLK(a, heap_off);
   b->size = heap_end - heap_off;
   b->prev_size = 0;
-  atomic_store_explicit(&b->st, ST(0, ST_FREE, 0), memory_order_relaxed);
+  h->gen_seq = 1;
+  atomic_store_explicit(&b->st, ST(1, ST_FREE, 0), memory_order_relaxed);
   atomic_store_explicit(&b->owner, 0, memory_order_relaxed);
   bin_push(a, heap_off);
   h->n_free = 1;
@@ -541,10 +567,10 @@ int mpx_arena_alloc(mpx_arena_t *a, size_t size, double timeout,
     uint64_t off = find_fit(a, need);
     if (off) {
       take_block(a, off, need, size);
-      uint16_t gen = ST_GEN(atomic_load_explicit(&BLK(a, off)->st,
+      uint32_t gen = ST_GEN(atomic_load_explicit(&BLK(a, off)->st,
                                                  memory_order_relaxed));
       unlock_arena(a);
-      *out = ((uint64_t)gen << 48) | (off + HDR);
+      *out = make_ref(gen, off + HDR);
       return 0;
     }
     if (timeout == 0) break;
@@ -579,13 +605,13 @@ int mpx_arena_retain(mpx_arena_t *a, mpx_ref_t ref) {
   blk_t *b = live(a, ref, &st);
   if (b == NULL) return bad_ref(a, ref);
   for (;;) {
-    if (ST_RC(st) == UINT32_MAX)
+    if (ST_RC(st) == RC_MAX)
       return mpx__err(MPX_EOVERFLOW, "block refcount overflow");
     if (atomic_compare_exchange_weak_explicit(&b->st, &st, st + 1,
                                               memory_order_acq_rel,
                                               memory_order_acquire))
       return 0;
-    if (ST_STATE(st) != ST_USED || ST_GEN(st) != (uint16_t)(ref >> 48) ||
+    if (ST_STATE(st) != ST_USED || ST_GEN(st) != ref_gen(ref) ||
         ST_RC(st) == 0 || ST_MAGIC_OF(st) != ST_MAGIC)
       return bad_ref(a, ref);
   }
@@ -601,7 +627,7 @@ int mpx_arena_release(mpx_arena_t *a, mpx_ref_t ref) {
                                               memory_order_acq_rel,
                                               memory_order_acquire))
       break;
-    if (ST_STATE(st) != ST_USED || ST_GEN(st) != (uint16_t)(ref >> 48) ||
+    if (ST_STATE(st) != ST_USED || ST_GEN(st) != ref_gen(ref) ||
         ST_RC(st) == 0 || ST_MAGIC_OF(st) != ST_MAGIC)
       return bad_ref(a, ref);
   }
@@ -612,7 +638,7 @@ int mpx_arena_release(mpx_arena_t *a, mpx_ref_t ref) {
   /* Unless mpx_arena_reclaim freed it in the meantime. */
   st = atomic_load_explicit(&b->st, memory_order_acquire);
   if (ST_STATE(st) == ST_USED && ST_RC(st) == 0 &&
-      ST_GEN(st) == (uint16_t)(ref >> 48))
+      ST_GEN(st) == ref_gen(ref))
     free_block(a, ref_off(ref) - HDR);
   unlock_arena(a);
   return 0;

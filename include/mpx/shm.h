@@ -82,13 +82,14 @@ MPX_API void mpx_segment_free(mpx_segment_t *s);
 
 /* An allocator whose heap lives in a segment, usable by every process that
  * maps it. Blocks are named by references, never pointers: a reference is
- * the block's offset from the arena start (low 48 bits) and its generation
- * (high 16 bits), so a stale reference to a freed or reused block is
- * caught (MPX_ESTALE) instead of corrupting memory. That is certain for a
- * double free or a use after free while the block's header is still in
- * place, and very likely otherwise (the generation is 16 bits; a
- * reference into the middle of a block that absorbed the freed one is
- * checked against whatever bytes lie there). 0 is never a valid
+ * the block's offset from the arena start (low 32 bits, in 16-byte units:
+ * an arena holds at most 64 GiB) and its generation (high 32 bits), so a
+ * stale reference to a freed or reused block is caught (MPX_ESTALE)
+ * instead of corrupting memory. Generations come from one arena-wide
+ * counter (each free and each split takes the next), so a spot never
+ * shows the same generation twice until 2^32 more frees; a reference into
+ * the middle of a block is checked against whatever bytes lie there, so
+ * is caught almost surely. 0 is never a valid
  * reference. Each block carries a size, an owner pid and a refcount.
  *
  * The heap is guarded by a robust process-shared lock: a process killed

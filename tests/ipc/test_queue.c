@@ -586,6 +586,63 @@ static void test_crash_points_get(void) {
 #define ROUNDS 200
 #define MAXPUT 100000u
 
+/* A consumer killed after freeing its drained chunk, before clearing its
+ * journal (step 14), leaves that chunk's reference in the journal; the
+ * repair drops it again. The reference is stale, so nothing happens,
+ * unless the block's spot was reused with the same generation: then the
+ * repair freed a live chunk. Here the spot is cycled through the arena
+ * 65535 times (another user of the shared heap) before the producer's
+ * next chunk lands on it, which wrapped the 16-bit generation: the repair
+ * then freed the producer's live chunk, and the driver read items from
+ * freed memory (and crashed). Every item must come out once, in order. */
+static void test_stale_journal_ref_after_reuse(void) {
+  mpx_queue_t *q = new_queue(0, 8, false);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+  uint32_t v;
+  for (v = 0; v < 16; v++) CU_ASSERT_EQUAL(mpx_queue_put(q, &v, 4, 0), 0);
+  /* The child takes items 0-7 and dies moving to the second chunk. */
+  pid_t pid = fork();
+  if (pid == 0) {
+    uint32_t w;
+    size_t n;
+    setenv("MPX__QUEUE_CRASH_AT", "14", 1); /* only a chunk switch reaches it */
+    for (int i = 0; i < 8; i++)
+      if (mpx_queue_get_into(q, &w, 4, &n, 0) != 0 || w != (uint32_t)i)
+        _exit(3);
+    (void)mpx_queue_get_into(q, &w, 4, &n, 0);
+    _exit(4);
+  }
+  CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
+  mpx_arena_reclaim(arena, pid);
+  /* In a driver process, so that a crash is a failed test. */
+  pid = fork();
+  if (pid == 0) {
+    size_t cb = 64 + 8 * 128; /* one chunk of 8 default slots */
+    mpx_ref_t r;
+    for (int i = 0; i < 65535; i++) {
+      if (mpx_arena_alloc(arena, cb, 0, &r) != 0) _exit(5);
+      if (mpx_arena_release(arena, r) != 0) _exit(6);
+    }
+    uint32_t w;
+    size_t n;
+    for (w = 16; w < 32; w++)
+      if (mpx_queue_put(q, &w, 4, 0) != 0) _exit(7);
+    for (uint32_t i = 8; i < 32; i++)
+      if (mpx_queue_get_into(q, &w, 4, &n, 0) != 0 || w != i) _exit(8);
+    if (mpx_queue_get_into(q, &w, 4, &n, 0) != MPX_EAGAIN) _exit(9);
+    _exit(0);
+  }
+  int drc = mpx_test_wait_exit(pid);
+  if (drc != 0) fprintf(stderr, "driver: status %d\n", drc);
+  CU_ASSERT_EQUAL(drc, 0);
+  mpx_queue_stats_t st;
+  CU_ASSERT_EQUAL(mpx_queue_stats(q, &st), 0);
+  CU_ASSERT_EQUAL(st.gets, 32);
+  CU_ASSERT_EQUAL(st.lost_gets, 0);
+  CU_ASSERT_EQUAL(st.recoveries, 1);
+  end_queue(q);
+}
+
 static void test_random_kills(void) {
   mpx_queue_t *q = new_queue(5000, 16, false);
   CU_ASSERT_PTR_NOT_NULL_FATAL(q);
@@ -679,4 +736,5 @@ MPX_TEST_MAIN("queue", MPX_TEST(test_sizes_fifo),
               MPX_TEST(test_mpmc_exactly_once), MPX_TEST(test_exit_right_after_put),
               MPX_TEST(test_joinable), MPX_TEST(test_objects_and_codec_errors),
               MPX_TEST(test_loan_publish_release), MPX_TEST(test_crash_points_put),
-              MPX_TEST(test_crash_points_get), MPX_TEST(test_random_kills))
+              MPX_TEST(test_crash_points_get), MPX_TEST(test_random_kills),
+              MPX_TEST(test_stale_journal_ref_after_reuse))

@@ -84,7 +84,7 @@ static void test_stale_references(void) {
   CU_ASSERT_EQUAL(mpx_arena_block_size(a, r), 0);
   /* The same spot reused: the old reference stays stale. */
   CU_ASSERT_EQUAL(mpx_arena_alloc(a, 100, 0, &r2), 0);
-  CU_ASSERT_EQUAL(r2 & 0xffffffffffffULL, r & 0xffffffffffffULL);
+  CU_ASSERT_EQUAL(r2 & 0xffffffffULL, r & 0xffffffffULL); /* offset */
   CU_ASSERT_NOT_EQUAL(r2, r);
   CU_ASSERT_EQUAL(mpx_arena_release(a, r), MPX_ESTALE);
   CU_ASSERT_EQUAL(mpx_arena_give(a, r, getpid()), MPX_ESTALE);
@@ -97,6 +97,59 @@ static void test_stale_references(void) {
   CU_ASSERT_EQUAL(mpx_arena_check(a), 0);
   CU_ASSERT_EQUAL(mpx_arena_release(a, r2), 0);
   CU_ASSERT_EQUAL(stats(a).used, 0);
+  mpx_arena_free(a);
+}
+
+/* A stale reference must never name a live block again. Two ways the
+ * 16-bit generation that restarted at 0 brought one back (the way a queue
+ * could free a live chunk, or follow a dead one, through a reference left
+ * in a journal):
+ *  1. a block's header overwritten by a neighbour's payload, then a split
+ *     at the same spot: the new header restarted at generation 0;
+ *  2. 65536 reuses of one spot: the generation wrapped. */
+static void test_generation_never_repeats(void) {
+  mpx_arena_t *a = new_arena(1 << 20);
+  mpx_ref_t p, x, g, b, p2, x2;
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 1000, 0, &p), 0);
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 1000, 0, &x), 0);
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 1000, 0, &g), 0); /* a guard */
+  char *pp = mpx_arena_ptr(a, p), *px = mpx_arena_ptr(a, x);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, x), 0);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, p), 0); /* merges with x's spot */
+  /* One block over both spots; its payload overwrites x's old header. */
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 2 * 1040 - 32, 0, &b), 0);
+  CU_ASSERT_PTR_EQUAL(mpx_arena_ptr(a, b), pp);
+  memset(mpx_arena_ptr(a, b), 0, mpx_arena_block_size(a, b));
+  CU_ASSERT_EQUAL(mpx_arena_release(a, b), 0);
+  /* Split again at x's spot. */
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 1000, 0, &p2), 0);
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 1000, 0, &x2), 0);
+  CU_ASSERT_PTR_EQUAL(mpx_arena_ptr(a, x2), px);
+  CU_ASSERT_NOT_EQUAL(x2, x);
+  CU_ASSERT_PTR_NULL(mpx_arena_ptr(a, x));
+  CU_ASSERT_EQUAL(mpx_arena_retain(a, x), MPX_ESTALE);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, p2), 0);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, x2), 0);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, g), 0);
+
+  /* One spot reused 65536 times. */
+  mpx_ref_t r0, r;
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 100, 0, &r0), 0);
+  char *p0 = mpx_arena_ptr(a, r0);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, r0), 0);
+  unsigned same_spot = 0;
+  for (unsigned i = 0; i < 65535; i++) {
+    CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 100, 0, &r), 0);
+    same_spot += (char *)mpx_arena_ptr(a, r) == p0;
+    CU_ASSERT_EQUAL_FATAL(mpx_arena_release(a, r), 0);
+  }
+  CU_ASSERT_EQUAL(same_spot, 65535);
+  CU_ASSERT_EQUAL_FATAL(mpx_arena_alloc(a, 100, 0, &r), 0);
+  CU_ASSERT_NOT_EQUAL(r, r0);
+  CU_ASSERT_PTR_NULL(mpx_arena_ptr(a, r0));
+  CU_ASSERT_EQUAL(mpx_arena_release(a, r0), MPX_ESTALE);
+  CU_ASSERT_EQUAL(mpx_arena_release(a, r), 0);
+  CU_ASSERT_EQUAL(mpx_arena_check(a), 0);
   mpx_arena_free(a);
 }
 
@@ -386,6 +439,7 @@ static void test_two_processes_random(void) {
 
 MPX_TEST_MAIN("arena", MPX_TEST(test_alloc_release),
               MPX_TEST(test_stale_references),
+              MPX_TEST(test_generation_never_repeats),
               MPX_TEST(test_full_and_too_big),
               MPX_TEST(test_reclaim_and_give),
               MPX_TEST(test_attach_elsewhere),

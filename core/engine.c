@@ -7,12 +7,12 @@
  * stage pool's thread: its failures are dead-lettered, its outputs pushed
  * into the next stage (in input order for an ordered stage, through a
  * reorder list), a reduce stage's partial merged into the stage's total.
- * Retries are the engine's (the pools retry nothing): a plugin's error is
- * retried in the worker (engine_worker.c); a batch whose worker died is
- * split into single items, charging none, so a poisonous item fails
- * alone; a single item whose worker died, or an item that ran past the
- * stage's timeout (the worker says which: engine_proto.h), is charged an
- * attempt and run again alone while it has retries left.
+ * Retries: a plugin's error is retried in the worker (engine_worker.c); a
+ * task whose worker died is run again by the pool, `retries` times. A
+ * batch that still fails is split: at the item that ran past the stage's
+ * timeout (the worker says which: engine_proto.h), which is dead-lettered,
+ * the others run again; else into single items, none charged with the
+ * batch's deaths, so a poisonous item fails alone.
  *
  * Each chain keeps at most two jobs per worker in its pool (what its
  * workers hold: one running, one ready); the rest wait in the chain's
@@ -69,7 +69,7 @@ typedef struct job_s {
   mpx_pool_loan_t loan;     /* batch is this arena block (zero-copy) */
   bool loaned;              /* submitted from a loan: ... */
   mpx_async_t *a;           /* ... whose handle keeps the block until job_free */
-  uint32_t attempts;        /* runs charged to it (a single item, a part) */
+  uint32_t attempts;        /* a single item: the runs that failed on it */
   struct job_s *qnext;      /* its chain's queue */
 } job_t;
 
@@ -538,23 +538,18 @@ static void give_up(stage_t *s, job_t *j, const char *msg) {
   finish_empty(s, j);
 }
 
-/* A single item charged a failed run: again, alone, while it has retries. */
-static void charge(stage_t *s, job_t *j, const char *msg) {
-  eng_t *e = s->e;
-  if (j->attempts > (uint32_t)s->cfg->opts.retries || stopping(e)) {
-    give_up(s, j, msg);
-    return;
-  }
-  pthread_mutex_lock(&e->mu);
-  s->retries++;
-  pthread_mutex_unlock(&e->mu);
-  submit(s, j, true);
+/* How many times the pool ran a job whose worker kept dying: it runs it
+ * again `retries` times (mpx_pool_opts_t.retries, from the stage's). */
+static uint32_t pool_attempts(const stage_t *s) {
+  return (uint32_t)s->cfg->opts.retries + 1;
 }
 
-/* Splits batch j, whose worker died (or whose flush failed), into jobs run
- * again: at the item that hung (hung < j->n, the worker said which), the
- * items before it, that one (charged) and those after it; else every item
- * alone, none charged. */
+/* Splits batch j, whose worker kept dying (or whose flush failed), into
+ * jobs run again: at the item that hung (hung < j->n, the worker said
+ * which), the items before it (they ran, but their outputs died with the
+ * worker) and those after it (they never ran), the one that hung going to
+ * the dead letters with the pool's attempts (it hung in each); else every
+ * item alone, none charged with the batch's deaths. */
 static void split(stage_t *s, job_t *j, uint32_t hung, const char *msg) {
   eng_t *e = s->e;
   job_t *kids[3] = {NULL, NULL, NULL};
@@ -566,11 +561,11 @@ static void split(stage_t *s, job_t *j, uint32_t hung, const char *msg) {
     if (hung > 0) ok = (kids[nk++] = child(j, 0, hung)) != NULL;
     if (ok) ok = (kids[nk++] = child(j, hung, 1)) != NULL;
     if (ok && hung + 1 < n) ok = (kids[nk++] = child(j, hung + 1, n - hung - 1)) != NULL;
-    if (ok) kids[hung > 0]->attempts = 1;
+    if (ok) kids[hung > 0]->attempts = pool_attempts(s);
     if (ok) {
       j->pending = nk;
       for (uint32_t i = 0; i < nk; i++) {
-        if (kids[i]->attempts) charge(s, kids[i], msg);
+        if (kids[i]->attempts) give_up(s, kids[i], msg);
         else submit(s, kids[i], true);
       }
       return;
@@ -639,29 +634,19 @@ static void on_err(mpx_async_t *a, void *arg) {
     set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
     finish_empty(s, j);
   } else if (s->parts) {
-    /* A part whose worker died runs again while it has retries; a source
-     * that fails fails the run, in parts as when it runs here. */
-    if (death && j->attempts++ < (uint32_t)s->cfg->opts.retries && !stopping(e)) {
-      pthread_mutex_lock(&e->mu);
-      s->retries++;
-      pthread_mutex_unlock(&e->mu);
-      submit(s, j, true);
-    } else {
-      uint32_t part[3];
-      memcpy(part, j->batch.data, sizeof part);
-      set_fatal(e, rc, "stage '%s' (part %u of %u): %s", s->cfg->name, part[1], part[2], msg);
-      job_finish(s, j, NULL, 0, 0);
-    }
+    /* A source that fails fails the run, in parts as when it runs here
+     * (the pool ran a part whose worker died again, up to retries). */
+    uint32_t part[3];
+    memcpy(part, j->batch.data, sizeof part);
+    set_fatal(e, rc, "stage '%s' (part %u of %u): %s", s->cfg->name, part[1], part[2], msg);
+    job_finish(s, j, NULL, 0, 0);
   } else if (stopping(e)) {
     count_dropped(e, j->n); /* nothing runs again once the run is stopping */
     finish_empty(s, j);
   } else if (j->n > 1) {
     split(s, j, hung, msg);
-  } else if (death) {
-    j->attempts++;
-    charge(s, j, msg);
   } else {
-    j->attempts++;
+    j->attempts = death ? pool_attempts(s) : 1;
     give_up(s, j, msg);
   }
   dispatch(s);
@@ -711,12 +696,13 @@ static void dispatch(stage_t *s) {
   }
 }
 
-/* Queues j for s's pool (front: ahead of the rest, for a run again). */
+/* Queues j for s's pool (front: a job run again, or split from one that
+ * failed, ahead of the rest; a new one counts in s->inflight). */
 static void submit(stage_t *s, job_t *j, bool front) {
   eng_t *e = s->e;
   pthread_mutex_lock(&e->mu);
   e->queued += j->n;
-  if (j->parent == NULL) s->inflight++;
+  if (j->parent == NULL && !front) s->inflight++;
   if (front) {
     j->qnext = s->q_head;
     s->q_head = j;
@@ -1044,9 +1030,9 @@ static int stage_start(eng_t *e, size_t i) {
       .processes = s->workers, .initializer = mpx_pipeline_worker_init,
       .initargs = args.data, .initargs_len = args.len,
       .start_method = MPX_START_SPAWN, .transport = po->transport,
-      /* The engine retries (on_err) and keeps the timeout per item (the
-       * worker's watchdog): the pool does neither. */
-      .retries = -1, .task_timeout = 0,
+      /* A task whose worker died is run again by the pool; the timeout is
+       * kept per item by the worker's watchdog, not per task by the pool. */
+      .retries = po->retries == 0 ? -1 : po->retries, .task_timeout = 0,
       .chunksize = 1, .restart = g->supervisor.restart,
       .max_restarts = g->supervisor.max_restarts > 0 ? (unsigned)g->supervisor.max_restarts : 0,
       .restart_period = g->supervisor.period,
@@ -1441,6 +1427,7 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
     mpx_pool_free(s->pool);
     s->pool = NULL;
     s->restarts = ps.restarts;
+    s->retries += ps.retries;
   }
   /* Jobs still queued (a fatal error stopped the dispatch) end here. */
   atomic_store(&e->stopping, true);

@@ -15,8 +15,8 @@
  * batch's deaths, so a poisonous item fails alone.
  *
  * Each chain keeps at most two jobs per worker in its pool (what its
- * workers hold: one running, one ready); the rest wait in the chain's
- * queue here. So the first SIGINT can drop everything not yet in a worker
+ * workers hold: one running, one ready; eight while its jobs are short,
+ * as the pool sends them); the rest wait in the chain's queue here. So the first SIGINT can drop everything not yet in a worker
  * and finish only what is; SIGTERM, or a second SIGINT, stops at once.
  *
  * End of stream: once the source is done, stage k's last partial batch is
@@ -70,6 +70,8 @@ typedef struct job_s {
   bool loaned;              /* submitted from a loan: ... */
   mpx_async_t *a;           /* ... whose handle keeps the block until job_free */
   uint32_t attempts;        /* a single item: the runs that failed on it */
+  double t_sent;            /* handed to the pool, ... */
+  unsigned ahead;           /* ... with this many of its chain's jobs per worker */
   struct job_s *qnext;      /* its chain's queue */
 } job_t;
 
@@ -100,7 +102,8 @@ struct stage_s {
   /* under e->mu */
   uint64_t in, out, failed, inflight;
   job_t *q_head, *q_tail;     /* a chain's jobs not yet in its pool */
-  unsigned in_pool, pool_cap; /* jobs in its pool, at most pool_cap */
+  unsigned in_pool;           /* jobs in its pool, at most pool_cap(): */
+  double job_time;            /* a job's time in a worker, smoothed (s) */
   char last_death[1024];      /* how its last worker death was reported */
   uint64_t retries;           /* runs of items repeated after a failure */
   uint64_t restarts;          /* from the pool, taken before it is freed */
@@ -497,8 +500,12 @@ static void on_ok(mpx_async_t *a, void *arg) {
   size_t len;
   bool loaned = j->loaned; /* then job_free frees a */
   if (loaned) j->a = a;
+  /* Its time in a worker: its wait for an answer, shared with the jobs
+   * that were ahead of it there. */
+  double t = (now() - j->t_sent) / (j->ahead ? j->ahead : 1);
   pthread_mutex_lock(&s->e->mu);
   s->in_pool--;
+  s->job_time = s->job_time > 0 ? 0.75 * s->job_time + 0.25 * t : t + 1e-9;
   pthread_mutex_unlock(&s->e->mu);
   if (mpx_async_get(a, &res, &len, 0) == 0) answer(s, j, res, len);
   if (!loaned) mpx_async_free(a);
@@ -652,14 +659,20 @@ static void on_err(mpx_async_t *a, void *arg) {
   dispatch(s);
 }
 
-/* Hands s's queued jobs to its pool while it holds fewer than pool_cap
+/* How many jobs s's pool may hold: what its workers take (pool.c: two
+ * each, eight while a job takes under 100 us). Under e->mu. */
+static unsigned pool_cap(const stage_t *s) {
+  return (s->job_time > 0 && s->job_time < 100e-6 ? 8 : 2) * s->workers;
+}
+
+/* Hands s's queued jobs to its pool while it holds fewer than pool_cap()
  * (none once the run is stopping: wait_for drops them). */
 static void dispatch(stage_t *s) {
   eng_t *e = s->e;
   for (;;) {
     pthread_mutex_lock(&e->mu);
     job_t *j = s->q_head;
-    if (j == NULL || s->in_pool >= s->pool_cap || stopping(e) || e->fatal) {
+    if (j == NULL || s->in_pool >= pool_cap(s) || stopping(e) || e->fatal) {
       pthread_mutex_unlock(&e->mu);
       return;
     }
@@ -667,6 +680,8 @@ static void dispatch(stage_t *s) {
     if (s->q_head == NULL) s->q_tail = NULL;
     j->qnext = NULL;
     s->in_pool++;
+    j->ahead = (s->in_pool + s->workers - 1) / s->workers;
+    j->t_sent = now();
     pthread_mutex_unlock(&e->mu);
     mpx_async_t *a;
     int rc;
@@ -1040,7 +1055,6 @@ static int stage_start(eng_t *e, size_t i) {
       .name = c->name};
   rc = mpx_pool_new(&s->pool, &o);
   mpx_wbuf_free(&args);
-  s->pool_cap = 2 * s->workers; /* what its workers hold */
   return rc;
 }
 

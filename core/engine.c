@@ -73,6 +73,8 @@ typedef struct job_s {
   double t_sent;            /* handed to the pool, ... */
   unsigned ahead;           /* ... with this many of its chain's jobs per worker */
   struct job_s *qnext;      /* its chain's queue */
+  mpx_async_t *h;           /* in its pool: the handle, until a callback ... */
+  struct job_s *lprev, *lnext; /* ... takes it off its chain's live list */
 } job_t;
 
 struct stage_s {
@@ -102,6 +104,8 @@ struct stage_s {
   /* under e->mu */
   uint64_t in, out, failed, inflight;
   job_t *q_head, *q_tail;     /* a chain's jobs not yet in its pool */
+  job_t *live;                /* ... and those in it (a terminated pool
+                               * calls no callback for some) */
   unsigned in_pool;           /* jobs in its pool, at most pool_cap(): */
   double job_time;            /* a job's time in a worker, smoothed (s) */
   char last_death[1024];      /* how its last worker death was reported */
@@ -128,6 +132,8 @@ struct eng_s {
   uint64_t expect;          /* the source's size_hint at its start; 0: unknown */
   uint32_t parts_done;      /* a source in parts: parts answered */
   atomic_bool stopping;     /* after the first SIGINT: nothing new starts */
+  bool ended;               /* tearing down: nothing more goes downstream */
+  unsigned pools_shut;      /* pools whose shutdown is over */
   uint64_t dropped;         /* items that never reached a worker for it */
   bool progress;            /* a progress line is being drawn */
 };
@@ -216,8 +222,9 @@ static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
   pthread_mutex_lock(&e->mu);
   s->out += n;
   s->t_last = now();
+  bool ended = e->ended;
   pthread_mutex_unlock(&e->mu);
-  if (s->idx + 1 >= e->n) return;
+  if (s->idx + 1 >= e->n || ended) return;
   eng_rd_t r = {items, items + len};
   for (uint32_t i = 0; i < n; i++) {
     const void *d;
@@ -493,9 +500,21 @@ static void left_pool(stage_t *s, job_t *j) {
   pthread_mutex_unlock(&e->mu);
 }
 
+/* A callback has the job: off its chain's live list. */
+static void unlive(stage_t *s, job_t *j) {
+  pthread_mutex_lock(&s->e->mu);
+  if (j->lprev) j->lprev->lnext = j->lnext;
+  else if (s->live == j) s->live = j->lnext;
+  if (j->lnext) j->lnext->lprev = j->lprev;
+  j->lprev = j->lnext = NULL;
+  j->h = NULL;
+  pthread_mutex_unlock(&s->e->mu);
+}
+
 static void on_ok(mpx_async_t *a, void *arg) {
   job_t *j = arg;
   stage_t *s = j->s;
+  unlive(s, j);
   const void *res;
   size_t len;
   bool loaned = j->loaned; /* then job_free frees a */
@@ -608,6 +627,7 @@ static void on_err(mpx_async_t *a, void *arg) {
   job_t *j = arg;
   stage_t *s = j->s;
   eng_t *e = s->e;
+  unlive(s, j);
   const void *res;
   size_t len;
   int rc = mpx_async_get(a, &res, &len, 0);
@@ -682,7 +702,8 @@ static void dispatch(stage_t *s) {
     s->in_pool++;
     j->ahead = (s->in_pool + s->workers - 1) / s->workers;
     j->t_sent = now();
-    pthread_mutex_unlock(&e->mu);
+    /* e->mu stays held until the job is on the live list: its callbacks
+     * (the pool's thread) take it off there first. */
     mpx_async_t *a;
     int rc;
     if (j->loan.ref) {
@@ -697,6 +718,13 @@ static void dispatch(stage_t *s) {
       rc = mpx_pool_apply_async(s->pool, MPX_FUNC(mpx_pipeline_task), j->batch.data,
                                 j->batch.len, on_ok, on_err, j, &a);
     }
+    if (rc == 0) {
+      j->h = a;
+      j->lnext = s->live;
+      if (s->live) s->live->lprev = j;
+      s->live = j;
+    }
+    pthread_mutex_unlock(&e->mu);
     if (rc != 0) {
       set_fatal(e, rc, "stage '%s': %s", s->cfg->name, mpx_last_error());
       pthread_mutex_lock(&e->mu);
@@ -1280,6 +1308,15 @@ static int write_json(const mpx_pipeline_stats_t *st, const char *path, const ch
   return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);
 }
 
+static void on_pool_shut(mpx_pool_t *p, void *arg) {
+  (void)p;
+  eng_t *e = arg;
+  pthread_mutex_lock(&e->mu);
+  e->pools_shut++;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
 /* The source to its end (or a signal), then each stage's tail. */
 static bool has_part_room(eng_t *e, size_t k) {
   (void)k;
@@ -1433,6 +1470,30 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
     if (rc != 0 && !(rc == MPX_EINTR && !stop_now())) mpx_pool_terminate(e->st[i].pool);
     else mpx_pool_close(e->st[i].pool);
   }
+  /* Wait for each pool's shutdown: then no callback will come, and the
+   * jobs still live (a terminated pool calls none for those it cancels)
+   * and those still queued (a fatal error stopped the dispatch) end here,
+   * nothing going downstream any more. */
+  unsigned pools = 0;
+  for (size_t i = 0; i < e->n; i++)
+    if (e->st[i].pool && mpx_pool_shutdown(e->st[i].pool, on_pool_shut, e) == 0) pools++;
+  pthread_mutex_lock(&e->mu);
+  while (e->pools_shut < pools) pthread_cond_wait(&e->cv, &e->mu);
+  e->ended = true;
+  pthread_mutex_unlock(&e->mu);
+  atomic_store(&e->stopping, true);
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    while (s->live) {
+      job_t *j = s->live;
+      mpx_async_t *h = j->h;
+      unlive(s, j);
+      mpx_async_free(h);
+      if (j->loaned) j->a = NULL; /* its block went back with h */
+      finish_empty(s, j);
+    }
+  }
+  drop_queued(e);
   for (size_t i = 0; i < e->n; i++) {
     stage_t *s = &e->st[i];
     if (s->pool == NULL) continue;
@@ -1443,9 +1504,6 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
     s->restarts = ps.restarts;
     s->retries += ps.retries;
   }
-  /* Jobs still queued (a fatal error stopped the dispatch) end here. */
-  atomic_store(&e->stopping, true);
-  drop_queued(e);
   mpx_pipeline_stats_t local;
   fill_stats(e, &local);
   if (st) *st = local;

@@ -7,8 +7,17 @@
  * stage pool's thread: its failures are dead-lettered, its outputs pushed
  * into the next stage (in input order for an ordered stage, through a
  * reorder list), a reduce stage's partial merged into the stage's total.
- * A batch that fails as a whole (its worker kept dying, or timed out) is
- * split into single items, so a poisonous item fails alone.
+ * Retries: a plugin's error is retried in the worker (engine_worker.c); a
+ * task whose worker died is run again by the pool, `retries` times. A
+ * batch that still fails is split: at the item that ran past the stage's
+ * timeout (the worker says which: engine_proto.h), which is dead-lettered,
+ * the others run again; else into single items, none charged with the
+ * batch's deaths, so a poisonous item fails alone.
+ *
+ * Each chain keeps at most two jobs per worker in its pool (what its
+ * workers hold: one running, one ready; eight while its jobs are short,
+ * as the pool sends them); the rest wait in the chain's queue here. So the first SIGINT can drop everything not yet in a worker
+ * and finish only what is; SIGTERM, or a second SIGINT, stops at once.
  *
  * End of stream: once the source is done, stage k's last partial batch is
  * submitted when every stage before it is idle; a reduce stage then emits
@@ -61,6 +70,12 @@ typedef struct job_s {
   mpx_pool_loan_t loan;     /* batch is this arena block (zero-copy) */
   bool loaned;              /* submitted from a loan: ... */
   mpx_async_t *a;           /* ... whose handle keeps the block until job_free */
+  uint32_t attempts;        /* a single item: the runs that failed on it */
+  double t_sent;            /* handed to the pool, ... */
+  unsigned ahead;           /* ... with this many of its chain's jobs per worker */
+  struct job_s *qnext;      /* its chain's queue */
+  mpx_async_t *h;           /* in its pool: the handle, until a callback ... */
+  struct job_s *lprev, *lnext; /* ... takes it off its chain's live list */
 } job_t;
 
 struct stage_s {
@@ -89,7 +104,14 @@ struct stage_s {
   bool have_total;
   /* under e->mu */
   uint64_t in, out, failed, inflight;
-  uint64_t retries, restarts; /* from the pool, taken before it is freed */
+  job_t *q_head, *q_tail;     /* a chain's jobs not yet in its pool */
+  job_t *live;                /* ... and those in it (a terminated pool
+                               * calls no callback for some) */
+  unsigned in_pool;           /* jobs in its pool, at most pool_cap(): */
+  double job_time;            /* a job's time in a worker, smoothed (s) */
+  char last_death[1024];      /* how its last worker death was reported */
+  uint64_t retries;           /* runs of items repeated after a failure */
+  uint64_t restarts;          /* from the pool, taken before it is freed */
   uint64_t zero_copy;         /* items that came in place in its arena */
   double t_first, t_last;
 };
@@ -110,13 +132,23 @@ struct eng_s {
   double t0;
   uint64_t expect;          /* the source's size_hint at its start; 0: unknown */
   uint32_t parts_done;      /* a source in parts: parts answered */
+  atomic_bool stopping;     /* after the first SIGINT: nothing new starts */
+  bool ended;               /* tearing down: nothing more goes downstream */
+  unsigned pools_shut;      /* pools whose shutdown is over */
+  uint64_t dropped;         /* items that never reached a worker for it */
+  bool progress;            /* a progress line is being drawn */
 };
 
-static volatile sig_atomic_t signals;
+/* SIGINT: the first stops the source and lets what is in workers finish;
+ * the second stops at once, as SIGTERM does. */
+static volatile sig_atomic_t sig_ints, sig_term;
 static void on_signal(int sig) {
-  (void)sig;
-  signals++;
+  if (sig == SIGTERM) sig_term = 1;
+  else sig_ints++;
 }
+static bool stop_now(void) { return sig_term || sig_ints >= 2; }
+static bool signalled(void) { return sig_term || sig_ints > 0; }
+static bool stopping(eng_t *e) { return atomic_load(&e->stopping); }
 
 static double now(void) { return mpx__now(); }
 
@@ -174,8 +206,16 @@ static void dead_letter(stage_t *s, const void *item, size_t len,
 
 /* ---- moving items ------------------------------------------------------------------ */
 
-static void submit(stage_t *s, job_t *j);
+static void submit(stage_t *s, job_t *j, bool front);
 static void push(stage_t *s, const void *data, size_t len);
+static void job_free(job_t *j);
+
+/* Items that will not run: the run is stopping. */
+static void count_dropped(eng_t *e, uint64_t n) {
+  pthread_mutex_lock(&e->mu);
+  e->dropped += n;
+  pthread_mutex_unlock(&e->mu);
+}
 
 /* Items leaving stage s (in order), to the next stage. */
 static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
@@ -183,8 +223,9 @@ static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
   pthread_mutex_lock(&e->mu);
   s->out += n;
   s->t_last = now();
+  bool ended = e->ended;
   pthread_mutex_unlock(&e->mu);
-  if (s->idx + 1 >= e->n) return;
+  if (s->idx + 1 >= e->n || ended) return;
   eng_rd_t r = {items, items + len};
   for (uint32_t i = 0; i < n; i++) {
     const void *d;
@@ -194,9 +235,16 @@ static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
   }
 }
 
-/* Submit s's pending batch; under s->mu. */
+/* Submit s's pending batch (drop it once the run is stopping); under
+ * s->mu. */
 static void flush_pend(stage_t *s) {
   if (s->pend_n == 0) return;
+  if (stopping(s->e)) {
+    count_dropped(s->e, s->pend_n);
+    s->pend.len = 0;
+    s->pend_n = 0;
+    return;
+  }
   job_t *j = calloc(1, sizeof *j);
   if (j == NULL) {
     set_fatal(s->e, MPX_ENOMEM, "out of memory");
@@ -209,7 +257,7 @@ static void flush_pend(stage_t *s) {
   memcpy(j->batch.data, &j->n, 4);
   mpx_wbuf_init(&s->pend);
   s->pend_n = 0;
-  submit(s, j);
+  submit(s, j, false);
 }
 
 static void push(stage_t *s, const void *data, size_t len) {
@@ -219,14 +267,29 @@ static void push(stage_t *s, const void *data, size_t len) {
   pthread_mutex_unlock(&e->mu);
   pthread_mutex_lock(&s->mu);
   if (s->pool == NULL) {
-    /* A sink here, one item at a time. */
-    if (mpx__ctx_call_process(s->ctx, s->state, data, len) != 0)
-      dead_letter(s, data, len, mpx_last_error(), 1);
+    /* A sink here, one item at a time, its errors retried at once. */
+    unsigned attempts = 0, retries = s->cfg->opts.retries;
+    while (mpx__ctx_call_process(s->ctx, s->state, data, len) != 0) {
+      attempts++;
+      if (mpx__ctx_permanent(s->ctx) || attempts > retries) {
+        dead_letter(s, data, len, mpx_last_error(), attempts);
+        break;
+      }
+      pthread_mutex_lock(&e->mu);
+      s->retries++;
+      pthread_mutex_unlock(&e->mu);
+    }
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_lock(&e->mu);
     s->out++;
     s->t_last = now();
     pthread_mutex_unlock(&e->mu);
+    return;
+  }
+  if (stopping(e)) {
+    /* Nothing new goes to a worker once the run is stopping. */
+    pthread_mutex_unlock(&s->mu);
+    count_dropped(e, 1);
     return;
   }
   if (s->pend_n == 0) {
@@ -323,7 +386,8 @@ static int batch_item(const job_t *j, uint32_t i, const void **d, uint32_t *l) {
   return 0;
 }
 
-/* A single split from a parent is over with outputs (or none). */
+/* A job split from a parent (a single item, or a run of items from the
+ * parent's item `sub`) is over with outputs (or none). */
 static void sub_finish(job_t *c, const uint8_t *items, size_t len, uint32_t n) {
   job_t *p = c->parent;
   stage_t *s = c->s;
@@ -353,8 +417,15 @@ static void sub_finish(job_t *c, const uint8_t *items, size_t len, uint32_t n) {
       mpx_wbuf_append(&all, b->data + 4, b->len - 4);
     }
   }
-  job_finish(s, p, all.data, all.len, total);
+  if (p->parent) sub_finish(p, all.data, all.len, total);
+  else job_finish(s, p, all.data, all.len, total);
   mpx_wbuf_free(&all);
+}
+
+/* A job is over without outputs. */
+static void finish_empty(stage_t *s, job_t *j) {
+  if (j->parent) sub_finish(j, NULL, 0, 0);
+  else job_finish(s, j, NULL, 0, 0);
 }
 
 /* A batch's answer (engine_proto.h) from s's chain. */
@@ -363,12 +434,12 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   eng_rd_t r = {res, res + len};
   uint32_t nout, nfail, nst;
   if (eng_u32(&r, &nout) != 0 || eng_u32(&r, &nfail) != 0 || eng_u32(&r, &nst) != 0 ||
-      nst != (uint32_t)(s->tail->idx - s->idx + 1) || (size_t)(r.end - r.p) < 8 * (size_t)nst) {
+      nst != (uint32_t)(s->tail->idx - s->idx + 1) || (size_t)(r.end - r.p) < 12 * (size_t)nst) {
     set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
     return;
   }
   const uint8_t *counts = r.p;
-  r.p += 8 * (size_t)nst;
+  r.p += 12 * (size_t)nst;
   const uint8_t *items = r.p;
   for (uint32_t i = 0; i < nout; i++) {
     const void *d;
@@ -380,34 +451,35 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   }
   size_t items_len = (size_t)(r.p - items);
   /* The fused stages' figures; the head's in and the tail's out are
-   * counted where items enter and leave the chain. */
-  if (nst > 1) {
-    double t = now();
-    pthread_mutex_lock(&e->mu);
-    for (uint32_t k = 0; k < nst; k++) {
-      stage_t *m = &e->st[s->idx + k];
-      uint32_t io[2];
-      memcpy(io, counts + 8 * (size_t)k, sizeof io);
-      if (k > 0 && io[0]) {
-        if (m->in == 0 && m->t_first == 0) m->t_first = t;
-        m->in += io[0];
-      }
-      if (m != s->tail) m->out += io[1];
-      if (m->t_first == 0) m->t_first = t;
-      m->t_last = t;
+   * counted where items enter and leave the chain. Every stage's retries
+   * (its plugin's errors, retried in the worker). */
+  double t = now();
+  pthread_mutex_lock(&e->mu);
+  for (uint32_t k = 0; k < nst; k++) {
+    stage_t *m = &e->st[s->idx + k];
+    uint32_t io[3];
+    memcpy(io, counts + 12 * (size_t)k, sizeof io);
+    m->retries += io[2];
+    if (nst == 1) continue;
+    if (k > 0 && io[0]) {
+      if (m->in == 0 && m->t_first == 0) m->t_first = t;
+      m->in += io[0];
     }
-    pthread_mutex_unlock(&e->mu);
+    if (m != s->tail) m->out += io[1];
+    if (m->t_first == 0) m->t_first = t;
+    m->t_last = t;
   }
+  pthread_mutex_unlock(&e->mu);
   for (uint32_t i = 0; i < nfail; i++) {
-    uint32_t k, idx, ml, l;
+    uint32_t k, idx, att, ml, l;
     const void *m, *d;
-    if (eng_u32(&r, &k) != 0 || eng_u32(&r, &idx) != 0 || eng_bytes(&r, &d, &l) != 0 ||
-        eng_bytes(&r, &m, &ml) != 0 || k >= nst)
+    if (eng_u32(&r, &k) != 0 || eng_u32(&r, &idx) != 0 || eng_u32(&r, &att) != 0 ||
+        eng_bytes(&r, &d, &l) != 0 || eng_bytes(&r, &m, &ml) != 0 || k >= nst)
       break;
     char msg[1024];
     snprintf(msg, sizeof msg, "%.*s", (int)ml, (const char *)m);
-    if (k > 0) dead_letter(&e->st[s->idx + k], d, l, msg, 1);
-    else if (batch_item(j, idx, &d, &l) == 0) dead_letter(s, d, l, msg, 1);
+    if (k > 0) dead_letter(&e->st[s->idx + k], d, l, msg, att);
+    else if (batch_item(j, idx, &d, &l) == 0) dead_letter(s, d, l, msg, att);
   }
   pthread_mutex_lock(&e->mu);
   e->queued -= j->n;
@@ -417,107 +489,295 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   else job_finish(s, j, items, items_len, nout);
 }
 
+static void dispatch(stage_t *s);
+
+/* A job of s's has left its pool. */
+static void left_pool(stage_t *s, job_t *j) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  s->in_pool--;
+  e->queued -= j->n;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
+/* A callback has the job: off its chain's live list. */
+static void unlive(stage_t *s, job_t *j) {
+  pthread_mutex_lock(&s->e->mu);
+  if (j->lprev) j->lprev->lnext = j->lnext;
+  else if (s->live == j) s->live = j->lnext;
+  if (j->lnext) j->lnext->lprev = j->lprev;
+  j->lprev = j->lnext = NULL;
+  j->h = NULL;
+  pthread_mutex_unlock(&s->e->mu);
+}
+
 static void on_ok(mpx_async_t *a, void *arg) {
   job_t *j = arg;
+  stage_t *s = j->s;
+  unlive(s, j);
   const void *res;
   size_t len;
   bool loaned = j->loaned; /* then job_free frees a */
   if (loaned) j->a = a;
-  if (mpx_async_get(a, &res, &len, 0) == 0) answer(j->s, j, res, len);
+  /* Its time in a worker: its wait for an answer, shared with the jobs
+   * that were ahead of it there. */
+  double t = (now() - j->t_sent) / (j->ahead ? j->ahead : 1);
+  pthread_mutex_lock(&s->e->mu);
+  s->in_pool--;
+  s->job_time = s->job_time > 0 ? 0.75 * s->job_time + 0.25 * t : t + 1e-9;
+  pthread_mutex_unlock(&s->e->mu);
+  if (mpx_async_get(a, &res, &len, 0) == 0) answer(s, j, res, len);
   if (!loaned) mpx_async_free(a);
+  dispatch(s);
+}
+
+/* A job split off parent p: its items [first, first + n). */
+static job_t *child(job_t *p, uint32_t first, uint32_t n) {
+  job_t *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->s = p->s;
+  c->parent = p;
+  c->sub = first;
+  c->n = n;
+  int rc = mpx_wbuf_append(&c->batch, &n, 4);
+  for (uint32_t i = 0; rc == 0 && i < n; i++) {
+    const void *d;
+    uint32_t l;
+    if (batch_item(p, first + i, &d, &l) != 0) rc = -1;
+    if (rc == 0) rc = mpx_wbuf_append(&c->batch, &l, 4);
+    if (rc == 0) rc = mpx_wbuf_append(&c->batch, d, l);
+  }
+  if (rc != 0) {
+    mpx_wbuf_free(&c->batch);
+    free(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* A single item failed for good (or a charged run it has no retry left
+ * for): dead-lettered, its job over. */
+static void give_up(stage_t *s, job_t *j, const char *msg) {
+  const void *d;
+  uint32_t l;
+  if (batch_item(j, 0, &d, &l) == 0) dead_letter(s, d, l, msg, j->attempts ? j->attempts : 1);
+  finish_empty(s, j);
+}
+
+/* How many times the pool ran a job whose worker kept dying: it runs it
+ * again `retries` times (mpx_pool_opts_t.retries, from the stage's). */
+static uint32_t pool_attempts(const stage_t *s) {
+  return (uint32_t)s->cfg->opts.retries + 1;
+}
+
+/* Splits batch j, whose worker kept dying (or whose flush failed), into
+ * jobs run again: at the item that hung (hung < j->n, the worker said
+ * which), the items before it (they ran, but their outputs died with the
+ * worker) and those after it (they never ran), the one that hung going to
+ * the dead letters with the pool's attempts (it hung in each); else every
+ * item alone, none charged with the batch's deaths. */
+static void split(stage_t *s, job_t *j, uint32_t hung, const char *msg) {
+  eng_t *e = s->e;
+  job_t *kids[3] = {NULL, NULL, NULL};
+  uint32_t nk = 0, n = j->n;
+  j->subout = calloc(n, sizeof *j->subout);
+  bool ok = j->subout != NULL;
+  for (uint32_t i = 0; ok && i < n; i++) mpx_wbuf_init(&j->subout[i]);
+  if (ok && hung < n) {
+    if (hung > 0) ok = (kids[nk++] = child(j, 0, hung)) != NULL;
+    if (ok) ok = (kids[nk++] = child(j, hung, 1)) != NULL;
+    if (ok && hung + 1 < n) ok = (kids[nk++] = child(j, hung + 1, n - hung - 1)) != NULL;
+    if (ok) kids[hung > 0]->attempts = pool_attempts(s);
+    if (ok) {
+      j->pending = nk;
+      for (uint32_t i = 0; i < nk; i++) {
+        if (kids[i]->attempts) give_up(s, kids[i], msg);
+        else submit(s, kids[i], true);
+      }
+      return;
+    }
+  } else if (ok) {
+    j->pending = n;
+    for (uint32_t i = 0; i < n; i++) {
+      job_t *c = child(j, i, 1);
+      if (c == NULL) {
+        set_fatal(e, MPX_ENOMEM, "out of memory");
+        return;
+      }
+      submit(s, c, true);
+    }
+    return;
+  }
+  for (uint32_t i = 0; i < nk; i++) job_free(kids[i]);
+  set_fatal(e, MPX_ENOMEM, "out of memory");
+}
+
+/* The batch item whose run ended its worker by timeout (engine_proto.h),
+ * or UINT32_MAX. */
+static uint32_t hung_item(const char *msg) {
+  const char *m = strstr(msg, ENGINE_TIMEOUT_MARK);
+  if (m == NULL) return UINT32_MAX;
+  char *end;
+  unsigned long k = strtoul(m + strlen(ENGINE_TIMEOUT_MARK), &end, 10);
+  return end != m + strlen(ENGINE_TIMEOUT_MARK) && *end == ')' && k < UINT32_MAX
+             ? (uint32_t)k : UINT32_MAX;
 }
 
 static void on_err(mpx_async_t *a, void *arg) {
   job_t *j = arg;
   stage_t *s = j->s;
   eng_t *e = s->e;
+  unlive(s, j);
   const void *res;
   size_t len;
   int rc = mpx_async_get(a, &res, &len, 0);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", mpx_async_error(a));
-  if (j->loaned) j->a = a; /* freed by job_free, after the dead letter */
-  else mpx_async_free(a);
-  pthread_mutex_lock(&e->mu);
-  e->queued -= j->n;
-  pthread_mutex_unlock(&e->mu);
-  if (s->parts && rc != MPX_ECANCELED && rc != MPX_ECLOSED) {
-    /* A source that fails fails the run, in parts as when it runs here. */
+  if (j->loaned) {
+    /* A copy of the argument, to run it again: the block goes back. */
+    mpx_wbuf_t b;
+    mpx_wbuf_init(&b);
+    if (mpx_wbuf_append(&b, j->batch.data, j->batch.len) != 0) {
+      set_fatal(e, MPX_ENOMEM, "out of memory");
+      return;
+    }
+    j->batch = b;
+    j->loaned = false;
+  }
+  mpx_async_free(a);
+  left_pool(s, j);
+  bool death = rc == MPX_EWORKER || rc == MPX_ETIMEDOUT;
+  uint32_t hung = death ? hung_item(msg) : UINT32_MAX;
+  if (death) {
+    pthread_mutex_lock(&e->mu);
+    snprintf(s->last_death, sizeof s->last_death, "%s", msg);
+    pthread_mutex_unlock(&e->mu);
+  }
+  if (hung != UINT32_MAX)
+    snprintf(msg, sizeof msg, "timed out: ran past the stage's timeout of %g s (its worker "
+             "was stopped)", s->cfg->opts.timeout);
+  if (rc == MPX_EBROKEN || rc == MPX_ECANCELED || rc == MPX_ECLOSED) {
+    /* The run is over; the job ends without outputs. */
+    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
+    finish_empty(s, j);
+  } else if (s->parts) {
+    /* A source that fails fails the run, in parts as when it runs here
+     * (the pool ran a part whose worker died again, up to retries). */
     uint32_t part[3];
     memcpy(part, j->batch.data, sizeof part);
     set_fatal(e, rc, "stage '%s' (part %u of %u): %s", s->cfg->name, part[1], part[2], msg);
     job_finish(s, j, NULL, 0, 0);
-    return;
+  } else if (stopping(e)) {
+    count_dropped(e, j->n); /* nothing runs again once the run is stopping */
+    finish_empty(s, j);
+  } else if (j->n > 1) {
+    split(s, j, hung, msg);
+  } else {
+    j->attempts = death ? pool_attempts(s) : 1;
+    give_up(s, j, msg);
   }
-  if (rc == MPX_EBROKEN || rc == MPX_ECANCELED || rc == MPX_ECLOSED) {
-    /* The run is over; the job ends without outputs. */
-    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
-    if (j->parent) sub_finish(j, NULL, 0, 0);
-    else job_finish(s, j, NULL, 0, 0);
-    return;
-  }
-  if (j->n > 1) {
-    /* Try each item alone: the one that kills its worker fails alone. */
-    j->pending = j->n;
-    j->subout = calloc(j->n, sizeof *j->subout);
-    for (uint32_t i = 0; i < j->n && j->subout; i++) mpx_wbuf_init(&j->subout[i]);
-    for (uint32_t i = 0; i < j->n; i++) {
-      const void *d;
-      uint32_t l;
-      job_t *c = calloc(1, sizeof *c);
-      if (c == NULL || batch_item(j, i, &d, &l) != 0) {
-        set_fatal(e, MPX_ENOMEM, "out of memory");
-        free(c);
-        return;
-      }
-      c->s = s;
-      c->parent = j;
-      c->sub = i;
-      c->n = 1;
-      uint32_t one = 1;
-      mpx_wbuf_append(&c->batch, &one, 4);
-      mpx_wbuf_append(&c->batch, &l, 4);
-      mpx_wbuf_append(&c->batch, d, l);
-      submit(s, c);
-    }
-    return;
-  }
-  const void *d;
-  uint32_t l;
-  int retries = s->cfg->opts.retries;
-  if (batch_item(j, 0, &d, &l) == 0) dead_letter(s, d, l, msg, (unsigned)retries + 1);
-  if (j->parent) sub_finish(j, NULL, 0, 0);
-  else job_finish(s, j, NULL, 0, 0);
+  dispatch(s);
 }
 
-static void submit(stage_t *s, job_t *j) {
+/* How many jobs s's pool may hold: what its workers take (pool.c: two
+ * each, eight while a job takes under 100 us). Under e->mu. */
+static unsigned pool_cap(const stage_t *s) {
+  return (s->job_time > 0 && s->job_time < 100e-6 ? 8 : 2) * s->workers;
+}
+
+/* Hands s's queued jobs to its pool while it holds fewer than pool_cap()
+ * (none once the run is stopping: wait_for drops them). */
+static void dispatch(stage_t *s) {
+  eng_t *e = s->e;
+  for (;;) {
+    pthread_mutex_lock(&e->mu);
+    job_t *j = s->q_head;
+    if (j == NULL || s->in_pool >= pool_cap(s) || stopping(e) || e->fatal) {
+      pthread_mutex_unlock(&e->mu);
+      return;
+    }
+    s->q_head = j->qnext;
+    if (s->q_head == NULL) s->q_tail = NULL;
+    j->qnext = NULL;
+    s->in_pool++;
+    j->ahead = (s->in_pool + s->workers - 1) / s->workers;
+    j->t_sent = now();
+    /* e->mu stays held until the job is on the live list: its callbacks
+     * (the pool's thread) take it off there first. */
+    mpx_async_t *a;
+    int rc;
+    if (j->loan.ref) {
+      /* The handle keeps the block (the batch) until the job is freed; the
+       * callbacks may run before this returns, so j is not touched after. */
+      j->loaned = true;
+      mpx_pool_loan_t loan = j->loan;
+      j->loan = (mpx_pool_loan_t){0};
+      rc = mpx_pool_apply_async_loan(s->pool, MPX_FUNC(mpx_pipeline_task), &loan,
+                                     j->batch.len, on_ok, on_err, j, &a);
+    } else {
+      rc = mpx_pool_apply_async(s->pool, MPX_FUNC(mpx_pipeline_task), j->batch.data,
+                                j->batch.len, on_ok, on_err, j, &a);
+    }
+    if (rc == 0) {
+      j->h = a;
+      j->lnext = s->live;
+      if (s->live) s->live->lprev = j;
+      s->live = j;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (rc != 0) {
+      set_fatal(e, rc, "stage '%s': %s", s->cfg->name, mpx_last_error());
+      pthread_mutex_lock(&e->mu);
+      s->in_pool--;
+      e->queued -= j->n;
+      if (j->parent == NULL) s->inflight--;
+      pthread_cond_broadcast(&e->cv);
+      pthread_mutex_unlock(&e->mu);
+      job_free(j);
+      return;
+    }
+  }
+}
+
+/* Queues j for s's pool (front: a job run again, or split from one that
+ * failed, ahead of the rest; a new one counts in s->inflight). */
+static void submit(stage_t *s, job_t *j, bool front) {
   eng_t *e = s->e;
   pthread_mutex_lock(&e->mu);
   e->queued += j->n;
-  if (j->parent == NULL) s->inflight++;
-  pthread_mutex_unlock(&e->mu);
-  mpx_async_t *a;
-  int rc;
-  if (j->loan.ref) {
-    /* The handle keeps the block (the batch) until the job is freed; the
-     * callbacks may run before this returns, so j is not touched after. */
-    j->loaned = true;
-    mpx_pool_loan_t loan = j->loan;
-    j->loan = (mpx_pool_loan_t){0};
-    rc = mpx_pool_apply_async_loan(s->pool, MPX_FUNC(mpx_pipeline_task), &loan,
-                                   j->batch.len, on_ok, on_err, j, &a);
+  if (j->parent == NULL && !front) s->inflight++;
+  if (front) {
+    j->qnext = s->q_head;
+    s->q_head = j;
+    if (s->q_tail == NULL) s->q_tail = j;
   } else {
-    rc = mpx_pool_apply_async(s->pool, MPX_FUNC(mpx_pipeline_task), j->batch.data,
-                              j->batch.len, on_ok, on_err, j, &a);
+    if (s->q_tail) s->q_tail->qnext = j;
+    else s->q_head = j;
+    s->q_tail = j;
   }
-  if (rc != 0) {
-    set_fatal(e, rc, "stage '%s': %s", s->cfg->name, mpx_last_error());
+  pthread_mutex_unlock(&e->mu);
+  dispatch(s);
+}
+
+/* Once the run is stopping: every job still queued ends without running.
+ * Called where no stage lock is held. */
+static void drop_queued(eng_t *e) {
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
     pthread_mutex_lock(&e->mu);
-    e->queued -= j->n;
-    if (j->parent == NULL) s->inflight--;
-    pthread_cond_broadcast(&e->cv);
+    job_t *j = s->q_head;
+    s->q_head = s->q_tail = NULL;
     pthread_mutex_unlock(&e->mu);
-    job_free(j);
+    while (j) {
+      job_t *next = j->qnext;
+      pthread_mutex_lock(&e->mu);
+      e->queued -= j->n;
+      e->dropped += j->n;
+      pthread_mutex_unlock(&e->mu);
+      finish_empty(s, j);
+      j = next;
+    }
   }
 }
 
@@ -540,9 +800,12 @@ static int emit_to_next(void *arg, const void *data, size_t len) {
   stage_t *s = arg;
   eng_t *e = s->e;
   /* Backpressure reaches into the source: one generate call may emit
-   * many items, and each waits for room. */
+   * many items, and each waits for room. Once the run is stopping, the
+   * source's emits fail, so that its generate returns at once. */
   if (s->idx == 0) {
     int rc = wait_for(e, has_room, 0);
+    if (rc == 0 && stopping(e))
+      rc = mpx__err(MPX_ECANCELED, "the run is stopping (interrupted)");
     if (rc != 0) return rc;
   }
   counted_out(s);
@@ -560,7 +823,7 @@ static void *source_reserve(void *arg, size_t len) {
   stage_t *next = &e->st[1];
   if (len < MPX_POOL_ARENA_THRESHOLD || len > UINT32_MAX - 8 || next->pool == NULL)
     return NULL;
-  if (wait_for(e, has_room, 0) != 0) return NULL; /* emit then says why */
+  if (wait_for(e, has_room, 0) != 0 || stopping(e)) return NULL; /* emit then says why */
   if (mpx_pool_loan(next->pool, len + 8, &s->loan) != 0) return NULL;
   return (uint8_t *)s->loan.data + 8;
 }
@@ -596,7 +859,7 @@ static int source_commit(void *arg, size_t used) {
   flush_pend(next); /* what came before goes first */
   j->seq = next->next_seq++;
   pthread_mutex_unlock(&next->mu);
-  submit(next, j);
+  submit(next, j, false);
   return 0;
 }
 
@@ -816,7 +1079,9 @@ static int wargs_stage(stage_t *s, mpx_wbuf_t *args) {
                        .path_len = (uint32_t)strlen(s->path) + 1,
                        .stage_len = (uint32_t)strlen(c->name) + 1,
                        .codec_len = (uint32_t)strlen(c->opts.codec) + 1,
-                       .params_len = (uint32_t)params.len};
+                       .params_len = (uint32_t)params.len,
+                       .retries = (uint32_t)c->opts.retries,
+                       .timeout = c->opts.timeout};
   if (rc == 0) rc = mpx_wbuf_append(args, &w, sizeof w);
   if (rc == 0) rc = mpx_wbuf_append(args, s->path, w.path_len);
   if (rc == 0) rc = mpx_wbuf_append(args, c->name, w.stage_len);
@@ -864,8 +1129,9 @@ static int stage_start(eng_t *e, size_t i) {
       .processes = s->workers, .initializer = mpx_pipeline_worker_init,
       .initargs = args.data, .initargs_len = args.len,
       .start_method = MPX_START_SPAWN, .transport = po->transport,
-      .retries = po->retries == 0 ? -1 : po->retries,
-      .task_timeout = po->timeout > 0 && !s->parts ? po->timeout * (double)s->batch : 0,
+      /* A task whose worker died is run again by the pool; the timeout is
+       * kept per item by the worker's watchdog, not per task by the pool. */
+      .retries = po->retries == 0 ? -1 : po->retries, .task_timeout = 0,
       .chunksize = 1, .restart = g->supervisor.restart,
       .max_restarts = g->supervisor.max_restarts > 0 ? (unsigned)g->supervisor.max_restarts : 0,
       .restart_period = g->supervisor.period,
@@ -884,15 +1150,78 @@ static bool idle_upto(eng_t *e, size_t k) {
   return true;
 }
 
-/* Waits (under e->mu) for pred, checking signals. 0, or MPX_EINTR after a
- * second signal, or the fatal error. */
-static int wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k) {
-  int rc = 0;
+static void print_notice(eng_t *e, const char *fmt, ...) MPX_PRINTF(2, 3);
+static void print_notice(eng_t *e, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "%smpx: %s\n", e->progress ? "\n" : "", line);
+  fflush(stderr);
+}
+
+/* The first SIGINT: the source stops, what has not reached a worker is
+ * dropped (pending batches, queued jobs), what is in workers finishes.
+ * Main thread, no stage lock held. */
+static void enter_stopping(eng_t *e) {
+  if (atomic_exchange(&e->stopping, true)) return;
+  stage_t *src = &e->st[0];
+  if (src->ctx) mpx__ctx_cancel(src->ctx);
+  for (size_t i = 1; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    pthread_mutex_lock(&s->mu);
+    if (s->head && s->head->pool) flush_pend(s); /* drops it */
+    pthread_mutex_unlock(&s->mu);
+  }
+  drop_queued(e);
+  uint64_t running = 0;
   pthread_mutex_lock(&e->mu);
-  while (!pred(e, k) && e->fatal == 0) {
-    if (signals >= 2) {
-      rc = MPX_EINTR;
-      break;
+  running = e->queued;
+  pthread_mutex_unlock(&e->mu);
+  print_notice(e, "interrupted: the source is stopped; finishing the %llu item%s in workers, "
+               "dropping the rest (Ctrl-C again to stop now)",
+               (unsigned long long)running, running == 1 ? "" : "s");
+}
+
+/* A chain whose pool replaces no worker (restart: temporary) and has none
+ * left cannot run what it has pending: the run fails, with the cause. */
+static void check_workers(eng_t *e) {
+  if (e->cfg->supervisor.restart != MPX_RESTART_TEMPORARY) return;
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if (s->pool == NULL) continue;
+    pthread_mutex_lock(&e->mu);
+    uint64_t pending = s->inflight;
+    pthread_mutex_unlock(&e->mu);
+    mpx_pool_stats_t ps;
+    if (pending == 0 || mpx_pool_stats(s->pool, &ps) != 0 || ps.workers > 0) continue;
+    char why[1024];
+    pthread_mutex_lock(&e->mu);
+    snprintf(why, sizeof why, "%s", s->last_death[0] ? s->last_death : "no death reported");
+    pthread_mutex_unlock(&e->mu);
+    set_fatal(e, MPX_EBROKEN, "stage '%s': no worker left to run its pending items "
+              "(supervisor restart: temporary replaces none); the last one: %s",
+              s->cfg->name, why);
+    return;
+  }
+}
+
+/* Waits for pred(e, k), checking signals (the first SIGINT starts the
+ * stop: enter_stopping) and the stages' workers. Main thread, no stage
+ * lock held. 0, or MPX_EINTR after SIGTERM or a second SIGINT, or the
+ * fatal error. */
+static int wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k) {
+  for (;;) {
+    if (stop_now()) return MPX_EINTR;
+    if (sig_ints > 0) enter_stopping(e);
+    if (stopping(e)) drop_queued(e); /* any queued since */
+    check_workers(e);
+    pthread_mutex_lock(&e->mu);
+    if (pred(e, k) || e->fatal) {
+      int rc = e->fatal;
+      pthread_mutex_unlock(&e->mu);
+      return rc;
     }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -902,10 +1231,8 @@ static int wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k) {
       ts.tv_nsec -= 1000000000L;
     }
     pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+    pthread_mutex_unlock(&e->mu);
   }
-  if (rc == 0 && e->fatal) rc = e->fatal;
-  pthread_mutex_unlock(&e->mu);
-  return rc;
 }
 
 static bool has_room(eng_t *e, size_t k) {
@@ -987,7 +1314,7 @@ static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
   st->dead_lettered = e->dead;
   snprintf(st->dead_letter, sizeof st->dead_letter, "%s",
            e->cfg->dead_letter ? e->cfg->dead_letter : "");
-  st->interrupted = signals > 0;
+  st->interrupted = signalled();
   st->seconds = now() - e->t0;
   pthread_mutex_unlock(&e->mu);
 }
@@ -1042,6 +1369,15 @@ static int write_json(const mpx_pipeline_stats_t *st, const char *path, const ch
   return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);
 }
 
+static void on_pool_shut(mpx_pool_t *p, void *arg) {
+  (void)p;
+  eng_t *e = arg;
+  pthread_mutex_lock(&e->mu);
+  e->pools_shut++;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
 /* The source to its end (or a signal), then each stage's tail. */
 static bool has_part_room(eng_t *e, size_t k) {
   (void)k;
@@ -1054,7 +1390,7 @@ static int drive_parts(eng_t *e) {
   stage_t *src = &e->st[0];
   int rc;
   src->t_first = now();
-  for (uint32_t i = 0; i < src->parts && signals == 0; i++) {
+  for (uint32_t i = 0; i < src->parts && !signalled(); i++) {
     if ((rc = wait_for(e, has_part_room, 0)) != 0) return rc;
     job_t *j = calloc(1, sizeof *j);
     uint32_t part[3] = {ENGINE_PART, i, src->parts};
@@ -1067,7 +1403,7 @@ static int drive_parts(eng_t *e) {
     pthread_mutex_lock(&src->mu);
     j->seq = src->next_seq++;
     pthread_mutex_unlock(&src->mu);
-    submit(src, j);
+    submit(src, j, false);
   }
   return 0;
 }
@@ -1077,9 +1413,11 @@ static int drive(eng_t *e) {
   int rc = 0;
   if (src->parts && (rc = drive_parts(e)) != 0) return rc;
   while (src->parts == 0) {
-    if (signals > 0) break;
+    if (signalled()) break;
     if ((rc = wait_for(e, has_room, 0)) != 0) return rc;
+    if (stopping(e)) break;
     int g = mpx__ctx_call_generate(src->ctx, src->state);
+    if (signalled()) break; /* its error, if any, is the stop's */
     if (g < 0) return set_fatal(e, g, "%s", mpx_last_error()), g;
     if (g == 0) break;
   }
@@ -1161,7 +1499,7 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
   struct sigaction sa = {0}, old_int, old_term;
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  signals = 0;
+  sig_ints = sig_term = 0;
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   e->t0 = now();
@@ -1171,12 +1509,25 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
               (o->progress == MPX_PROGRESS_AUTO && isatty(2));
   atomic_store(&progress_stop, false);
   if (rc == 0 && prog && pthread_create(&pth, NULL, progress_main, e) != 0) prog = false;
+  e->progress = prog;
   if (rc == 0 && e->st[0].parts == 0 && e->st[0].ctx && e->st[0].state)
     e->expect = mpx__ctx_call_size_hint(e->st[0].ctx, e->st[0].state);
   if (rc == 0) rc = drive(e);
-  if (rc == 0 && signals > 0)
-    rc = mpx__err(MPX_EINTR, "interrupted by a signal: the source was stopped "
-                  "and what it had read was drained");
+  if (rc == 0 && signalled()) {
+    pthread_mutex_lock(&e->mu);
+    unsigned long long dropped = e->dropped;
+    pthread_mutex_unlock(&e->mu);
+    rc = mpx__err(MPX_EINTR, "interrupted (SIGINT): the source was stopped, what was in "
+                  "workers finished, %llu item%s dropped", dropped, dropped == 1 ? "" : "s");
+  } else if (rc == MPX_EINTR) {
+    rc = mpx__err(MPX_EINTR, "%s: stopped at once, the workers terminated",
+                  sig_term ? "terminated (SIGTERM)" : "interrupted again (SIGINT)");
+  }
+  /* The cause, before stopping the pools adds its own (cancelled jobs). */
+  char why[sizeof e->fatal_msg] = "";
+  pthread_mutex_lock(&e->mu);
+  if (rc != 0 && rc == e->fatal) snprintf(why, sizeof why, "%s", e->fatal_msg);
+  pthread_mutex_unlock(&e->mu);
   if (prog) {
     atomic_store(&progress_stop, true);
     pthread_join(pth, NULL);
@@ -1186,9 +1537,33 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
    * stops them at once. */
   for (size_t i = 0; i < e->n; i++) {
     if (e->st[i].pool == NULL) continue;
-    if (rc != 0 && !(rc == MPX_EINTR && signals == 1)) mpx_pool_terminate(e->st[i].pool);
+    if (rc != 0 && !(rc == MPX_EINTR && !stop_now())) mpx_pool_terminate(e->st[i].pool);
     else mpx_pool_close(e->st[i].pool);
   }
+  /* Wait for each pool's shutdown: then no callback will come, and the
+   * jobs still live (a terminated pool calls none for those it cancels)
+   * and those still queued (a fatal error stopped the dispatch) end here,
+   * nothing going downstream any more. */
+  unsigned pools = 0;
+  for (size_t i = 0; i < e->n; i++)
+    if (e->st[i].pool && mpx_pool_shutdown(e->st[i].pool, on_pool_shut, e) == 0) pools++;
+  pthread_mutex_lock(&e->mu);
+  while (e->pools_shut < pools) pthread_cond_wait(&e->cv, &e->mu);
+  e->ended = true;
+  pthread_mutex_unlock(&e->mu);
+  atomic_store(&e->stopping, true);
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    while (s->live) {
+      job_t *j = s->live;
+      mpx_async_t *h = j->h;
+      unlive(s, j);
+      mpx_async_free(h);
+      if (j->loaned) j->a = NULL; /* its block went back with h */
+      finish_empty(s, j);
+    }
+  }
+  drop_queued(e);
   for (size_t i = 0; i < e->n; i++) {
     stage_t *s = &e->st[i];
     if (s->pool == NULL) continue;
@@ -1196,8 +1571,8 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
     mpx_pool_stats(s->pool, &ps);
     mpx_pool_free(s->pool);
     s->pool = NULL;
-    s->retries = ps.retries;
     s->restarts = ps.restarts;
+    s->retries += ps.retries;
   }
   mpx_pipeline_stats_t local;
   fill_stats(e, &local);
@@ -1207,7 +1582,7 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
     int jrc = write_json(&local, o->stats_json, e->cfg->name);
     if (rc == 0) rc = jrc;
   }
-  if (rc != 0 && e->fatal_msg[0]) mpx__err(rc, "%s", e->fatal_msg);
+  if (rc != 0 && why[0]) mpx__err(rc, "%s", why);
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
 out:

@@ -17,22 +17,36 @@
  *
  * Otherwise a task's argument is a batch: uint32 n, then n items (uint32
  * length, bytes). Its result: uint32 n_out, uint32 n_fail, uint32 n_stages, then
- * n_stages pairs (uint32 in, uint32 out: the items each stage of the chain
- * took and emitted in this batch), then n_out items (uint32 length, bytes:
+ * n_stages triples (uint32 in, uint32 out, uint32 retries: the items each
+ * stage of the chain took and emitted in this batch, and the calls of its
+ * process repeated after a failure), then n_out items (uint32 length, bytes:
  * the outputs of the chain's last stage for the whole batch in order; for
  * a reduce, the batch's partial), then n_fail failures: uint32 stage (its
  * place in the chain), uint32 index (of the batch item it came from),
- * uint32 length and the bytes of the item that failed (empty for stage 0:
- * the batch item itself), uint32 length and the message. An item that
- * failed contributed no output. Host byte order: both ends are on one
- * machine. */
+ * uint32 attempts (the calls that failed on it), uint32 length and the
+ * bytes of the item that failed (empty for stage 0: the batch item
+ * itself), uint32 length and the message. An item that failed contributed
+ * no output. A plugin's error is retried in the worker, up to the stage's
+ * retries (a permanent failure is not), so the answer has the whole story.
+ *
+ * Timeouts: a worker whose chain has a timeout runs a watchdog thread; a
+ * call of a stage's process (or a reduce's flush) that runs past it makes
+ * the worker write one line to its stderr, ending with ENGINE_TIMEOUT_MARK
+ * and the index of the batch item, and exit with ENGINE_TIMEOUT_EXIT. The
+ * pool reports the exit with the worker's last stderr lines, where the
+ * coordinator finds the mark: the items before that one are run again,
+ * the one that hung is charged an attempt, the ones after it never ran.
+ * Host byte order: both ends are on one machine. */
 #ifndef MPX_CORE_ENGINE_PROTO_H
 #define MPX_CORE_ENGINE_PROTO_H
 
 #include <stdint.h>
 #include <string.h>
 
-#define ENGINE_WARGS_VERSION 2u
+#define ENGINE_WARGS_VERSION 3u
+#define ENGINE_TIMEOUT_EXIT 124
+#define ENGINE_TIMEOUT_MARK "the worker ends (batch item "
+
 #define ENGINE_MAX_CHAIN 32
 #define ENGINE_PART 0xffffffffu
 
@@ -45,6 +59,8 @@ typedef struct {
   uint32_t kind;      /* mpx_plugin_kind_t */
   uint32_t path_len, stage_len, codec_len; /* NUL included */
   uint32_t params_len;
+  uint32_t retries;   /* a plugin error's retries in the worker */
+  double timeout;     /* seconds per item; 0: none */
 } engine_wstage_t;
 
 /* A cursor over length-prefixed records. */

@@ -1,10 +1,16 @@
 /* The pipeline worker: a pool worker that loads a chain of stages' plugins
  * in its initializer and runs batches of items through them
  * (engine_proto.h). Stage i's outputs are stage i+1's inputs at once
- * (depth first); the last stage's go into the answer. */
+ * (depth first); the last stage's go into the answer. A plugin's error is
+ * retried here, at once, up to its stage's retries; a stage's timeout is
+ * kept per item by a watchdog thread. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "engine_proto.h"
 #include "internal.h"
@@ -15,8 +21,19 @@ typedef struct {
   const mpx_plugin_t *d;
   mpx_plugin_ctx_t *ctx;
   void *state;
-  uint32_t in, out; /* this batch */
+  const char *stage;
+  uint32_t retries;          /* its stage's */
+  uint32_t in, out, retried; /* this batch */
 } link_t;
+
+/* The watchdog's view of the running batch: a call of a plugin starts,
+ * beat moves; a beat that stays for the timeout while busy is a hang. */
+static struct {
+  double timeout;          /* 0: no watchdog */
+  atomic_uint_fast64_t beat;
+  atomic_bool busy;
+  atomic_uint link, item;  /* where the last call started */
+} wd;
 
 static struct {
   link_t l[ENGINE_MAX_CHAIN];
@@ -33,11 +50,13 @@ static struct {
   void *args;       /* a copy of the initargs, which these point into */
 } w;
 
-static void record_fail(uint32_t stage, const void *d, uint32_t l, const char *m) {
+static void record_fail(uint32_t stage, const void *d, uint32_t l, const char *m,
+                        uint32_t attempts) {
   uint32_t ml = (uint32_t)strlen(m);
   if (stage == 0) l = 0; /* the coordinator has the batch item */
   mpx_wbuf_append(&w.fails, &stage, 4);
   mpx_wbuf_append(&w.fails, &w.item, 4);
+  mpx_wbuf_append(&w.fails, &attempts, 4);
   mpx_wbuf_append(&w.fails, &l, 4);
   if (l) mpx_wbuf_append(&w.fails, d, l);
   mpx_wbuf_append(&w.fails, &ml, 4);
@@ -45,10 +64,20 @@ static void record_fail(uint32_t stage, const void *d, uint32_t l, const char *m
   w.n_fail++;
 }
 
+/* A plugin call of link i starts (for the watchdog). */
+static inline void beat(uint32_t i) {
+  if (wd.timeout <= 0) return;
+  atomic_store_explicit(&wd.link, i, memory_order_relaxed);
+  atomic_store_explicit(&wd.item, w.item, memory_order_relaxed);
+  atomic_fetch_add_explicit(&wd.beat, 1, memory_order_release);
+}
+
 /* Runs one item through chain link i and on down the chain. When link i
- * fails on it, the failure is recorded and everything the item caused is
- * taken back, as if it had never been emitted (a failure further down
- * stays: the item itself went through link i). */
+ * fails on it, everything the item caused is taken back, as if it had
+ * never been emitted (a failure further down stays: the item itself went
+ * through link i), and it is tried again, up to the stage's retries
+ * unless the plugin said the failure is permanent; then the failure is
+ * recorded with its attempts. */
 static void run_link(uint32_t i, const void *d, size_t len) {
   /* What a failure takes back: outputs, deeper failures, counts. */
   size_t mark = w.out.len, fmark = w.fails.len;
@@ -58,7 +87,9 @@ static void run_link(uint32_t i, const void *d, size_t len) {
     io[2 * k + 1] = w.l[k].out;
   }
   w.l[i].in++;
-  if (mpx__ctx_call_process(w.l[i].ctx, w.l[i].state, d, len) != 0) {
+  for (uint32_t attempt = 1;; attempt++) {
+    beat(i);
+    if (mpx__ctx_call_process(w.l[i].ctx, w.l[i].state, d, len) == 0) return;
     w.out.len = mark;
     w.n_out = nmark;
     w.fails.len = fmark;
@@ -68,8 +99,43 @@ static void run_link(uint32_t i, const void *d, size_t len) {
       w.l[k].out = io[2 * k + 1];
     }
     w.l[i].out = io[2 * i + 1];
-    record_fail(i, d, (uint32_t)len, mpx_last_error());
+    if (mpx__ctx_permanent(w.l[i].ctx) || attempt > w.l[i].retries) {
+      record_fail(i, d, (uint32_t)len, mpx_last_error(), attempt);
+      return;
+    }
+    w.l[i].retried++;
   }
+}
+
+/* The watchdog: a plugin call that has not returned (no new call started
+ * either) within the timeout ends the worker, saying which item. Checked
+ * every timeout/4 (at most 50 ms), so the kill comes within that much
+ * after the timeout. */
+static void *watchdog_main(void *arg) {
+  (void)arg;
+  double iv = wd.timeout / 4 < 0.05 ? wd.timeout / 4 : 0.05, since = mpx__now();
+  uint_fast64_t seen = 0;
+  struct timespec ts = {0, (long)(iv * 1e9) + 1000};
+  for (;;) {
+    nanosleep(&ts, NULL);
+    uint_fast64_t b = atomic_load_explicit(&wd.beat, memory_order_acquire);
+    double t = mpx__now();
+    if (!atomic_load(&wd.busy) || b != seen) {
+      seen = b;
+      since = t;
+      continue;
+    }
+    if (t - since < wd.timeout) continue;
+    char line[512];
+    unsigned k = atomic_load(&wd.link);
+    int n = snprintf(line, sizeof line, "stage '%s': an item ran past its timeout (%g s): "
+                     ENGINE_TIMEOUT_MARK "%u)\n", k < w.n ? w.l[k].stage : "?", wd.timeout,
+                     (unsigned)atomic_load(&wd.item));
+    if (n > 0 && write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0) {
+    }
+    _exit(ENGINE_TIMEOUT_EXIT);
+  }
+  return NULL;
 }
 
 /* Link i's emit: into link i+1, or the answer after the last. */
@@ -119,6 +185,8 @@ int mpx_pipeline_worker_init(const void *args0, size_t len) {
       return 102;
     }
     w.l[i].d = mpx__plugin_desc(pl);
+    w.l[i].stage = stage;
+    w.l[i].retries = s.retries;
     if (codec_name[0] && mpx_codec_load(&codec, codec_name) != 0) {
       fprintf(stderr, "%s\n", mpx_last_error());
       return 103;
@@ -130,8 +198,10 @@ int mpx_pipeline_worker_init(const void *args0, size_t len) {
       w.src_params_len = s.params_len;
       w.src_codec = codec;
       w.n = 1;
-      continue;
+      continue; /* no timeout: a part's length is not known */
     }
+    /* Fused stages share their timeout; none applies to a part. */
+    if (s.timeout > 0 && w.src_stage == NULL) wd.timeout = s.timeout;
     if (mpx__ctx_new_from_encoded(&w.l[i].ctx, w.l[i].d, stage, params, s.params_len,
                                   mpx_pool_worker_index(), mpx_pool_worker_count(),
                                   codec, emit_link, (void *)(uintptr_t)i) != 0 ||
@@ -140,6 +210,16 @@ int mpx_pipeline_worker_init(const void *args0, size_t len) {
       return 104;
     }
     w.n = i + 1;
+  }
+  pthread_t th;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  int rc = wd.timeout > 0 && pthread_create(&th, &at, watchdog_main, NULL) != 0;
+  pthread_attr_destroy(&at);
+  if (rc) {
+    fprintf(stderr, "pipeline worker: cannot start the timeout watchdog\n");
+    return 105;
   }
   return 0;
 }
@@ -173,9 +253,9 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   w.n_out = 0;
   w.fails.len = 0;
   w.n_fail = 0;
-  for (uint32_t i = 0; i < w.n; i++) w.l[i].in = w.l[i].out = 0;
+  for (uint32_t i = 0; i < w.n; i++) w.l[i].in = w.l[i].out = w.l[i].retried = 0;
   /* The header, filled in at the end. */
-  size_t hdr_len = 12 + 8 * (size_t)w.n;
+  size_t hdr_len = 12 + 12 * (size_t)w.n;
   if (mpx_wbuf_reserve(&w.out, hdr_len) != 0) return MPX_ENOMEM;
   w.out.len = hdr_len;
   if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
@@ -186,22 +266,30 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
     w.item = 0;
     if ((rc = run_part(t, i, parts)) != 0) return rc;
   }
-  for (uint32_t i = 0; w.l[0].d->kind != MPX_PLUGIN_SOURCE && i < n; i++) {
+  bool source = w.l[0].d->kind == MPX_PLUGIN_SOURCE;
+  if (!source) atomic_store(&wd.busy, true);
+  for (uint32_t i = 0; !source && i < n; i++) {
     const void *d;
     uint32_t l;
-    if (eng_bytes(&r, &d, &l) != 0) return mpx_task_fail(t, "malformed batch item %u", i);
+    if (eng_bytes(&r, &d, &l) != 0) {
+      atomic_store(&wd.busy, false);
+      return mpx_task_fail(t, "malformed batch item %u", i);
+    }
     w.item = i;
     run_link(0, d, l);
   }
   /* A reduce at the chain's end answers with the batch's partial. */
   link_t *last = &w.l[w.n - 1];
-  if (last->d->kind == MPX_PLUGIN_REDUCE && mpx__ctx_call_flush(last->ctx, last->state) != 0)
-    return mpx_task_fail(t, "%s", mpx_last_error());
+  w.item = n; /* past the items: the flush is the batch's */
+  beat(w.n - 1);
+  int frc = last->d->kind == MPX_PLUGIN_REDUCE ? mpx__ctx_call_flush(last->ctx, last->state) : 0;
+  atomic_store(&wd.busy, false);
+  if (frc != 0) return mpx_task_fail(t, "%s", mpx_last_error());
   uint32_t *h = (uint32_t *)w.out.data, hv[3] = {w.n_out, w.n_fail, w.n};
   memcpy(h, hv, sizeof hv);
   for (uint32_t i = 0; i < w.n; i++) {
-    uint32_t io[2] = {w.l[i].in, w.l[i].out};
-    memcpy((uint8_t *)w.out.data + 12 + 8 * (size_t)i, io, sizeof io);
+    uint32_t io[3] = {w.l[i].in, w.l[i].out, w.l[i].retried};
+    memcpy((uint8_t *)w.out.data + 12 + 12 * (size_t)i, io, sizeof io);
   }
   if (w.fails.len && mpx_wbuf_append(&w.out, w.fails.data, w.fails.len) != 0)
     return MPX_ENOMEM;

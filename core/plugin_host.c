@@ -604,6 +604,7 @@ struct mpx_plugin_ctx_s {
   void *emit_arg;
   atomic_int cancelled;
   bool final;
+  bool permanent;  /* the last process failed with mpx_plugin_fail_permanent */
   bool reserving;  /* between mpx_emit_reserve and mpx_emit_commit */
   bool hooked;     /* ... and the room came from the reserve hooks */
   size_t reserved; /* the len reserved */
@@ -986,6 +987,18 @@ int mpx_plugin_fail(mpx_plugin_ctx_t *c, const char *fmt, ...) {
   return mpx__err(MPX_ETASK, "%s", c->err);
 }
 
+int mpx_plugin_fail_permanent(mpx_plugin_ctx_t *c, const char *fmt, ...) {
+  va_list ap;
+  if (c == NULL) return MPX_ETASK;
+  va_start(ap, fmt);
+  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  va_end(ap);
+  c->permanent = true;
+  return mpx__err(MPX_ETASK, "%s", c->err);
+}
+
+bool mpx__ctx_permanent(const mpx_plugin_ctx_t *c) { return c->permanent; }
+
 void mpx_plugin_log(mpx_plugin_ctx_t *c, mpx_log_level_t level,
                     const char *fmt, ...) {
   char msg[1800];
@@ -1053,6 +1066,7 @@ uint64_t mpx__ctx_call_size_hint(mpx_plugin_ctx_t *c, void *state) {
 int mpx__ctx_call_process(mpx_plugin_ctx_t *c, void *state, const void *in,
                           size_t len) {
   c->err[0] = '\0';
+  c->permanent = false;
   if (c->d->process == NULL)
     return report(c, "process", ctx_fail(c, MPX_ESTATE, "no process "
                                          "callback"));

@@ -140,6 +140,9 @@ void mpx__ctx_set_final(mpx_plugin_ctx_t *c, bool final);
 /* mpx_cancelled() turns true. Async-signal-safe (a lock-free atomic
  * store), callable from any thread. */
 void mpx__ctx_cancel(mpx_plugin_ctx_t *c);
+/* Whether the last mpx__ctx_call_process failed with
+ * mpx_plugin_fail_permanent (no retry can fix it). */
+bool mpx__ctx_permanent(const mpx_plugin_ctx_t *c);
 /* The failure message of the last callback (set by mpx_plugin_fail, or a
  * failed mpx_emit_obj), "" if none. Cleared by mpx__ctx_clear_error and by
  * each mpx__ctx_call_* below. Owned by the context. */

@@ -6,21 +6,26 @@
  *
  * Items travel between stages in batches (`batch` items per message). A
  * batch's outputs are committed together: a worker that dies halfway
- * leaves nothing downstream, and the retry emits each output once. When a
- * batch fails for good (its worker died `retries` + 1 times, or ran past
- * its timeout), it is split into single items and they are tried alone,
- * so one poisonous item fails alone; such an item, and an item whose
- * plugin returned an error, is written to the dead-letter file (one JSON
- * object per line: stage, item, error, attempts) and counted.
+ * leaves nothing downstream, and the retry emits each output once. An
+ * item whose plugin returned an error is retried in its worker up to
+ * `retries` times (not when the plugin called it permanent:
+ * mpx_plugin_fail_permanent). A stage's `timeout` holds per item: a call
+ * that runs past it ends its worker. When a batch fails for good (its
+ * worker died `retries` + 1 times), it is split: at the item that ran out
+ * of time, or into single items tried alone, so one poisonous item fails
+ * alone. An item out of tries is written to the dead-letter file (one
+ * JSON object per line: stage, item, error, attempts) and counted.
  *
  * Backpressure: at most queue_capacity items wait or run between the
  * source and the last stage per stage; the source is not asked for more
  * until there is room, so memory is bounded by the queue, not the input.
  *
- * Signals: the first SIGINT or SIGTERM stops the source and lets what was
- * read drain through the stages; a second one stops at once (pools
- * terminated). A SIGKILL of the process takes its workers with it (they
- * are started with a parent-death signal). */
+ * Signals: the first SIGINT stops the source, drops what has not reached
+ * a worker and lets what is in workers finish, saying so in one line on
+ * stderr; a second SIGINT, or SIGTERM, stops at once (pools terminated).
+ * A stage with no worker left (restart: temporary) and items pending
+ * fails the run at once. A SIGKILL of the process takes its workers with
+ * it (they are started with a parent-death signal). */
 #ifndef MPX_PIPELINE_H
 #define MPX_PIPELINE_H
 
@@ -54,7 +59,9 @@ typedef struct {
   unsigned workers;
   uint64_t in, out;          /* items */
   uint64_t failed;           /* items dead-lettered at this stage */
-  uint64_t retries;          /* task runs repeated after a worker died */
+  uint64_t retries;          /* runs repeated after a failure: plugin calls
+                              * after an error, tasks after their worker
+                              * died or ran out of time */
   uint64_t restarts;         /* worker restarts */
   uint64_t zero_copy;        /* items that arrived in place: written by the
                               * source (mpx_emit_reserve) straight into this
@@ -83,7 +90,9 @@ extern "C" {
  * MPX_EPLUGIN / MPX_ENOSYM / MPX_EABI for a file, plugin or parameter that
  * is wrong (mpx_last_error() says where: FILE:LINE:COL, or the plugin's
  * path), or a stage whose plugin cannot start (its init, tried once in a
- * throw-away process before any worker: MPX_ECONFIG); MPX_EINTR when a second signal stopped it; another negative code
+ * throw-away process before any worker: MPX_ECONFIG); MPX_EINTR when a
+ * signal stopped it (after what was in workers finished, for a first
+ * SIGINT); another negative code
  * for a runtime failure (a broken pool: the cause in mpx_last_error()).
  * st may be NULL. */
 MPX_API int mpx_pipeline_run(const mpx_pipeline_opts_t *o,

@@ -48,7 +48,10 @@
  * Every callback gets the context (host services below) and the instance
  * state. Return 0 (or 1 from generate to be called again) for success; a
  * negative MPX_E* code, or mpx_plugin_fail(), fails the current item (it
- * is retried, then dead-lettered with the message). Callbacks may run in
+ * is retried up to the stage's `retries`, then dead-lettered with the
+ * message); mpx_plugin_fail_permanent() fails it for good (bad input no
+ * retry can fix: dead-lettered at once). A process that fails must leave
+ * the instance state as it was: the same item may come again. Callbacks may run in
  * a worker process, concurrently in several processes; one instance is
  * used by one thread at a time.
  *
@@ -190,6 +193,15 @@ MPX_API bool mpx_cancelled(const mpx_plugin_ctx_t *ctx);
 MPX_API bool mpx_reduce_final(const mpx_plugin_ctx_t *ctx);
 /* Fail the current item (or init) with a message; returns MPX_ETASK. */
 MPX_API int mpx_plugin_fail(mpx_plugin_ctx_t *ctx, const char *fmt, ...)
+    MPX_PRINTF(2, 3);
+/* The same, for a failure that no retry can fix (the item itself is bad):
+ * from process, the item goes to the dead-letter file at once, with
+ * attempts 1. Elsewhere it is mpx_plugin_fail. Returns MPX_ETASK. A host
+ * service added without an ABI change (the descriptor is the same); a
+ * plugin that must also build against older headers can test
+ * MPX_PLUGIN_HAS_FAIL_PERMANENT. */
+#define MPX_PLUGIN_HAS_FAIL_PERMANENT 1
+MPX_API int mpx_plugin_fail_permanent(mpx_plugin_ctx_t *ctx, const char *fmt, ...)
     MPX_PRINTF(2, 3);
 /* Log through mpx's logger, prefixed with the stage and worker. */
 MPX_API void mpx_plugin_log(mpx_plugin_ctx_t *ctx, mpx_log_level_t level,

@@ -1304,7 +1304,9 @@ static void fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
     o->in = s->in;
     o->out = s->out;
     o->failed = s->failed;
-    o->seconds = s->t_last > s->t_first ? s->t_last - s->t_first : 0;
+    /* A stage that never started its clock (no item came in: a part
+     * failed before it) has no time, not the time since boot. */
+    o->seconds = s->t_first > 0 && s->t_last > s->t_first ? s->t_last - s->t_first : 0;
     o->retries = s->retries;
     o->restarts = s->restarts;
     o->zero_copy = s->zero_copy;

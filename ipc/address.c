@@ -12,7 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "address.h"
 
 int mpx__addr_parse(const char *address, mpx__addr_t *a, const char *who) {

@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "auth.h"
 
 #define PREFIX_LEN (sizeof MPX__AUTH_CHALLENGE - 1) /* 11 */

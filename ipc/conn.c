@@ -30,8 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
-#include "../shm/lock_internal.h"
+#include "internal.h"
+#include "lock_internal.h"
 
 #define RBUF_CAP ((size_t)64 * 1024)
 #define HDR_MAX 12

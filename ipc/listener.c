@@ -18,7 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "address.h"
 #include "auth.h"
 

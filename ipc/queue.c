@@ -39,9 +39,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/internal.h"
-#include "../shm/futex.h"
-#include "../shm/lock_internal.h"
+#include "internal.h"
+#include "futex.h"
+#include "lock_internal.h"
 #include "mpx/queue.h"
 
 #define Q_MAGIC 0x5178706du /* "mpxQ" */

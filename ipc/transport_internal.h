@@ -10,7 +10,7 @@
 #include <sys/uio.h>
 #include <uv.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "mpx/transport.h"
 
 /* ---- frames: one parser and one writer for both implementations --------- */

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "futex.h"
 
 int mpx__futex_wait(_Atomic uint32_t *addr, uint32_t val, double deadline) {

@@ -22,7 +22,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "futex.h"
 #include "lock_internal.h"
 

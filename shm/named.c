@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "named_internal.h"
 
 #define NAME_MAX_LEN 250

@@ -15,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "named_internal.h"
 
 #define REG_MAGIC 0x313067657278706dULL /* "mpxreg01" */

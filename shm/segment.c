@@ -9,7 +9,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "named_internal.h"
 
 #ifndef MADV_POPULATE_WRITE

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "lock_internal.h"
 #include "mpx/shm.h"
 

@@ -10,7 +10,7 @@
 
 #include <mpx.h>
 
-#include "../../core/config.h"
+#include "core/pipeline/config.h"
 #include "../mpx_test.h"
 
 #define E(msg) msg " (configuration error)"

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/plugin_host.h"
+#include "core/pipeline/plugin_host.h"
 #include "mpx.h"
 #include "../mpx_test.h"
 #include <xxhash.h>

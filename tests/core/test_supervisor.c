@@ -19,7 +19,7 @@
 
 #include <mpx.h>
 
-#include "../../core/supervisor.h"
+#include "core/pool/supervisor.h"
 #include "../mpx_test.h"
 
 #define GUARD_S 30.0

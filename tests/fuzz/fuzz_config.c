@@ -11,7 +11,7 @@
 
 #include <mpx.h>
 
-#include "../../core/config.h"
+#include "../../core/pipeline/config.h"
 
 static void check(const mpx__cfg_t *c) {
   size_t i, j;

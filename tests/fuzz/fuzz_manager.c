@@ -20,7 +20,7 @@
 
 #include <mpx.h>
 
-#include "../../ipc/manager_core.h"
+#include "../../ipc/manager/manager_core.h"
 
 #define N_SESS 4
 #define MAX_TIMERS 64

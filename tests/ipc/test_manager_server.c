@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "ipc/manager_wire.h"
+#include "ipc/manager/manager_wire.h"
 #include "mpx.h"
 #include "../mpx_test.h"
 

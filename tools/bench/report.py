@@ -500,7 +500,7 @@ WHY_NOT_MET = [
      "a window of 4 per worker, a worker that had answered sat idle until the loop, "
      "often woken across CPUs (about 20 µs), sent it more; strace -c -f counted about "
      "8.7 system calls per task, and perf record (pinned to one CPU) put the largest "
-     "share of the time in the kernel's context switches. Fixed in core/pool.c: a worker whose jobs take under "
+     "share of the time in the kernel's context switches. Fixed in core/pool/pool.c: a worker whose jobs take under "
      "100 µs (smoothed) gets up to 8 jobs in flight, and imap's default window grows to "
      "16 per worker while the jobs are short (long jobs keep 2 and 4, so the work "
      "stays balanced and large items do not pile up). Measured with a copy of "

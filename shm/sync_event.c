@@ -11,8 +11,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
-#include "../shm/futex.h"
+#include "internal.h"
+#include "futex.h"
 
 #define EVENT_MAGIC 0x45564e31u /* "EVN1" */
 #define EVENT_SET 1u

@@ -17,8 +17,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
-#include "../shm/futex.h"
+#include "internal.h"
+#include "futex.h"
 
 #define COND_MAGIC 0x434f4e31u /* "CON1" */
 

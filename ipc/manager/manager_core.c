@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "auth.h"
 #include "manager_wire.h"
 #include "mpx/listener.h"

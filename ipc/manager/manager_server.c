@@ -29,7 +29,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "address.h"
 #include "manager_core.h"
 #include "mpx/manager.h"

@@ -16,8 +16,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
-#include "../shm/futex.h"
+#include "internal.h"
+#include "futex.h"
 
 #define BARRIER_MAGIC 0x42415231u /* "BAR1" */
 #define HISTORY 64u               /* generations whose outcome is kept */

@@ -10,8 +10,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "../core/internal.h"
-#include "../shm/futex.h"
+#include "internal.h"
+#include "futex.h"
 
 #define SEM_MAGIC 0x53454d30u /* "SEM0"; bit 0 is SEM_BOUNDED */
 #define SEM_BOUNDED 1u

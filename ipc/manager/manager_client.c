@@ -28,7 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../core/internal.h"
+#include "internal.h"
 #include "manager_wire.h"
 
 /* The longest reply accepted (a corrupt or hostile length beyond it is an

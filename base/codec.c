@@ -53,25 +53,13 @@ int mpx_codec_check(const mpx_codec_t *c, const char *where) {
   return 0;
 }
 
-/* Loads and checks one file. 0, or an error naming it. */
-static int load_file(const char *path, const char *want,
-                     const mpx_codec_t **out) {
-  void *h, *sym;
-  int rc = mpx__plugin_open("codec", path, MPX_CODEC_SYMBOL, &h, &sym);
-  if (rc != 0) return rc;
-  const mpx_codec_t *c = sym;
-  if ((rc = mpx_codec_check(c, path)) != 0) {
-    dlclose(h);
-    return rc;
-  }
-  if (want != NULL && strcmp(c->name, want) != 0) {
-    rc = mpx__err(MPX_EPLUGIN, "'%s' is codec '%s', not '%s'", path, c->name,
-                  want);
-    dlclose(h);
-    return rc;
-  }
-  *out = c; /* the handle is never closed: the descriptor must stay valid */
-  return 0;
+/* The descriptor checks of mpx__plugin_load_file. */
+static int check_desc(const void *desc, const char *path,
+                      const char **name) {
+  const mpx_codec_t *c = desc;
+  int rc = mpx_codec_check(c, path);
+  if (rc == 0) *name = c->name;
+  return rc;
 }
 
 static int find_and_load(const char *name, const mpx_codec_t **out) {
@@ -80,14 +68,16 @@ static int find_and_load(const char *name, const mpx_codec_t **out) {
   if (strchr(name, '/')) {
     if (access(name, F_OK) != 0)
       return mpx__err(MPX_ENOENT, "codec file '%s' does not exist", name);
-    return load_file(name, NULL, out);
+    return mpx__plugin_load_file("codec", name, MPX_CODEC_SYMBOL, check_desc,
+                               NULL, (const void **)out);
   }
   if (!mpx__plugin_name_ok(name))
     return mpx__err(MPX_EINVAL, "'%s' is not a codec name (letters, digits, "
                     "'_' and '-' only)", name);
   if ((rc = mpx__plugin_find("codec", FILE_PREFIX, name, path, sizeof path)))
     return rc;
-  return load_file(path, name, out);
+  return mpx__plugin_load_file("codec", path, MPX_CODEC_SYMBOL, check_desc,
+                               name, (const void **)out);
 }
 
 int mpx_codec_load(const mpx_codec_t **out, const char *name) {

@@ -1,6 +1,7 @@
-/* Internal helpers shared by the core/ files. Not installed. */
-#ifndef MPX_CORE_INTERNAL_H
-#define MPX_CORE_INTERNAL_H
+/* Internal helpers shared by every layer of the library (base/ and up).
+ * Not installed. */
+#ifndef MPX_BASE_INTERNAL_H
+#define MPX_BASE_INTERNAL_H
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -47,68 +48,6 @@ int mpx__read_all(int fd, void *buf, size_t n);
 int mpx__pidfd_open(pid_t pid);
 int mpx__pidfd_send_signal(int pidfd, int sig);
 
-/* Identity of the current process, set in every child mpx starts. */
-void mpx__process_set_identity(const char *name, bool daemon,
-                               const char *identity, pid_t parent_pid,
-                               int parent_pidfd, const char *parent_name,
-                               bool borrow);
-const char *mpx__process_current_name(void);
-/* Resets per-process state in a fresh child: the children registry, the
- * forkserver connection. */
-void mpx__process_after_fork_child(void);
-
-/* Target resolution (core/target.c). */
-typedef struct {
-  char *object;      /* "" for the main program, else the object's path */
-  uintptr_t offset;  /* target address minus the object's load address */
-} mpx__target_loc_t;
-/* Loads "path:symbol" and resolves the symbol. */
-int mpx__target_resolve_spec(const char *spec, mpx_target_fn *fn);
-/* Finds the object containing fn. *loc->object is malloc'd. */
-int mpx__target_locate(mpx_target_fn fn, mpx__target_loc_t *loc);
-/* Maps a location back to an address in this process (loading the object
- * if needed). */
-int mpx__target_from_loc(const char *object, uintptr_t offset,
-                         mpx_target_fn *fn);
-/* For spawn: turns a pointer into "path:symbol" when it names an exported
- * function of a shared object. *spec is malloc'd. */
-int mpx__target_spec_of(mpx_target_fn fn, char **spec);
-
-/* Runs a target in a child and ends the child: flushes stdio, _exit(). */
-void mpx__child_run(mpx_target_fn fn, const void *args, size_t len)
-    __attribute__((noreturn));
-
-/* The forkserver (core/forkserver.c). */
-typedef struct {
-  const char *name;
-  const char *identity;
-  bool daemon;
-  const char *object;
-  uintptr_t offset;
-  const void *args;
-  size_t args_len;
-  const int *pass_fds;
-  size_t n_pass_fds;
-} mpx__fs_request_t;
-/* Asks the forkserver (started if needed) for a child. On success sets the
- * child's pid, a pidfd and the status fd (readable with the 4-byte wait
- * status once the server has reaped the child). */
-int mpx__forkserver_fork(const mpx__fs_request_t *req, pid_t *pid,
-                         int *pidfd, int *status_fd);
-
-/* Spawn (core/spawn.c): starts mpx-worker for "path:symbol". */
-typedef struct {
-  const char *name;
-  const char *identity;
-  bool daemon;
-  const char *spec;
-  const void *args;
-  size_t args_len;
-  const int *pass_fds;
-  size_t n_pass_fds;
-} mpx__spawn_request_t;
-int mpx__spawn(const mpx__spawn_request_t *req, pid_t *pid, int *pidfd);
-
 /* Small framing helpers for the forkserver and spawn control messages: a
  * buffer of length-prefixed fields. */
 typedef struct {
@@ -121,13 +60,7 @@ int mpx__buf_put_field(mpx__buf_t *b, const void *p, size_t n);
 int mpx__buf_put_str(mpx__buf_t *b, const char *s);
 void mpx__buf_free(mpx__buf_t *b);
 
-typedef struct {
-  const char *p, *end;
-} mpx__rd_t;
-int mpx__rd_u64(mpx__rd_t *r, uint64_t *v);
-/* Points *p into the buffer; strings are NUL-terminated by the writer. */
-int mpx__rd_field(mpx__rd_t *r, const void **p, size_t *n);
-int mpx__rd_str(mpx__rd_t *r, const char **s);
+/* Reading them back: rd.h. */
 
 /* Sends / receives one message of <u64 length><bytes> with optional fds. */
 int mpx__msg_send(int sock, const mpx__buf_t *b, const int *fds, size_t nfds);
@@ -135,7 +68,4 @@ int mpx__msg_send(int sock, const mpx__buf_t *b, const int *fds, size_t nfds);
 int mpx__msg_recv(int sock, char **data, size_t *len, int *fds,
                   size_t max_fds, size_t *nfds);
 
-/* Path of the mpx-worker executable to exec. */
-const char *mpx__worker_path(void);
-
-#endif /* MPX_CORE_INTERNAL_H */
+#endif /* MPX_BASE_INTERNAL_H */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "process_internal.h"
 
 /* -1 until MPX_LOG has been read. A plain int: a torn read is impossible and
  * a stale one only delays a level change. */

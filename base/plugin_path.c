@@ -1,6 +1,7 @@
 /* The plugin search path, shared by the codec and the task plugin
  * loaders: which directories, in which order, and the dlopen step with
- * its error messages. */
+ * its error messages. Here in base/ because the codec loader needs it;
+ * the pipeline's public view of it is core/pipeline/plugin_search.c. */
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
@@ -12,7 +13,6 @@
 #include "elf_check.h"
 #include "internal.h"
 #include "plugin_path.h"
-#include "mpx/pipeline.h"
 
 #define SUFFIX ".so"
 
@@ -124,6 +124,23 @@ int mpx__plugin_open(const char *what, const char *path, const char *symbol,
   return 0;
 }
 
-void mpx_plugin_search_path(char *buf, size_t cap) {
-  if (buf != NULL) mpx__plugin_dirs(buf, cap);
+int mpx__plugin_load_file(const char *what, const char *path,
+                          const char *symbol, mpx__desc_check_fn check,
+                          const char *want, const void **desc) {
+  void *h, *sym;
+  const char *name = NULL;
+  int rc = mpx__plugin_open(what, path, symbol, &h, &sym);
+  if (rc != 0) return rc;
+  if ((rc = check(sym, path, &name)) != 0) {
+    dlclose(h);
+    return rc;
+  }
+  if (want != NULL && strcmp(name, want) != 0) {
+    rc = mpx__err(MPX_EPLUGIN, "'%s' is %s '%s', not '%s'", path, what, name,
+                  want);
+    dlclose(h);
+    return rc;
+  }
+  *desc = sym;
+  return 0;
 }

@@ -1,7 +1,8 @@
 /* The plugin search path and the dlopen step, shared by the codec loader
- * (core/codec.c) and the task plugin loader (core/plugin_host.c). */
-#ifndef MPX_CORE_PLUGIN_PATH_H
-#define MPX_CORE_PLUGIN_PATH_H
+ * (base/codec.c) and the task plugin loader
+ * (core/pipeline/plugin_host.c). */
+#ifndef MPX_BASE_PLUGIN_PATH_H
+#define MPX_BASE_PLUGIN_PATH_H
 
 #include <stddef.h>
 
@@ -34,4 +35,18 @@ int mpx__plugin_find(const char *what, const char *prefix, const char *name,
 int mpx__plugin_open(const char *what, const char *path, const char *symbol,
                      void **handle, void **sym);
 
-#endif /* MPX_CORE_PLUGIN_PATH_H */
+/* Checks a descriptor found at path: 0 with *name set to the name it
+ * carries, or an error naming path. */
+typedef int (*mpx__desc_check_fn)(const void *desc, const char *path,
+                                  const char **name);
+
+/* The one load_file of the codec and the task plugin loaders:
+ * mpx__plugin_open(what, path, symbol), the descriptor's check, then, when
+ * want is not NULL, that its name is want (MPX_EPLUGIN "'<path>' is <what>
+ * '<name>', not '<want>'"). 0 with *desc set; the handle is then never
+ * closed, since the descriptor must stay valid. On error it is closed. */
+int mpx__plugin_load_file(const char *what, const char *path,
+                          const char *symbol, mpx__desc_check_fn check,
+                          const char *want, const void **desc);
+
+#endif /* MPX_BASE_PLUGIN_PATH_H */

@@ -111,33 +111,6 @@ void mpx__buf_free(mpx__buf_t *b) {
   b->len = b->cap = 0;
 }
 
-int mpx__rd_u64(mpx__rd_t *r, uint64_t *v) {
-  if ((size_t)(r->end - r->p) < sizeof *v) return MPX_EPROTO;
-  memcpy(v, r->p, sizeof *v);
-  r->p += sizeof *v;
-  return 0;
-}
-
-int mpx__rd_field(mpx__rd_t *r, const void **p, size_t *n) {
-  uint64_t len;
-  if (mpx__rd_u64(r, &len) != 0 || len > (uint64_t)(r->end - r->p))
-    return MPX_EPROTO;
-  *p = r->p;
-  *n = (size_t)len;
-  r->p += len;
-  return 0;
-}
-
-int mpx__rd_str(mpx__rd_t *r, const char **s) {
-  const void *p;
-  size_t n;
-  if (mpx__rd_field(r, &p, &n) != 0 || n == 0 ||
-      ((const char *)p)[n - 1] != '\0')
-    return MPX_EPROTO;
-  *s = p;
-  return 0;
-}
-
 int mpx__msg_send(int sock, const mpx__buf_t *b, const int *fds, size_t nfds) {
   uint64_t len = b->len;
   struct iovec iov[2] = {{&len, sizeof len}, {b->data, b->len}};

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "rd.h"
 #include "named_internal.h"
 
 #ifndef MADV_POPULATE_WRITE

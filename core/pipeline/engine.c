@@ -226,11 +226,11 @@ static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
   bool ended = e->ended;
   pthread_mutex_unlock(&e->mu);
   if (s->idx + 1 >= e->n || ended) return;
-  eng_rd_t r = {items, items + len};
+  mpx__rd_t r = mpx__rd_make(items, len);
   for (uint32_t i = 0; i < n; i++) {
     const void *d;
     uint32_t l;
-    if (eng_bytes(&r, &d, &l) != 0) break;
+    if (mpx__rd_bytes32(&r, &d, &l) != 0) break;
     push(&e->st[s->idx + 1], d, l);
   }
 }
@@ -342,11 +342,11 @@ static void job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
     /* Merge each partial into the total (the reduce's own lock when it
      * is fused after a head: a later stage's lock, allowed). */
     if (t != s) pthread_mutex_lock(&t->mu);
-    eng_rd_t r = {items, items + len};
+    mpx__rd_t r = mpx__rd_make(items, len);
     for (uint32_t i = 0; i < n; i++) {
       const void *d;
       uint32_t l;
-      if (eng_bytes(&r, &d, &l) != 0) break;
+      if (mpx__rd_bytes32(&r, &d, &l) != 0) break;
       t->tmp.len = 0;
       if (mpx__ctx_call_merge(t->ctx, t->state, t->total.data, t->total.len, d, l) != 0) {
         set_fatal(e, MPX_ETASK, "%s", mpx_last_error());
@@ -380,9 +380,10 @@ static void job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
 
 /* The item i of a batch. */
 static int batch_item(const job_t *j, uint32_t i, const void **d, uint32_t *l) {
-  eng_rd_t r = {j->batch.data + 4, j->batch.data + j->batch.len};
+  if (j->batch.len < 4) return -1;
+  mpx__rd_t r = mpx__rd_make(j->batch.data + 4, j->batch.len - 4);
   for (uint32_t k = 0; k <= i; k++)
-    if (eng_bytes(&r, d, l) != 0) return -1;
+    if (mpx__rd_bytes32(&r, d, l) != 0) return -1;
   return 0;
 }
 
@@ -431,25 +432,25 @@ static void finish_empty(stage_t *s, job_t *j) {
 /* A batch's answer (engine_proto.h) from s's chain. */
 static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   eng_t *e = s->e;
-  eng_rd_t r = {res, res + len};
+  mpx__rd_t r = mpx__rd_make(res, len);
   uint32_t nout, nfail, nst;
-  if (eng_u32(&r, &nout) != 0 || eng_u32(&r, &nfail) != 0 || eng_u32(&r, &nst) != 0 ||
+  if (mpx__rd_u32(&r, &nout) != 0 || mpx__rd_u32(&r, &nfail) != 0 || mpx__rd_u32(&r, &nst) != 0 ||
       nst != (uint32_t)(s->tail->idx - s->idx + 1) || (size_t)(r.end - r.p) < 12 * (size_t)nst) {
     set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
     return;
   }
-  const uint8_t *counts = r.p;
+  const uint8_t *counts = (const uint8_t *)r.p;
   r.p += 12 * (size_t)nst;
-  const uint8_t *items = r.p;
+  const uint8_t *items = (const uint8_t *)r.p;
   for (uint32_t i = 0; i < nout; i++) {
     const void *d;
     uint32_t l;
-    if (eng_bytes(&r, &d, &l) != 0) {
+    if (mpx__rd_bytes32(&r, &d, &l) != 0) {
       set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
       return;
     }
   }
-  size_t items_len = (size_t)(r.p - items);
+  size_t items_len = (size_t)((const uint8_t *)r.p - items);
   /* The fused stages' figures; the head's in and the tail's out are
    * counted where items enter and leave the chain. Every stage's retries
    * (its plugin's errors, retried in the worker). */
@@ -473,8 +474,8 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   for (uint32_t i = 0; i < nfail; i++) {
     uint32_t k, idx, att, ml, l;
     const void *m, *d;
-    if (eng_u32(&r, &k) != 0 || eng_u32(&r, &idx) != 0 || eng_u32(&r, &att) != 0 ||
-        eng_bytes(&r, &d, &l) != 0 || eng_bytes(&r, &m, &ml) != 0 || k >= nst)
+    if (mpx__rd_u32(&r, &k) != 0 || mpx__rd_u32(&r, &idx) != 0 || mpx__rd_u32(&r, &att) != 0 ||
+        mpx__rd_bytes32(&r, &d, &l) != 0 || mpx__rd_bytes32(&r, &m, &ml) != 0 || k >= nst)
       break;
     char msg[1024];
     snprintf(msg, sizeof msg, "%.*s", (int)ml, (const char *)m);

@@ -41,7 +41,8 @@
 #define MPX_CORE_ENGINE_PROTO_H
 
 #include <stdint.h>
-#include <string.h>
+
+#include "rd.h"
 
 #define ENGINE_WARGS_VERSION 3u
 #define ENGINE_TIMEOUT_EXIT 124
@@ -63,23 +64,7 @@ typedef struct {
   double timeout;     /* seconds per item; 0: none */
 } engine_wstage_t;
 
-/* A cursor over length-prefixed records. */
-typedef struct {
-  const uint8_t *p, *end;
-} eng_rd_t;
-
-static inline int eng_u32(eng_rd_t *r, uint32_t *v) {
-  if (r->end - r->p < 4) return -1;
-  memcpy(v, r->p, 4);
-  r->p += 4;
-  return 0;
-}
-
-static inline int eng_bytes(eng_rd_t *r, const void **d, uint32_t *len) {
-  if (eng_u32(r, len) != 0 || (uint64_t)(r->end - r->p) < *len) return -1;
-  *d = r->p;
-  r->p += *len;
-  return 0;
-}
+/* Read with the one length-prefix reader, base/rd.h (mpx__rd_u32,
+ * mpx__rd_bytes32). */
 
 #endif

@@ -245,10 +245,10 @@ static int run_part(mpx_task_t *t, uint32_t i, uint32_t parts) {
 }
 
 int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
-  eng_rd_t r = {in, (const uint8_t *)in + len};
+  mpx__rd_t r = mpx__rd_make(in, len);
   uint32_t n;
   if (w.n == 0) return mpx_task_fail(t, "pipeline worker not initialised");
-  if (eng_u32(&r, &n) != 0) return mpx_task_fail(t, "malformed batch");
+  if (mpx__rd_u32(&r, &n) != 0) return mpx_task_fail(t, "malformed batch");
   w.out.len = 0;
   w.n_out = 0;
   w.fails.len = 0;
@@ -261,7 +261,7 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
     uint32_t i, parts;
     int rc;
-    if (n != ENGINE_PART || eng_u32(&r, &i) != 0 || eng_u32(&r, &parts) != 0 || i >= parts)
+    if (n != ENGINE_PART || mpx__rd_u32(&r, &i) != 0 || mpx__rd_u32(&r, &parts) != 0 || i >= parts)
       return mpx_task_fail(t, "malformed part");
     w.item = 0;
     if ((rc = run_part(t, i, parts)) != 0) return rc;
@@ -271,7 +271,7 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   for (uint32_t i = 0; !source && i < n; i++) {
     const void *d;
     uint32_t l;
-    if (eng_bytes(&r, &d, &l) != 0) {
+    if (mpx__rd_bytes32(&r, &d, &l) != 0) {
       atomic_store(&wd.busy, false);
       return mpx_task_fail(t, "malformed batch item %u", i);
     }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "rd.h"
 #include "plugin_host.h"
 #include "plugin_path.h"
 
@@ -271,25 +272,13 @@ static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static mpx__plugin_t *plugins; /* one per descriptor */
 static alias_t *keys;
 
-/* Loads and checks one file (want: the name it must carry, or NULL). */
-static int load_file(const char *path, const char *want,
-                     const mpx_plugin_t **out) {
-  void *h, *sym;
-  int rc = mpx__plugin_open("plugin", path, MPX_PLUGIN_SYMBOL, &h, &sym);
-  if (rc != 0) return rc;
-  const mpx_plugin_t *d = sym;
-  if ((rc = mpx__plugin_check(d, path)) != 0) {
-    dlclose(h);
-    return rc;
-  }
-  if (want != NULL && strcmp(d->name, want) != 0) {
-    rc = mpx__err(MPX_EPLUGIN, "'%s' is plugin '%s', not '%s'", path, d->name,
-                  want);
-    dlclose(h);
-    return rc;
-  }
-  *out = d; /* the handle is never closed: the descriptor must stay valid */
-  return 0;
+/* The descriptor checks of mpx__plugin_load_file. */
+static int check_desc(const void *desc, const char *path,
+                      const char **name) {
+  const mpx_plugin_t *d = desc;
+  int rc = mpx__plugin_check(d, path);
+  if (rc == 0) *name = d->name;
+  return rc;
 }
 
 static int find_and_load(const char *name, char *path, size_t cap,
@@ -299,14 +288,16 @@ static int find_and_load(const char *name, char *path, size_t cap,
     if (access(name, F_OK) != 0)
       return mpx__err(MPX_ENOENT, "plugin file '%s' does not exist", name);
     snprintf(path, cap, "%s", name);
-    return load_file(name, NULL, out);
+    return mpx__plugin_load_file("plugin", name, MPX_PLUGIN_SYMBOL, check_desc,
+                               NULL, (const void **)out);
   }
   if (!mpx__plugin_name_ok(name))
     return mpx__err(MPX_EINVAL, "'%s' is not a plugin name (letters, digits, "
                     "'_' and '-' only)", name);
   if ((rc = mpx__plugin_find("plugin", TASK_PREFIX, name, path, cap)) != 0)
     return rc;
-  return load_file(path, name, out);
+  return mpx__plugin_load_file("plugin", path, MPX_PLUGIN_SYMBOL, check_desc,
+                               name, (const void **)out);
 }
 
 int mpx__plugin_load(mpx__plugin_t **out, const char *name) {
@@ -664,10 +655,10 @@ void mpx__ctx_free(mpx_plugin_ctx_t *c) {
   free(c);
 }
 
+/* Host byte order, as base/rd.h reads it back: the parameters go to a
+ * worker on the same machine. */
 static int put_u32(mpx_wbuf_t *b, uint32_t v) {
-  uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
-                   (uint8_t)(v >> 24)};
-  return mpx_wbuf_append(b, le, 4);
+  return mpx_wbuf_append(b, &v, sizeof v);
 }
 
 static int put_str(mpx_wbuf_t *b, const char *s) {
@@ -717,28 +708,15 @@ int mpx__ctx_params_encode(const mpx_plugin_ctx_t *c, mpx_wbuf_t *out) {
   return 0;
 }
 
-typedef struct {
-  const uint8_t *p, *end;
-} rd_t;
-
-static int get_u32(rd_t *r, uint32_t *v) {
-  if (r->end - r->p < 4) return -1;
-  *v = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
-       (uint32_t)r->p[3] << 24;
-  r->p += 4;
-  return 0;
-}
-
 /* A malloc'd, NUL-terminated copy of the next string; NULL when malformed
  * (or out of memory: *nomem). */
-static char *get_str(rd_t *r, int *nomem) {
+static char *get_str(mpx__rd_t *r, int *nomem) {
+  const void *p;
   uint32_t n;
   char *s;
-  if (get_u32(r, &n) != 0 || (size_t)(r->end - r->p) < n ||
-      memchr(r->p, '\0', n) != NULL)
+  if (mpx__rd_bytes32(r, &p, &n) != 0 || memchr(p, '\0', n) != NULL)
     return NULL;
-  if ((s = strndup((const char *)r->p, n)) == NULL) *nomem = 1;
-  r->p += n;
+  if ((s = strndup(p, n)) == NULL) *nomem = 1;
   return s;
 }
 
@@ -747,7 +725,7 @@ int mpx__ctx_new_from_encoded(mpx_plugin_ctx_t **out, const mpx_plugin_t *d,
                               unsigned index, unsigned count,
                               const mpx_codec_t *codec, mpx__emit_fn emit,
                               void *emit_arg) {
-  rd_t r = {enc, (const uint8_t *)enc + len};
+  mpx__rd_t r = mpx__rd_make(enc, len);
   mpx__kv_t *kv = NULL;
   uint32_t n = 0, got = 0;
   char *name = NULL;
@@ -757,7 +735,7 @@ int mpx__ctx_new_from_encoded(mpx_plugin_ctx_t **out, const mpx_plugin_t *d,
     return mpx__err(MPX_EINVAL, "mpx__ctx_new_from_encoded: NULL argument");
   if (len < 4 || memcmp(enc, PARAMS_MAGIC, 4) != 0) goto malformed;
   r.p += 4;
-  if ((name = get_str(&r, &nomem)) == NULL || get_u32(&r, &n) != 0)
+  if ((name = get_str(&r, &nomem)) == NULL || mpx__rd_u32(&r, &n) != 0)
     goto malformed;
   if (d->name == NULL || strcmp(name, d->name) != 0) {
     rc = mpx__err(MPX_EINVAL, "parameters were encoded for plugin '%s', not "

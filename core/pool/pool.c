@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "process_internal.h"
 #include "mpx/pool.h"
 #include "pool_proto.h"
 #include "forkserver.h"

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "process_internal.h"
 #include "mpx/pool.h"
 #include "pool_proto.h"
 #include "supervisor.h"

@@ -33,6 +33,8 @@
 
 #include "forkserver.h"
 #include "internal.h"
+#include "process_internal.h"
+#include "rd.h"
 
 #define FS_ENV "MPX__FORKSERVER"
 #define FS_ENV_PRELOAD "MPX__FORKSERVER_PRELOAD"

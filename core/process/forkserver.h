@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "internal.h"
+#include "process_internal.h"
 
 typedef struct mpx__zygote_s mpx__zygote_t;
 

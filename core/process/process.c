@@ -21,6 +21,7 @@
 
 #include "forkserver.h"
 #include "internal.h"
+#include "process_internal.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3

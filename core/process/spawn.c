@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "process_internal.h"
+#include "rd.h"
 
 extern char **environ;
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "process_internal.h"
 
 int mpx__target_resolve_spec(const char *spec, mpx_target_fn *fn) {
   const char *colon = spec ? strrchr(spec, ':') : NULL;

@@ -21,6 +21,9 @@ int mpx__err_errno(const char *fmt, ...) MPX_PRINTF(1, 2);
 /* Logging with the level test inlined, so disabled levels cost one load. */
 extern int mpx__log_level;
 void mpx__log_init(void);
+/* The process name in every log line ("MainProcess" until set). The
+ * string is not copied: the caller keeps it valid until the next call. */
+void mpx__log_set_name(const char *name);
 #define MPX__LOG(lvl, ...)                                                   \
   do {                                                                       \
     if (mpx__log_level < 0) mpx__log_init();                                 \

@@ -7,13 +7,19 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "process_internal.h"
 
 /* -1 until MPX_LOG has been read. A plain int: a torn read is impossible and
  * a stale one only delays a level change. */
 int mpx__log_level = -1;
 static mpx_log_fn log_fn;
 static void *log_user;
+/* The process name each line carries, pushed here by core/process
+ * (mpx__log_set_name) so that logging needs nothing above base/. */
+static const char *log_name = "MainProcess";
+
+void mpx__log_set_name(const char *name) {
+  log_name = name != NULL ? name : "";
+}
 
 static const char *const level_names[] = {"off",  "error", "warn",
                                           "info", "debug", "trace"};
@@ -74,7 +80,7 @@ void mpx_log(mpx_log_level_t level, const char *fmt, ...) {
   localtime_r(&ts.tv_sec, &tm);
   n = strftime(line, sizeof line, "%Y-%m-%d %H:%M:%S", &tm);
   k = snprintf(line + n, sizeof line - n, ".%06ld %s %s[%ld] ",
-               ts.tv_nsec / 1000, tags[level], mpx__process_current_name(),
+               ts.tv_nsec / 1000, tags[level], log_name,
                (long)getpid());
   if (k > 0) n += (size_t)k;
   if (n >= sizeof line) n = sizeof line - 1;

@@ -83,6 +83,8 @@ void mpx__process_set_identity(const char *name, bool daemon,
   const char *pname = parent_name ? parent_name : "";
   char *pn = borrow ? (char *)pname : strdup(pname);
   if (n == NULL || id == NULL || pn == NULL) _exit(127);
+  /* Log lines carry the new name before the old one is freed. */
+  mpx__log_set_name(n);
   if (owned) {
     free(self.name);
     free(self.identity);

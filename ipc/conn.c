@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn_internal.h"
 #include "internal.h"
 #include "lock_internal.h"
 
@@ -865,6 +866,13 @@ void mpx_conn_free(mpx_conn_t *c) {
 
 /* ---- wait ------------------------------------------------------------------ */
 
+/* Set once, when the library loads, by core/process (conn_internal.h). */
+static mpx__wait_sentinel_fn wait_sentinel;
+
+void mpx__conn_set_wait_sentinel(mpx__wait_sentinel_fn fn) {
+  wait_sentinel = fn;
+}
+
 int mpx_conn_wait(const mpx_wait_item_t *items, size_t n, double timeout,
                   size_t *ready, size_t *n_ready) {
   struct pollfd stack_pfd[32];
@@ -908,19 +916,25 @@ int mpx_conn_wait(const mpx_wait_item_t *items, size_t n, double timeout,
         buffered[i] = any_buffered = true;
       break;
     }
-    case MPX_WAIT_PROCESS:
+    case MPX_WAIT_PROCESS: {
       if (items[i].process == NULL) {
         rc = mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: NULL process", i);
         goto out;
       }
-      fd = mpx_process_sentinel(items[i].process);
+      if (wait_sentinel == NULL) {
+        rc = mpx__err(MPX_ENOTSUP, "mpx_conn_wait: item %zu: no process "
+                      "support in this program", i);
+        goto out;
+      }
+      const char *pname = "";
+      fd = wait_sentinel(items[i].process, &pname);
       if (fd < 0) {
         rc = mpx__err(fd, "mpx_conn_wait: item %zu: process %s has no "
-                      "sentinel (not started, or closed)", i,
-                      mpx_process_name(items[i].process));
+                      "sentinel (not started, or closed)", i, pname);
         goto out;
       }
       break;
+    }
     case MPX_WAIT_FD:
       fd = items[i].fd;
       if (fd < 0) {

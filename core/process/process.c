@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "forkserver.h"
+#include "conn_internal.h"
 #include "internal.h"
 #include "process_internal.h"
 
@@ -573,6 +574,17 @@ int mpx_process_sentinel(const mpx_process_t *p) {
   if (p->pidfd < 0)
     return mpx__err(MPX_ESTATE, "process '%s' has no sentinel", p->name);
   return p->pidfd;
+}
+
+/* mpx_conn_wait's view of a process (ipc/conn_internal.h): ipc/ cannot
+ * call up into core/, so core/ hands it this when the library loads. */
+static int wait_sentinel(const mpx_process_t *p, const char **name) {
+  *name = p->name;
+  return p->pidfd < 0 ? MPX_ESTATE : p->pidfd;
+}
+
+__attribute__((constructor)) static void register_wait_sentinel(void) {
+  mpx__conn_set_wait_sentinel(wait_sentinel);
 }
 
 const char *mpx_process_name(const mpx_process_t *p) { return p->name; }

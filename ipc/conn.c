@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include "conn_internal.h"
+#include "ident.h"
 #include "internal.h"
-#include "lock_internal.h"
 
 #define RBUF_CAP ((size_t)64 * 1024)
 #define HDR_MAX 12

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ident.h"
 #include "internal.h"
 #include "futex.h"
 #include "lock_internal.h"

@@ -39,6 +39,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ident.h"
 #include "internal.h"
 #include "futex.h"
 #include "lock_internal.h"

@@ -24,6 +24,7 @@
 
 #include "internal.h"
 #include "futex.h"
+#include "ident.h"
 #include "lock_internal.h"
 
 #define LOCK_MAGIC 0x6d70784cu  /* "mpxL" */
@@ -57,23 +58,11 @@ typedef struct {
   struct robust_list_head head;
 } own_head_t;
 
-static __thread __attribute__((tls_model("initial-exec"))) pid_t tls_tid;
 static __thread __attribute__((tls_model("initial-exec"))) struct robust_list_head *tls_head;
 static __thread __attribute__((tls_model("initial-exec"))) own_head_t tls_own_head;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static _Atomic pid_t cached_pid;
-
-static void on_fork_child(void) {
-  /* The surviving thread has a new tid; the robust head is glibc's, at
-   * the same address, and glibc re-registered it in the child. */
-  tls_tid = 0;
-  atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
-}
-
-static void register_atfork(void) {
-  pthread_atfork(NULL, NULL, on_fork_child);
-}
+/* The thread id is base/'s (mpx__mpx__tls_tid), reset in a fork child; the
+ * robust head is kept there: it is glibc's, at the same address, and
+ * glibc re-registered it in the child. */
 
 static const long NODE_OFFSET =
     (long)offsetof(lock_t, word) - (long)offsetof(lock_t, next);
@@ -83,8 +72,7 @@ static const long NODE_OFFSET =
 static int thread_setup(void) {
   long len = 0;
   struct robust_list_head *h = NULL;
-  pthread_once(&atfork_once, register_atfork);
-  tls_tid = (pid_t)syscall(SYS_gettid);
+  mpx__tid_fetch();
   if (tls_head != NULL) return 0;
   if (syscall(SYS_get_robust_list, 0, &h, &len) != 0)
     return mpx__err_errno("get_robust_list");
@@ -108,26 +96,11 @@ static int thread_setup(void) {
 }
 
 static inline int ensure_thread(void) {
-  if (__builtin_expect(tls_tid != 0 && tls_head != NULL, 1)) return 0;
+  if (__builtin_expect(mpx__tls_tid != 0 && tls_head != NULL, 1)) return 0;
   return thread_setup();
 }
 
 int mpx__robust_ok(void) { return ensure_thread(); }
-
-pid_t mpx__pid(void) {
-  pid_t p = atomic_load_explicit(&cached_pid, memory_order_relaxed);
-  if (__builtin_expect(p == 0, 0)) {
-    pthread_once(&atfork_once, register_atfork);
-    p = getpid();
-    atomic_store_explicit(&cached_pid, p, memory_order_relaxed);
-  }
-  return p;
-}
-
-pid_t mpx__tid(void) {
-  if (tls_tid == 0) ensure_thread();
-  return tls_tid;
-}
 
 static inline lock_t *L(mpx_lock_t *l) { return (lock_t *)l; }
 static inline const lock_t *CL(const mpx_lock_t *l) {
@@ -273,7 +246,7 @@ static int acquire_busy(lock_t *k, pid_t tid, double timeout, uint32_t w) {
  * with one CAS. Everything else is out of line, so this path needs no
  * stack frame. */
 static inline int acquire_ready(lock_t *k, double timeout) {
-  pid_t tid = tls_tid;
+  pid_t tid = mpx__tls_tid;
   set_pending(k);
   uint32_t w = 0;
   if (__builtin_expect(atomic_compare_exchange_strong_explicit(
@@ -298,7 +271,7 @@ static int acquire_first(lock_t *k, double timeout) {
 int mpx__lock_acquire(mpx_lock_t *l, double timeout) {
   lock_t *k = L(l);
   if (__builtin_expect(k->magic != LOCK_MAGIC || timeout != timeout ||
-                           tls_tid == 0 || tls_head == NULL, 0))
+                           mpx__tls_tid == 0 || tls_head == NULL, 0))
     return acquire_first(k, timeout);
   return acquire_ready(k, timeout);
 }
@@ -307,7 +280,7 @@ int mpx__lock_release(mpx_lock_t *l) {
   lock_t *k = L(l);
   if (__builtin_expect(k->magic != LOCK_MAGIC, 0))
     return mpx__err(MPX_EINVAL, "not an initialised lock");
-  pid_t tid = tls_tid;
+  pid_t tid = mpx__tls_tid;
   uint32_t w = atomic_load_explicit(&k->word, memory_order_relaxed);
   if (__builtin_expect(tid == 0 || (w & FUTEX_TID_MASK) != (uint32_t)tid, 0))
     return mpx__err(MPX_EPERM, "lock not held by this thread");

@@ -5,13 +5,9 @@
 #include <sys/types.h>
 #include "mpx/sync.h"
 
-/* The calling thread's kernel thread id, cached (and reset after fork). */
-pid_t mpx__tid(void);
 /* mpx_lock_acquire / mpx_lock_release, bound inside the library. */
 int mpx__lock_acquire(mpx_lock_t *l, double timeout);
 int mpx__lock_release(mpx_lock_t *l);
-/* getpid(), cached (glibc makes it a system call), reset after fork. */
-pid_t mpx__pid(void);
 /* 0 when this thread can own robust locks, else MPX_ENOTSUP. */
 int mpx__robust_ok(void);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ident.h"
 #include "internal.h"
 #include "lock_internal.h"
 #include "mpx/shm.h"

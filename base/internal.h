@@ -51,6 +51,15 @@ int mpx__read_all(int fd, void *buf, size_t n);
 int mpx__pidfd_open(pid_t pid);
 int mpx__pidfd_send_signal(int pidfd, int sig);
 
+/* Bytes that belong to someone else, released by release(ctx, tag) when
+ * the object dies: the hook shm/ uses for arena blocks (mpx_obj_bytes_arena
+ * in shm/obj_arena.c, tag the block's ref) without objects knowing about
+ * arenas. NULL (message set) when out of memory; nothing is released
+ * then. */
+mpx_obj_t *mpx__obj_bytes_tagged(const void *p, size_t len,
+                                 void (*release)(void *ctx, uint64_t tag),
+                                 void *ctx, uint64_t tag);
+
 /* Small framing helpers for the forkserver and spawn control messages: a
  * buffer of length-prefixed fields. */
 typedef struct {

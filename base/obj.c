@@ -18,7 +18,7 @@
 
 #define IMMORTAL UINT32_MAX
 #define F_EXTERNAL 1u /* payload not ours: call release(ctx) */
-#define F_ARENA 2u    /* payload in an arena block: release the ref */
+#define F_TAGGED 2u   /* payload not ours: call release_tag(ctx, tag) */
 #define F_INLINE 4u   /* container slots live in the object's allocation */
 #define INLINE_SLOTS 16 /* pointers a container may keep inline */
 #define INDEX_MIN 8   /* maps longer than this get a hash index */
@@ -35,9 +35,12 @@ struct mpx_obj_s {
     struct {
       char *p;
       size_t len;
-      void (*release)(void *ctx);
+      union {
+        void (*release)(void *ctx);                   /* F_EXTERNAL */
+        void (*release_tag)(void *ctx, uint64_t tag); /* F_TAGGED */
+      };
       void *ctx;
-      mpx_ref_t ref;
+      uint64_t tag;
     } s; /* str, bytes, bigint */
     struct {
       mpx_obj_t **v;
@@ -143,30 +146,14 @@ mpx_obj_t *mpx_obj_bytes_external(const void *p, size_t len,
   return external(MPX_OBJ_BYTES, p, len, release, ctx);
 }
 
-mpx_obj_t *mpx_obj_bytes_arena(mpx_arena_t *a, mpx_ref_t ref, size_t off,
-                               size_t len) {
-  char *base;
-  size_t size;
-  if (a == NULL) {
-    mpx__err(MPX_EINVAL, "NULL arena");
-    return NULL;
-  }
-  if (mpx_arena_retain(a, ref) != 0) return NULL; /* message already set */
-  base = mpx_arena_ptr(a, ref);
-  size = mpx_arena_block_size(a, ref);
-  if (base == NULL || off > size || len > size - off) {
-    mpx_arena_release(a, ref);
-    mpx__err(MPX_ERANGE, "bytes [%zu, %zu) outside a block of %zu",
-             off, off + len, size);
-    return NULL;
-  }
-  mpx_obj_t *o = external(MPX_OBJ_BYTES, base + off, len, NULL, a);
-  if (o == NULL) {
-    mpx_arena_release(a, ref);
-    return NULL;
-  }
-  o->flags = F_ARENA;
-  o->u.s.ref = ref;
+mpx_obj_t *mpx__obj_bytes_tagged(const void *p, size_t len,
+                                 void (*release)(void *ctx, uint64_t tag),
+                                 void *ctx, uint64_t tag) {
+  mpx_obj_t *o = external(MPX_OBJ_BYTES, p, len, NULL, ctx);
+  if (o == NULL) return NULL;
+  o->flags = F_TAGGED;
+  o->u.s.release_tag = release;
+  o->u.s.tag = tag;
   return o;
 }
 
@@ -460,7 +447,8 @@ static void destroy(mpx_obj_t *o, work_t *w) {
     case MPX_OBJ_STR: case MPX_OBJ_BYTES: case MPX_OBJ_BIGINT:
       if ((o->flags & F_EXTERNAL) && o->u.s.release)
         o->u.s.release(o->u.s.ctx);
-      if (o->flags & F_ARENA) mpx_arena_release(o->u.s.ctx, o->u.s.ref);
+      if ((o->flags & F_TAGGED) && o->u.s.release_tag)
+        o->u.s.release_tag(o->u.s.ctx, o->u.s.tag);
       break;
     case MPX_OBJ_ARRAY: case MPX_OBJ_TUPLE:
       for (size_t i = 0; i < o->u.a.len; i++) drop_child(o->u.a.v[i], w);

@@ -1,7 +1,7 @@
 /* The codec loader: finds mpx_codec_<name>.so on the plugin search path,
  * checks its descriptor, and keeps it loaded for the life of the process
  * (descriptors are handed out as plain pointers, so they must never be
- * unloaded); the search path itself is core/plugin_path.c, shared with
+ * unloaded); the search path itself is base/plugin_path.c, shared with
  * the task plugin loader. Also the encode/decode wrappers that turn a
  * codec's error record into mpx_last_error(). */
 #include <dlfcn.h>

@@ -1,7 +1,7 @@
 /* Internal: mpx's socket addresses ("tcp://HOST:PORT", "unix:PATH",
  * "unix:@NAME"; mpx/listener.h has the rules), parsed, resolved and
  * listened on, for the listener (ipc/listener.c) and the manager server
- * (ipc/manager_server.c). */
+ * (ipc/manager/manager_server.c). */
 #ifndef MPX_IPC_ADDRESS_H
 #define MPX_IPC_ADDRESS_H
 

@@ -1,6 +1,6 @@
 /* Internal: the authkey challenge as pure functions, no I/O, so the
  * blocking listener/client (ipc/listener.c) and the manager server's
- * event loop (ipc/manager_server.c) run the same code. Message formats
+ * event loop (ipc/manager/manager_server.c) run the same code. Message formats
  * are in mpx/listener.h. */
 #ifndef MPX_IPC_AUTH_H
 #define MPX_IPC_AUTH_H

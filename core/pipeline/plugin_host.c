@@ -1,5 +1,5 @@
 /* The task plugin host: loads mpx_task_<name>.so from the plugin search
- * path (core/plugin_path.c, shared with the codec loader), checks its
+ * path (base/plugin_path.c, shared with the codec loader), checks its
  * descriptor, validates and types a stage's parameters, and implements
  * the host services of include/mpx/plugin.h on a context that forwards
  * emits to whoever runs the instance (the engine, or a test). */

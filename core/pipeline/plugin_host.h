@@ -18,7 +18,7 @@
 typedef struct mpx__plugin_s mpx__plugin_t;
 
 /* Loads a task plugin: a name ("grep": searched as mpx_task_grep.so on the
- * plugin search path, see core/plugin_path.h; the descriptor must carry
+ * plugin search path, see base/plugin_path.h; the descriptor must carry
  * that name) or a path containing '/' (any name). Loading the same file
  * again returns the same handle. Thread-safe. Errors, with
  * mpx_last_error() naming the file and the problem: MPX_EINVAL (not a

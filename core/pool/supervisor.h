@@ -6,7 +6,7 @@
  * A supervisor owns `n` worker slots on a libuv loop. For each start (and
  * restart) of slot i it asks its owner to fill the process options
  * (prepare), starts the process with the process API (or through a zygote
- * that prepare names, core/forkserver.h), and then watches it through its
+ * that prepare names, core/process/forkserver.h), and then watches it through its
  * pidfd (uv_poll), or for the child of a forkserver or zygote through the
  * pipe its wait status arrives on: no SIGCHLD, no polling. It captures the
  * worker's stderr through a pipe (the supervisor passes the write end to

@@ -5,7 +5,7 @@
  * lock another thread held, and mpx warns about it). So at creation, while
  * the caller has not started the pool's thread, the pool forks a zygote:
  * a single-threaded copy of the caller that serves fork requests over a
- * socket (the forkserver's protocol and server loop, core/forkserver.c).
+ * socket (the forkserver's protocol and server loop, core/process/forkserver.c).
  * Every worker is forked from it, so each one, restarted or not, starts
  * from the caller's state at pool creation time and calls the target by
  * its pointer (object + offset, the same mapping).
@@ -41,13 +41,13 @@ bool mpx__zygote_alive(mpx__zygote_t *z);
 void mpx__zygote_free(mpx__zygote_t *z);
 
 /* Starts p (a new handle) through z: as mpx_process_start with the fork
- * method, the fork done by the zygote. In core/process.c. */
+ * method, the fork done by the zygote. In core/process/process.c. */
 int mpx__process_start_zygote(mpx_process_t *p, mpx__zygote_t *z);
 /* The status pipe of a forkserver's or zygote's child (readable once its
- * wait status is there), or -1. In core/process.c. */
+ * wait status is there), or -1. In core/process/process.c. */
 int mpx__process_status_fd(const mpx_process_t *p);
 /* Logs once per process when fork() is used by a multi-threaded process.
- * In core/process.c. */
+ * In core/process/process.c. */
 void mpx__fork_warn_threads(void);
 
 #endif

@@ -1,5 +1,5 @@
 /* The manager client (mpx/manager.h, client half): proxies to objects a
- * manager server owns, over CPython's wire (ipc/manager_wire.h).
+ * manager server owns, over CPython's wire (ipc/manager/manager_wire.h).
  *
  * One persistent connection carries every proxy call: it is opened with
  * the authkey challenge and "accept_connection", after which the server

@@ -1,4 +1,4 @@
-/* The manager server's protocol, without sockets (ipc/manager_core.h):
+/* The manager server's protocol, without sockets (ipc/manager/manager_core.h):
  * CPython's framing parsed incrementally, the authkey challenge (accepting
  * side: challenge first, then answer), then requests. A connection's first
  * request is a server call (CPython's one-shot control connection: one

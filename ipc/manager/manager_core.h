@@ -1,6 +1,6 @@
 /* Internal: a manager server without sockets. The core owns the objects
  * and the per-connection protocol state (framing, the authkey challenge,
- * requests, replies, parked calls); the server (ipc/manager_server.c)
+ * requests, replies, parked calls); the server (ipc/manager/manager_server.c)
  * moves bytes and runs timers through hooks. The fuzzer drives the same
  * code with hooks that only collect replies.
  *

@@ -1,6 +1,6 @@
 /* The manager server (mpx/manager.h): a libuv loop (its own thread, or the
  * caller's loop) that accepts TCP or Unix connections and moves their
- * bytes to and from the socket-less core (ipc/manager_core.h), which does
+ * bytes to and from the socket-less core (ipc/manager/manager_core.h), which does
  * the challenge, the framing, the requests and the objects.
  *
  * Threads. The core is guarded by `mu`: every loop callback takes it, and

@@ -1,5 +1,5 @@
-/* Internal: the objects a manager serves (ipc/manager_types.c) and how the
- * dispatcher (ipc/manager_core.c) calls them. No I/O here: a method either
+/* Internal: the objects a manager serves (ipc/manager/manager_types.c) and how the
+ * dispatcher (ipc/manager/manager_core.c) calls them. No I/O here: a method either
  * answers at once or parks its call on the object, and the object answers
  * parked calls later, when its state changes (mpx__mcall_complete) or when
  * the core tells it that a call's time ran out (expire). */

@@ -1,4 +1,4 @@
-/* The manager protocol's messages as mpx objects (ipc/manager_wire.h):
+/* The manager protocol's messages as mpx objects (ipc/manager/manager_wire.h):
  * codec sniffing, requests, replies, Token, exceptions, addresses. */
 #include "manager_wire.h"
 

@@ -1,5 +1,5 @@
 /* Internal: the manager protocol's messages as mpx objects, shared by the
- * server (ipc/manager_server.c) and the client (ipc/manager_client.c).
+ * server (ipc/manager/manager_server.c) and the client (ipc/manager/manager_client.c).
  * Formats are CPython's (mpx/manager.h; the reference's section 2.3). */
 #ifndef MPX_IPC_MANAGER_WIRE_H
 #define MPX_IPC_MANAGER_WIRE_H

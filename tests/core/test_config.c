@@ -1,4 +1,4 @@
-/* The pipeline config (core/config.c): every key read back, the defaults,
+/* The pipeline config (core/pipeline/config.c): every key read back, the defaults,
  * each class of error with its exact message and position, --set, and
  * files that are missing, empty, too large or not UTF-8. */
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Tests of the supervisor (core/supervisor.h): restart policies, stderr
+/* Tests of the supervisor (core/pool/supervisor.h): restart policies, stderr
  * relay and tail, intensity, backoff, retirement, stop and free.
  *
  * Each test runs its own uv loop until a condition holds, with a 30 s

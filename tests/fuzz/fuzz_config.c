@@ -1,4 +1,4 @@
-/* libFuzzer target for the pipeline config (core/config.c, from the static
+/* libFuzzer target for the pipeline config (core/pipeline/config.c, from the static
  * library): parse arbitrary bytes as a pipeline file. An input may end
  * with a line "#--set" (a YAML comment) followed by overrides, one per
  * line, applied to what parsed. Whatever the input: no crash, no leak, a

@@ -1,5 +1,5 @@
 /* libFuzzer target for the manager server's request path, without sockets
- * (ipc/manager_core.h from the static library): incremental framing,
+ * (ipc/manager/manager_core.h from the static library): incremental framing,
  * codec sniffing, decoding, request parsing, dispatch to every shipped
  * type, parked calls, timers, connections that go away, shutdown.
  *

@@ -4,7 +4,7 @@
  * the proxy types of multiprocessing.managers, raw frames through
  * multiprocessing.connection). Each Python step checks its own facts and
  * exits 0; the C side asserts exit codes, printed facts and the server's
- * counters. Plus the wire helpers (ipc/manager_wire.h) in C. */
+ * counters. Plus the wire helpers (ipc/manager/manager_wire.h) in C. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -1,7 +1,7 @@
 /* A test plugin (map) whose init misbehaves as its `init` parameter says:
  * "ok" starts, "fail" fails with a message, "hang" never returns, "crash"
  * dies of SIGSEGV, "exit" ends the process with status 7. process passes
- * items through. For the init probe (core/plugin_probe.c). */
+ * items through. For the init probe (core/pipeline/plugin_probe.c). */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>

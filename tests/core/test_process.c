@@ -398,10 +398,17 @@ static void test_forkserver_killed(void) {
   mpx_log_set_level(MPX_LOG_ERROR); /* the expected "status lost" warning */
   CU_ASSERT_EQUAL(mpx_process_join(orphan, 0.1), MPX_ETIMEDOUT);
   CU_ASSERT_EQUAL(mpx_process_is_alive(orphan), 1);
-  p = start(MPX_START_FORKSERVER, tt_return_value, NULL);
+  /* A child that waits: one that returns at once may be reaped by the new
+   * server before its parent can be read from /proc. */
+  p = start(MPX_START_FORKSERVER, tt_pause, NULL);
   mpx_log_set_level(lvl);
   server2 = ppid_of(mpx_process_pid(p));
   CU_ASSERT(server2 > 1 && server2 != server);
+  CU_ASSERT_EQUAL(mpx_process_kill(p), 0);
+  CU_ASSERT_EQUAL(mpx_process_join(p, 30), 0);
+  mpx_process_free(p);
+  /* and the new server reports its children's ends */
+  p = start(MPX_START_FORKSERVER, tt_return_value, NULL);
   CU_ASSERT_EQUAL(finish(p), 0);
 
   CU_ASSERT_EQUAL(mpx_process_kill(orphan), 0);

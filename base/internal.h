@@ -3,6 +3,7 @@
 #ifndef MPX_BASE_INTERNAL_H
 #define MPX_BASE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -41,6 +42,9 @@ double mpx__now(void);
 int mpx__poll_ms(double deadline);
 /* Deadline for a timeout in seconds: negative stays negative (forever). */
 double mpx__deadline(double timeout);
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines,
+ * so that a change of the wall clock neither cuts nor stretches them. */
+void mpx__cond_init_monotonic(pthread_cond_t *cv);
 
 /* Whole reads and writes that retry on EINTR and short transfers. Return 0,
  * -errno, or MPX_EPIPE for end of file before n bytes. */

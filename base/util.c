@@ -29,6 +29,14 @@ double mpx__deadline(double timeout) {
   return timeout < 0 || timeout > 1e9 ? -1.0 : mpx__now() + timeout;
 }
 
+void mpx__cond_init_monotonic(pthread_cond_t *cv) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
 int mpx__poll_ms(double deadline) {
   double left;
   if (deadline < 0) return -1;

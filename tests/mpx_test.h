@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
   const char *name;
@@ -25,6 +26,40 @@ typedef struct {
 } mpx_test_t;
 
 #define MPX_TEST(fn) {#fn, fn}
+
+/* A suite that links libmpx statically finds no codec plugins next to a
+ * libmpx.so: unless MPX_PLUGIN_PATH says otherwise, point the loader at
+ * <build>/plugins (the suite is <build>/tests/test_NAME). */
+static inline void mpx_test_plugin_path(void) {
+  char exe[4096], *slash;
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 32);
+  if (getenv("MPX_PLUGIN_PATH") != NULL || n <= 0) return;
+  exe[n] = '\0';
+  for (int i = 0; i < 2 && (slash = strrchr(exe, '/')) != NULL; i++) *slash = '\0';
+  strcat(exe, "/plugins");
+  setenv("MPX_PLUGIN_PATH", exe, 1);
+}
+
+/* All that fd yields until end of file (a pipe, or a file from where it
+ * is), NUL-terminated; its length in *len unless len is NULL. The caller
+ * frees; NULL when out of memory. */
+static inline char *mpx_test_read_all(int fd, size_t *len) {
+  size_t cap = 4096, n = 0;
+  char *b = malloc(cap + 1);
+  ssize_t k;
+  while (b && (k = read(fd, b + n, cap - n)) > 0) {
+    n += (size_t)k;
+    if (n == cap) {
+      char *nb = realloc(b, 2 * cap + 1);
+      if (nb == NULL) break;
+      b = nb;
+      cap *= 2;
+    }
+  }
+  if (b) b[n] = '\0';
+  if (len) *len = n;
+  return b;
+}
 
 /* Reaps a child: its exit code, minus the signal number that killed it,
  * or -1000 when waitpid fails. */
@@ -119,5 +154,24 @@ static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
     static const mpx_test_t tests_[] = {__VA_ARGS__, {NULL, NULL}};          \
     return mpx_test_main(argc, argv, suite, tests_);                         \
   }
+
+#ifdef MPX_POOL_H
+/* Pool tasks that several suites use (include mpx.h first). The worker's
+ * pid, as an int32. */
+static inline int mpx_test_pid_task(mpx_task_t *t, const void *in, size_t len) {
+  (void)in, (void)len;
+  int32_t pid = getpid();
+  return mpx_task_result(t, &pid, sizeof pid);
+}
+
+/* Sleeps the double it is given, in seconds, and returns it. */
+static inline int mpx_test_sleepy(mpx_task_t *t, const void *in, size_t len) {
+  double s;
+  memcpy(&s, in, sizeof s);
+  (void)len;
+  mpx_test_sleep(s);
+  return mpx_task_result(t, &s, sizeof s);
+}
+#endif
 
 #endif /* MPX_TEST_H */

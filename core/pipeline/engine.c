@@ -1454,11 +1454,7 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
   if (e == NULL) return mpx__err(MPX_ENOMEM, "out of memory");
   pthread_mutex_init(&e->mu, NULL);
   pthread_mutex_init(&e->dl_mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&e->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  mpx__cond_init_monotonic(&e->cv);
   if ((rc = mpx__cfg_parse_file(&e->cfg, o->file)) != 0) goto out;
   for (size_t i = 0; i < o->n_sets; i++)
     if ((rc = mpx__cfg_set(e->cfg, o->sets[i])) != 0) goto out;

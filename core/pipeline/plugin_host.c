@@ -956,23 +956,29 @@ bool mpx_cancelled(const mpx_plugin_ctx_t *c) {
 
 bool mpx_reduce_final(const mpx_plugin_ctx_t *c) { return c && c->final; }
 
+/* Keeps the plugin's message (and whether retrying is pointless) for the
+ * item's dead letter. */
+static int plugin_vfail(mpx_plugin_ctx_t *c, bool permanent, const char *fmt, va_list ap) {
+  if (c == NULL) return MPX_ETASK;
+  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  if (permanent) c->permanent = true;
+  return mpx__err(MPX_ETASK, "%s", c->err);
+}
+
 int mpx_plugin_fail(mpx_plugin_ctx_t *c, const char *fmt, ...) {
   va_list ap;
-  if (c == NULL) return MPX_ETASK;
   va_start(ap, fmt);
-  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  int rc = plugin_vfail(c, false, fmt, ap);
   va_end(ap);
-  return mpx__err(MPX_ETASK, "%s", c->err);
+  return rc;
 }
 
 int mpx_plugin_fail_permanent(mpx_plugin_ctx_t *c, const char *fmt, ...) {
   va_list ap;
-  if (c == NULL) return MPX_ETASK;
   va_start(ap, fmt);
-  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  int rc = plugin_vfail(c, true, fmt, ap);
   va_end(ap);
-  c->permanent = true;
-  return mpx__err(MPX_ETASK, "%s", c->err);
+  return rc;
 }
 
 bool mpx__ctx_permanent(const mpx_plugin_ctx_t *c) { return c->permanent; }

@@ -1506,11 +1506,7 @@ int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts) {
     p->w[k].child_fd = -1;
   }
   pthread_mutex_init(&p->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  mpx__cond_init_monotonic(&p->cv);
   mpx_wbuf_init(&p->sbuf);
   if (!p->user_loop && (rc = uv_loop_init(&p->own_loop)) != 0) {
     rc = mpx__err(MPX_ENOMEM, "pool: uv_loop_init: %s", uv_strerror(rc));

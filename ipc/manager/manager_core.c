@@ -237,17 +237,7 @@ static void send_frame(mpx__msess_t *s, const void *p, size_t n) {
 static mpx_obj_t *reply_msg(const mpx__wire_t *w, const char *kind,
                             mpx_obj_t *payload) {
   if (!w->py2) return mpx__wire_reply(kind, payload);
-  mpx_obj_t *t = mpx_obj_tuple(2);
-  if (t == NULL || mpx_obj_append(t, mpx_obj_bytes(kind, strlen(kind))) != 0) {
-    mpx_obj_release(t);
-    mpx_obj_release(payload);
-    return NULL;
-  }
-  if (mpx_obj_append(t, payload ? payload : mpx_obj_null()) != 0) {
-    mpx_obj_release(t);
-    return NULL;
-  }
-  return t;
+  return mpx__wire_reply_obj(mpx_obj_bytes(kind, strlen(kind)), payload);
 }
 
 /* Encodes (kind, payload) (payload stolen) and sends it. */

@@ -529,11 +529,7 @@ int mpx_manager_new(mpx_manager_t **out, const mpx_manager_opts_t *o) {
   m->handshake_ms = (uint64_t)(hs_s * 1000.0 + 0.5);
   m->is_unix = a.family == AF_UNIX;
   pthread_mutex_init(&m->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&m->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  mpx__cond_init_monotonic(&m->cv);
 
   mpx__mcore_opts_t co = {o->authkey, o->authkey_len, o->flags, o->max_frame,
                           o->max_objects};

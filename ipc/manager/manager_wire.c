@@ -306,13 +306,13 @@ int mpx__wire_request_parse(const mpx_obj_t *req, const char **ident,
 }
 
 mpx_obj_t *mpx__wire_reply(const char *kind, mpx_obj_t *payload) {
-  mpx_obj_t *t = mpx_obj_tuple(2);
-  if (t == NULL || kind == NULL) {
-    mpx_obj_release(t);
-    mpx_obj_release(payload);
-    return NULL;
-  }
-  if (mpx_obj_append(t, mpx_obj_str(kind, SIZE_MAX)) != 0) {
+  return mpx__wire_reply_obj(kind ? mpx_obj_str(kind, SIZE_MAX) : NULL, payload);
+}
+
+mpx_obj_t *mpx__wire_reply_obj(mpx_obj_t *kind, mpx_obj_t *payload) {
+  mpx_obj_t *t = kind ? mpx_obj_tuple(2) : NULL;
+  if (t == NULL || mpx_obj_append(t, kind) != 0) {
+    if (t == NULL) mpx_obj_release(kind);
     mpx_obj_release(t);
     mpx_obj_release(payload);
     return NULL;

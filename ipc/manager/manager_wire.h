@@ -72,6 +72,9 @@ int mpx__wire_request_parse(const mpx_obj_t *req, const char **ident,
 /* (kind, payload), kind "#RETURN" etc.; payload is stolen (NULL: None).
  * New reference or NULL. */
 mpx_obj_t *mpx__wire_reply(const char *kind, mpx_obj_t *payload);
+/* The same with the kind an object (a str, or the bytes a Python 2 peer
+ * gets), stolen too (NULL: fails). */
+mpx_obj_t *mpx__wire_reply_obj(mpx_obj_t *kind, mpx_obj_t *payload);
 
 /* Splits a reply; *payload borrows from reply. MPX_EPROTO if malformed. */
 int mpx__wire_reply_parse(const mpx_obj_t *reply, const char **kind,

@@ -106,19 +106,6 @@ static int segv_on_7(mpx_task_t *t, const void *in, size_t len) {
   return mpx_task_result(t, &x, sizeof x);
 }
 
-static int getpid_task(mpx_task_t *t, const void *in, size_t len) {
-  (void)in, (void)len;
-  int32_t pid = getpid();
-  return mpx_task_result(t, &pid, sizeof pid);
-}
-
-static int sleepy(mpx_task_t *t, const void *in, size_t len) {
-  double s;
-  memcpy(&s, in, sizeof s);
-  (void)len;
-  mpx_test_sleep(s);
-  return mpx_task_result(t, &s, sizeof s);
-}
 
 static _Atomic int *init_count; /* shared with the workers */
 static int init_marks(const void *a, size_t n) {
@@ -354,7 +341,7 @@ static void test_maxtasks_and_initializer(void) {
   enum { N = 100 };
   int32_t pids[N];
   int dummy[N];
-  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(getpid_task), dummy, sizeof *dummy, N,
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(mpx_test_pid_task), dummy, sizeof *dummy, N,
                                      pids, sizeof *pids, NULL, 60), 0);
   /* No worker runs more than 10 tasks: at least 10 processes served. */
   int distinct = 0, most = 0;
@@ -554,7 +541,7 @@ static void test_task_timeout(void) {
   double in[6] = {0.01, 0.01, 0.01, 30, 0.01, 0.01}, out[6];
   int rc[6];
   double t0 = mpx_test_now();
-  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(sleepy), in, 8, 6, out, 8, rc, 60),
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(mpx_test_sleepy), in, 8, 6, out, 8, rc, 60),
                   MPX_ETIMEDOUT);
   CU_ASSERT_TRUE(mpx_test_now() - t0 < 20);
   for (int i = 0; i < 6; i++) CU_ASSERT_EQUAL(rc[i], i == 3 ? MPX_ETIMEDOUT : 0);
@@ -578,7 +565,7 @@ static void test_sigint_during_map(void) {
   pthread_t th;
   pthread_create(&th, NULL, send_sigint, &delay);
   double t0 = mpx_test_now();
-  int rc = mpx_pool_map_fixed(p, MPX_FUNC(sleepy), in, 8, N, out, 8, NULL, 60);
+  int rc = mpx_pool_map_fixed(p, MPX_FUNC(mpx_test_sleepy), in, 8, N, out, 8, NULL, 60);
   double dt = mpx_test_now() - t0;
   pthread_join(th, NULL);
   CU_ASSERT_EQUAL(rc, MPX_EINTR);
@@ -600,7 +587,7 @@ static void test_close_join_waits(void) {
   mpx_async_t *a[20];
   double s = 0.02;
   for (int i = 0; i < 20; i++)
-    CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, MPX_FUNC(sleepy), &s, 8, NULL, NULL,
+    CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, MPX_FUNC(mpx_test_sleepy), &s, 8, NULL, NULL,
                                                NULL, &a[i]), 0);
   CU_ASSERT_EQUAL(mpx_pool_join(p, 1), MPX_ESTATE);
   mpx_pool_close(p);
@@ -1078,7 +1065,7 @@ static void uloop_on_done(uv_async_t *h) {
   int64_t out;
   u->deadlk_map = mpx_pool_map_fixed(p, MPX_FUNC(square), &x, 8, 1, &out, 8, NULL, 5);
   double s = 0.3;
-  CU_ASSERT_EQUAL(mpx_pool_apply_async(p, MPX_FUNC(sleepy), &s, 8, uloop_cb, NULL, u,
+  CU_ASSERT_EQUAL(mpx_pool_apply_async(p, MPX_FUNC(mpx_test_sleepy), &s, 8, uloop_cb, NULL, u,
                                        &u->pending), 0);
   const void *d;
   u->deadlk_get = mpx_async_get(u->pending, &d, &len, 5);
@@ -1223,7 +1210,7 @@ static void test_loop_thread_free_and_shutdown(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(f.p);
   double s = 20;
   for (int i = 0; i < 4; i++)
-    CU_ASSERT_EQUAL(mpx_pool_apply_async(f.p, MPX_FUNC(sleepy), &s, 8, NULL, NULL, NULL,
+    CU_ASSERT_EQUAL(mpx_pool_apply_async(f.p, MPX_FUNC(mpx_test_sleepy), &s, 8, NULL, NULL, NULL,
                                          &f.a[i]), 0);
   uv_timer_t t;
   uv_timer_init(&loop, &t);

@@ -23,19 +23,6 @@
 
 #define GUARD_S 60 /* SIGALRM kills a test that hangs */
 
-static int pid_task(mpx_task_t *t, const void *in, size_t len) {
-  (void)in, (void)len;
-  int32_t pid = getpid();
-  return mpx_task_result(t, &pid, sizeof pid);
-}
-
-static int sleepy(mpx_task_t *t, const void *in, size_t len) {
-  double s;
-  memcpy(&s, in, sizeof s);
-  (void)len;
-  mpx_test_sleep(s);
-  return mpx_task_result(t, &s, sizeof s);
-}
 
 /* The first byte, as the result: reads the argument (in the arena when
  * large) and answers with a small result. */
@@ -69,13 +56,13 @@ static int worker_pids(mpx_pool_t *p, unsigned n, pid_t *pids) {
     mpx_async_t *a[8];
     unsigned k, m = 2 * n < 8 ? 2 * n : 8;
     for (k = 0; k < m; k++)
-      if (mpx_pool_apply_async(p, MPX_FUNC(sleepy), &s, sizeof s, NULL, NULL,
+      if (mpx_pool_apply_async(p, MPX_FUNC(mpx_test_sleepy), &s, sizeof s, NULL, NULL,
                                NULL, &a[k]) != 0)
         return -1;
     for (k = 0; k < m; k++) mpx_async_free(a[k]);
     void *res;
     size_t len;
-    if (mpx_pool_apply(p, MPX_FUNC(pid_task), NULL, 0, &res, &len, -1) != 0)
+    if (mpx_pool_apply(p, MPX_FUNC(mpx_test_pid_task), NULL, 0, &res, &len, -1) != 0)
       return -1;
     pid_t pid = *(int32_t *)res;
     free(res);
@@ -146,7 +133,7 @@ static void temporary_all_killed(unsigned n) {
   ok_calls = err_calls = 0;
   double s = 1000;
   mpx_async_t *pending;
-  CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, MPX_FUNC(sleepy), &s, sizeof s,
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_apply_async(p, MPX_FUNC(mpx_test_sleepy), &s, sizeof s,
                                              on_ok, on_err, NULL, &pending), 0);
   for (unsigned i = 0; i < n; i++) kill(pids[i], SIGKILL);
   /* The pending task fails at once (its 1000 s and retries notwithstanding). */
@@ -161,11 +148,11 @@ static void temporary_all_killed(unsigned n) {
   /* Later calls: apply, apply_async's error callback, map, map_fixed, imap. */
   int64_t x = 3;
   void *res = NULL;
-  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(pid_task), &x, 8, &res, &len, -1),
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(mpx_test_pid_task), &x, 8, &res, &len, -1),
                   MPX_EBROKEN);
   check_msg(mpx_last_error(), pids, n);
   mpx_async_t *a = NULL;
-  int rc = mpx_pool_apply_async(p, MPX_FUNC(pid_task), &x, 8, on_ok, on_err,
+  int rc = mpx_pool_apply_async(p, MPX_FUNC(mpx_test_pid_task), &x, 8, on_ok, on_err,
                                 NULL, &a);
   if (rc == 0) { /* refused at submit, or failed through its callback */
     CU_ASSERT_EQUAL(mpx_async_wait(a, -1), 0);
@@ -176,15 +163,15 @@ static void temporary_all_killed(unsigned n) {
   }
   mpx_conn_buf_t in[4] = {{&x, 8}, {&x, 8}, {&x, 8}, {&x, 8}};
   mpx_pool_result_t out[4];
-  CU_ASSERT_EQUAL(mpx_pool_map(p, MPX_FUNC(pid_task), in, 4, out, -1), MPX_EBROKEN);
+  CU_ASSERT_EQUAL(mpx_pool_map(p, MPX_FUNC(mpx_test_pid_task), in, 4, out, -1), MPX_EBROKEN);
   check_msg(mpx_last_error(), pids, n);
   mpx_pool_results_free(out, 4);
   int64_t fin[4] = {1, 2, 3, 4}, fout[4];
-  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(pid_task), fin, 8, 4, fout, 8,
+  CU_ASSERT_EQUAL(mpx_pool_map_fixed(p, MPX_FUNC(mpx_test_pid_task), fin, 8, 4, fout, 8,
                                      NULL, -1), MPX_EBROKEN);
   mpx_imap_t *it = NULL;
   int left = 10;
-  rc = mpx_pool_imap(p, MPX_FUNC(pid_task), count_to, &left, true, 0, &it);
+  rc = mpx_pool_imap(p, MPX_FUNC(mpx_test_pid_task), count_to, &left, true, 0, &it);
   if (rc == 0) {
     CU_ASSERT_EQUAL(mpx_imap_next(it, &d, &len, NULL, -1), MPX_EBROKEN);
     check_msg(mpx_last_error(), pids, n);
@@ -224,7 +211,7 @@ static void test_temporary_waiting_calls(void) {
   } while (st.workers > 1);
   void *res = NULL;
   size_t len;
-  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(pid_task), NULL, 0, &res, &len, -1), 0);
+  CU_ASSERT_EQUAL(mpx_pool_apply(p, MPX_FUNC(mpx_test_pid_task), NULL, 0, &res, &len, -1), 0);
   CU_ASSERT_TRUE(res && *(int32_t *)res == pids[1]);
   free(res);
   CU_ASSERT_FALSE(st.broken);
@@ -234,11 +221,11 @@ static void test_temporary_waiting_calls(void) {
   mpx_conn_buf_t in[3] = {{&s, 8}, {&s, 8}, {&s, 8}};
   mpx_pool_result_t out[3];
   mpx_async_t *m;
-  CU_ASSERT_EQUAL_FATAL(mpx_pool_map_async(p, MPX_FUNC(sleepy), in, 3, out, NULL,
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_map_async(p, MPX_FUNC(mpx_test_sleepy), in, 3, out, NULL,
                                            NULL, NULL, &m), 0);
   int left = 1000;
   mpx_imap_t *it;
-  CU_ASSERT_EQUAL_FATAL(mpx_pool_imap(p, MPX_FUNC(pid_task), count_to, &left,
+  CU_ASSERT_EQUAL_FATAL(mpx_pool_imap(p, MPX_FUNC(mpx_test_pid_task), count_to, &left,
                                       false, 4, &it), 0);
   mpx_test_sleep(0.05);
   kill(pids[1], SIGKILL);
@@ -260,23 +247,6 @@ static void test_temporary_waiting_calls(void) {
 
 /* ---- no warning about the pool's own thread ----------------------------------------- */
 
-static char *slurp(int fd) {
-  size_t cap = 4096, n = 0;
-  char *b = malloc(cap + 1);
-  ssize_t k;
-  while (b && (k = read(fd, b + n, cap - n)) > 0) {
-    n += (size_t)k;
-    if (n == cap) {
-      char *nb = realloc(b, 2 * cap + 1);
-      if (nb == NULL) break;
-      b = nb;
-      cap *= 2;
-    }
-  }
-  if (b) b[n] = '\0';
-  return b;
-}
-
 static void test_restart_does_not_warn(void) {
   alarm(GUARD_S);
   int out[2], err[2];
@@ -295,8 +265,8 @@ static void test_restart_does_not_warn(void) {
   }
   close(out[1]);
   close(err[1]);
-  char *o = slurp(out[0]);
-  char *e = slurp(err[0]);
+  char *o = mpx_test_read_all(out[0], NULL);
+  char *e = mpx_test_read_all(err[0], NULL);
   close(out[0]);
   close(err[0]);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);

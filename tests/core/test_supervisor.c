@@ -409,22 +409,8 @@ static const char *expected_lines_tail(void) {
 
 /* Reads the whole file at fd (from its start). */
 static char *slurp(int fd, size_t *len) {
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap + 1);
-  ssize_t k;
   lseek(fd, 0, SEEK_SET);
-  while (buf != NULL && (k = read(fd, buf + n, cap - n)) > 0) {
-    n += (size_t)k;
-    if (n == cap) {
-      char *nb = realloc(buf, 2 * cap + 1);
-      if (nb == NULL) break;
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  if (buf != NULL) buf[n] = '\0';
-  *len = n;
-  return buf;
+  return mpx_test_read_all(fd, len);
 }
 
 static void test_stderr_relay_and_tail(void) {

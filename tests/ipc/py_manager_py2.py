@@ -84,20 +84,23 @@ def step_put2(m):
         q.put(item)
 
 
-def step_get3(m):
-    q = m.get_queue()
-    for want in PY2_ITEMS:
+def expect_items(q, items):
+    """The next items on q are these, in order, types too."""
+    for want in items:
         got = q.get(timeout=10)
         check(same(got, want), "got %r, want %r" % (got, want))
+
+
+def step_get3(m):
+    q = m.get_queue()
+    expect_items(q, PY2_ITEMS)
     for item in PY3_ITEMS:
         q.put(item)
 
 
 def step_get2(m):
     q = m.get_queue()
-    for want in PY3_ITEMS:
-        got = q.get(timeout=10)
-        check(same(got, want), "got %r, want %r" % (got, want))
+    expect_items(q, PY3_ITEMS)
     for item in [b'same', u'same', [b's', u'u']]:
         q.put(item)
         got = q.get(timeout=10)

@@ -65,23 +65,10 @@ static void stop_server(mpx_mclient_t *c, pid_t pid) {
   CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
 }
 
-/* This suite links libmpx statically, so the codecs are not found next to
- * a libmpx.so: point the loader at <build>/plugins (this program is
- * <build>/tests/test_manager_client). */
-static void plugin_path(void) {
-  char exe[4096], *slash;
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 32);
-  if (getenv("MPX_PLUGIN_PATH") != NULL || n <= 0) return;
-  exe[n] = '\0';
-  for (int i = 0; i < 2 && (slash = strrchr(exe, '/')) != NULL; i++) *slash = '\0';
-  strcat(exe, "/plugins");
-  setenv("MPX_PLUGIN_PATH", exe, 1);
-}
-
 static mpx_mclient_t *connect_ok(const char *addr, const mpx_mclient_opts_t *o) {
   mpx_mclient_t *c = NULL;
   int rc;
-  plugin_path();
+  mpx_test_plugin_path();
   rc = mpx_mclient_connect(&c, addr, KEY, KEYLEN, o);
   if (rc != 0) fprintf(stderr, "connect %s: %s\n", addr, mpx_last_error());
   CU_ASSERT_EQUAL_FATAL(rc, 0);
@@ -624,7 +611,7 @@ static void test_py_connect_errors_and_timeout(void) {
   mpx_obj_t *res = NULL, *one = mpx_obj_int(1);
   pid_t srv = start_py_server("tcp://127.0.0.1:0", bound, sizeof bound);
 
-  plugin_path();
+  mpx_test_plugin_path();
   CU_ASSERT_EQUAL(mpx_mclient_connect(&c, bound, "wrong", 5, NULL), MPX_EAUTH);
   CU_ASSERT_PTR_NULL(c);
   o.codec = "msgpack";
@@ -665,7 +652,7 @@ static void test_py_connect_errors_and_timeout(void) {
 static pid_t start_mpx_server(const char *listen, char *out, size_t cap) {
   int p[2];
   pid_t pid;
-  plugin_path();
+  mpx_test_plugin_path();
   CU_ASSERT_FATAL(pipe(p) == 0);
   pid = fork();
   CU_ASSERT_FATAL(pid >= 0);
@@ -1022,7 +1009,7 @@ static void test_bad_server(void) {
   mpx_listener_t *l;
   pid_t pid;
 
-  plugin_path();
+  mpx_test_plugin_path();
   CU_ASSERT_EQUAL_FATAL(mpx_listener_new(&l, "tcp://127.0.0.1:0", KEY, KEYLEN, NULL), 0);
   pid = fork();
   CU_ASSERT_FATAL(pid >= 0);

@@ -28,14 +28,7 @@ static void setup(void) {
   fputs(KEY, f);
   fclose(f);
   signal(SIGPIPE, SIG_IGN);
-  /* the static test binary finds the codec plugins of its build tree */
-  char plugins[512];
-  snprintf(plugins, sizeof plugins, "%s", MPX_CLI);
-  char *slash = strrchr(plugins, '/');
-  if (slash) *slash = '\0';
-  slash = strrchr(plugins, '/');
-  if (slash) snprintf(slash, sizeof plugins - (size_t)(slash - plugins), "/plugins");
-  setenv("MPX_PLUGIN_PATH", plugins, 0);
+  mpx_test_plugin_path();
 }
 
 /* Runs `py py_manager_py2.py step addr keyfile`; 1 when it exited 0 and

@@ -39,15 +39,7 @@ static void setup(void) {
   write_file(keyfile, KEY, strlen(KEY));
   snprintf(script, sizeof script, "%s/py_manager_client.py", PYHELPER_DIR);
   signal(SIGPIPE, SIG_IGN);
-  /* a static test binary finds the codec plugins of its build tree:
-   * MPX_CLI is <build>/tools/mpx, the plugins are in <build>/plugins */
-  char plugins[512];
-  snprintf(plugins, sizeof plugins, "%s", MPX_CLI);
-  char *slash = strrchr(plugins, '/');
-  if (slash) *slash = '\0';
-  slash = strrchr(plugins, '/');
-  if (slash) snprintf(slash, sizeof plugins - (size_t)(slash - plugins), "/plugins");
-  setenv("MPX_PLUGIN_PATH", plugins, 0);
+  mpx_test_plugin_path();
 }
 
 /* Starts `python3 py_manager_client.py step addr keyfile [arg]` with its

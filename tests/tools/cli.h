@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,14 @@ static inline char **clean_env(void) {
   return env;
 }
 
+/* File actions for a child: stdout and stderr to those files in dir, and
+ * cwd (NULL: here) as its directory. */
+static inline void cli_capture_output(posix_spawn_file_actions_t *fa, const char *cwd) {
+  posix_spawn_file_actions_addopen(fa, 1, in_dir("stdout"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(fa, 2, in_dir("stderr"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (cwd) posix_spawn_file_actions_addchdir_np(fa, cwd);
+}
+
 /* Starts BIN ARGS... in cwd (NULL: here) with stdout and stderr to files
  * in dir. */
 static inline pid_t start_bin(const char *bin, const char *cwd, char **env,
@@ -76,11 +85,7 @@ static inline pid_t start_bin(const char *bin, const char *cwd, char **env,
   argv[n] = NULL;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, in_dir("stdout"), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&fa, 2, in_dir("stderr"), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  cli_capture_output(&fa, cwd);
   pid_t pid;
   int rc = posix_spawn(&pid, bin, &fa, NULL, (char **)argv, env ? env : environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -161,6 +166,50 @@ static inline int cli_children(pid_t pid, pid_t *out, int max, bool workers) {
 static inline void cli_mkdir(const char *tmpl) {
   snprintf(dir, sizeof dir, "%s", tmpl);
   if (mkdtemp(dir) == NULL) abort();
+}
+
+/* Removes the scratch directory and all in it (a suite's last test). */
+static inline void cli_rmdir(void) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+/* Whether pid is a process that has not ended (running, or anything but
+ * a zombie): /proc/PID/stat's state, after the name in parentheses. */
+static inline bool cli_alive(pid_t pid) {
+  char p[64], buf[512], st = 0;
+  snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "r");
+  if (!f) return false;
+  if (fgets(buf, sizeof buf, f)) {
+    char *q = strrchr(buf, ')');
+    if (q) st = q[2];
+  }
+  fclose(f);
+  return st && st != 'Z';
+}
+
+/* How many of the n pids are alive, after waiting up to `tries` times
+ * `pause` s for them to end. */
+static inline int cli_count_alive(const pid_t *pids, int n, int tries, double pause) {
+  int alive = n;
+  for (int t = 0; t < tries && alive; t++) {
+    alive = 0;
+    for (int i = 0; i < n; i++) alive += cli_alive(pids[i]);
+    if (alive) mpx_test_sleep(pause);
+  }
+  return alive;
+}
+
+/* A stage's figure in a --stats-json file; UINT64_MAX when absent. */
+static inline uint64_t json_u64(const char *js, const char *stage, const char *key) {
+  char pat[128];
+  snprintf(pat, sizeof pat, "\"name\":\"%s\"", stage);
+  const char *p = js ? strstr(js, pat) : NULL;
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  p = p ? strstr(p, pat) : NULL;
+  return p ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
 }
 
 #endif

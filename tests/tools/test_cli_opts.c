@@ -36,11 +36,7 @@ static int run_io(const char *input, const char *cwd, char **env, const char *co
   } else {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   }
-  posix_spawn_file_actions_addopen(&fa, 1, in_dir("stdout"), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&fa, 2, in_dir("stderr"), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  cli_capture_output(&fa, cwd);
   pid_t pid;
   int rc = posix_spawn(&pid, MPX_BIN, &fa, NULL, (char **)argv, env ? env : clean_env());
   posix_spawn_file_actions_destroy(&fa);
@@ -438,11 +434,7 @@ static void test_setup(void) {
   cli_mkdir("/tmp/mpx-opts-XXXXXX");
 }
 
-static void test_cleanup(void) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CU_ASSERT_EQUAL(system(cmd), 0);
-}
+static void test_cleanup(void) { cli_rmdir(); }
 
 MPX_TEST_MAIN("cli_opts", MPX_TEST(test_setup), MPX_TEST(test_lines_stdin),
               MPX_TEST(test_lines_stdin_in_parts), MPX_TEST(test_sinks_stdout),

@@ -65,36 +65,7 @@ static void await_workers(pid_t pid, int want, kids_t *k) {
 }
 
 /* How many of the workers seen are still running, after up to 5 s. */
-static int kids_alive(const kids_t *k) {
-  int alive = k->n;
-  for (int t = 0; t < 500 && alive; t++) {
-    alive = 0;
-    for (int i = 0; i < k->n; i++) {
-      char p[64], buf[512], st = 0;
-      snprintf(p, sizeof p, "/proc/%d/stat", (int)k->pid[i]);
-      FILE *f = fopen(p, "r");
-      if (!f) continue;
-      if (fgets(buf, sizeof buf, f)) {
-        char *q = strrchr(buf, ')');
-        if (q) st = q[2];
-      }
-      fclose(f);
-      if (st && st != 'Z') alive++;
-    }
-    if (alive) mpx_test_sleep(0.01);
-  }
-  return alive;
-}
-
-/* A stage's figure in a --stats-json file; UINT64_MAX when absent. */
-static uint64_t json_u64(const char *js, const char *stage, const char *key) {
-  char pat[128];
-  snprintf(pat, sizeof pat, "\"name\":\"%s\"", stage);
-  const char *p = js ? strstr(js, pat) : NULL;
-  snprintf(pat, sizeof pat, "\"%s\":", key);
-  p = p ? strstr(p, pat) : NULL;
-  return p ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
-}
+static int kids_alive(const kids_t *k) { return cli_count_alive(k->pid, k->n, 500, 0.01); }
 
 /* How often each int64 0..n-1 was printed (one per line); -1 on a line
  * that is not one. */
@@ -138,11 +109,56 @@ static char *dead_letter_of(const char *dl, long x) {
   return strndup(p, e ? (size_t)(e - p) : strlen(p));
 }
 
-static int run_yaml(const char *name, const char *yaml, double deadline, kids_t *k) {
+/* Starts `mpx run` of yaml (written to `name`), with --stats-json when
+ * `stats`. */
+static pid_t start_yaml(const char *name, const char *yaml, bool stats) {
   write_file(name, yaml);
-  const char *args[] = {"run", in_dir(name), "--progress=never", "--stats-json",
-                        in_dir("stats.json"), NULL};
-  return reap_watch(start_mpx(args), deadline, k);
+  const char *args[] = {"run", in_dir(name), "--progress=never",
+                        stats ? "--stats-json" : NULL, in_dir("stats.json"), NULL};
+  return start_mpx(args);
+}
+
+static int run_yaml(const char *name, const char *yaml, double deadline, kids_t *k) {
+  return reap_watch(start_yaml(name, yaml, true), deadline, k);
+}
+
+/* Once pid has its `workers` workers and `settle` s more have passed,
+ * sends it sig. */
+static void signal_after(pid_t pid, int workers, double settle, int sig, kids_t *k) {
+  await_workers(pid, workers, k);
+  mpx_test_sleep(settle);
+  kill(pid, sig);
+}
+
+/* The run's exit code is `want` (else its stderr is shown). */
+static void expect_rc(int rc, int want) {
+  CU_ASSERT_EQUAL(rc, want);
+  if (rc != want) show_stderr();
+}
+
+/* Every int64 0..n-1 was printed once, but the `nskip` in skip never, and
+ * nothing else was. */
+static void expect_printed_but(int n, const int *skip, int nskip) {
+  int *seen = calloc((size_t)n, sizeof *seen);
+  CU_ASSERT_EQUAL(tally(seen, n), 0);
+  for (int x = 0; x < n; x++) {
+    bool skipped = false;
+    for (int i = 0; i < nskip; i++) skipped |= skip[i] == x;
+    CU_ASSERT_EQUAL(seen[x], skipped ? 0 : 1);
+  }
+  free(seen);
+}
+
+/* Item x's dead letter in dl gives `why` and `attempts` (else the dead
+ * letters are shown). */
+static void expect_dead_letter(const char *dl, long x, const char *why, int attempts) {
+  char *d = dead_letter_of(dl, x), want[64];
+  snprintf(want, sizeof want, "\"attempts\":%d}", attempts);
+  CU_ASSERT_PTR_NOT_NULL(d ? strstr(d, why) : NULL);
+  CU_ASSERT_PTR_NOT_NULL(d ? strstr(d, want) : NULL);
+  if (!d || !strstr(d, why) || !strstr(d, want))
+    fprintf(stderr, "item %ld; dead letters:\n%s", x, dl ? dl : "");
+  free(d);
 }
 
 /* Item 5 retried twice and then good; item 6 refused every time: three
@@ -158,28 +174,17 @@ static void test_plugin_error_retried(void) {
            "  - plugin: print\n    params: {format: int64}\n",
            dir, FLAKY_SO);
   kids_t k = {0};
-  int rc = run_yaml("flaky.yaml", yaml, 60, &k);
-  CU_ASSERT_EQUAL(rc, 1);
-  if (rc != 1) show_stderr();
-  int seen[100];
-  CU_ASSERT_EQUAL(tally(seen, 100), 0);
-  for (int x = 0; x < 100; x++) CU_ASSERT_EQUAL(seen[x], x == 6 || x == 7 ? 0 : 1);
+  expect_rc(run_yaml("flaky.yaml", yaml, 60, &k), 1);
+  expect_printed_but(100, (const int[]){6, 7}, 2);
   char *dl = read_file("dead.jsonl", NULL);
   CU_ASSERT_EQUAL(count_of(dl, "\n"), 2);
-  char *six = dead_letter_of(dl, 6), *seven = dead_letter_of(dl, 7);
-  CU_ASSERT_PTR_NOT_NULL(six ? strstr(six, "refusing 6") : NULL);
-  CU_ASSERT_PTR_NOT_NULL(six ? strstr(six, "\"attempts\":3}") : NULL);
-  CU_ASSERT_PTR_NOT_NULL(seven ? strstr(seven, "bad input 7") : NULL);
-  CU_ASSERT_PTR_NOT_NULL(seven ? strstr(seven, "\"attempts\":1}") : NULL);
-  if (!six || !seven || !strstr(six, "\"attempts\":3}") || !strstr(seven, "\"attempts\":1}"))
-    fprintf(stderr, "dead letters:\n%s", dl ? dl : "");
+  expect_dead_letter(dl, 6, "refusing 6", 3);
+  expect_dead_letter(dl, 7, "bad input 7", 1);
   char *js = read_file("stats.json", NULL);
   CU_ASSERT_EQUAL(json_u64(js, "flaky", "retries"), 4); /* 2 for item 5, 2 for item 6 */
   CU_ASSERT_EQUAL(json_u64(js, "flaky", "failed"), 2);
   CU_ASSERT_EQUAL(json_u64(js, "flaky", "out"), 98);
   CU_ASSERT_EQUAL(kids_alive(&k), 0);
-  free(six);
-  free(seven);
   free(dl);
   free(js);
 }
@@ -198,23 +203,15 @@ static void test_timeout_per_item(void) {
            "  - plugin: print\n    params: {format: int64}\n",
            dir, CRASHY_SO);
   kids_t k = {0};
-  int rc = run_yaml("hang.yaml", yaml, 90, &k);
-  CU_ASSERT_EQUAL(rc, 1);
-  if (rc != 1) show_stderr();
-  int seen[200];
-  CU_ASSERT_EQUAL(tally(seen, 200), 0);
-  for (int x = 0; x < 200; x++) CU_ASSERT_EQUAL(seen[x], x == 40 ? 0 : 1);
+  expect_rc(run_yaml("hang.yaml", yaml, 90, &k), 1);
+  expect_printed_but(200, (const int[]){40}, 1);
   char *dl = read_file("dead.jsonl", NULL);
   CU_ASSERT_EQUAL(count_of(dl, "\n"), 1);
-  char *forty = dead_letter_of(dl, 40);
-  CU_ASSERT_PTR_NOT_NULL(forty ? strstr(forty, "timed out") : NULL);
-  CU_ASSERT_PTR_NOT_NULL(forty ? strstr(forty, "\"attempts\":2}") : NULL);
-  if (!forty || !strstr(forty, "\"attempts\":2}")) fprintf(stderr, "dead letters:\n%s", dl ? dl : "");
+  expect_dead_letter(dl, 40, "timed out", 2);
   char *js = read_file("stats.json", NULL);
   CU_ASSERT_EQUAL(json_u64(js, "crashy", "failed"), 1);
   CU_ASSERT_EQUAL(json_u64(js, "crashy", "out"), 199);
   CU_ASSERT_EQUAL(kids_alive(&k), 0);
-  free(forty);
   free(dl);
   free(js);
 }
@@ -253,18 +250,12 @@ static void test_sigterm_ends_hung_run(void) {
            "    workers: 1\n    batch: 1\n"
            "  - plugin: print\n    params: {format: int64}\n",
            CRASHY_SO);
-  write_file("hung.yaml", yaml);
-  const char *args[] = {"run", in_dir("hung.yaml"), "--progress=never", NULL};
   kids_t k = {0};
-  pid_t pid = start_mpx(args);
-  await_workers(pid, 1, &k);
-  mpx_test_sleep(1.0);
-  kill(pid, SIGTERM);
-  int rc = reap_watch(pid, 30, &k);
-  CU_ASSERT_EQUAL(rc, 3);
+  pid_t pid = start_yaml("hung.yaml", yaml, false);
+  signal_after(pid, 1, 1.0, SIGTERM, &k);
+  expect_rc(reap_watch(pid, 30, &k), 3);
   char *err = read_file("stderr", NULL);
   CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "SIGTERM") : NULL);
-  if (rc != 3) show_stderr();
   CU_ASSERT_TRUE(k.n >= 1);
   CU_ASSERT_EQUAL(kids_alive(&k), 0);
   free(err);
@@ -282,14 +273,9 @@ static void test_sigint_stops_source(void) {
            "    workers: 2\n    batch: 1\n"
            "  - plugin: print\n    params: {format: int64}\n",
            CRASHY_SO);
-  write_file("slow.yaml", yaml);
-  const char *args[] = {"run", in_dir("slow.yaml"), "--progress=never", "--stats-json",
-                        in_dir("stats.json"), NULL};
   kids_t k = {0};
-  pid_t pid = start_mpx(args);
-  await_workers(pid, 2, &k);
-  mpx_test_sleep(1.5);
-  kill(pid, SIGINT);
+  pid_t pid = start_yaml("slow.yaml", yaml, true);
+  signal_after(pid, 2, 1.5, SIGINT, &k);
   int rc = reap_watch(pid, 40, &k);
   CU_ASSERT_EQUAL(rc, 3);
   char *err = read_file("stderr", NULL);
@@ -319,13 +305,9 @@ static void test_second_sigint_stops_now(void) {
            "    workers: 1\n    batch: 1\n"
            "  - plugin: print\n    params: {format: int64}\n",
            CRASHY_SO);
-  write_file("hung2.yaml", yaml);
-  const char *args[] = {"run", in_dir("hung2.yaml"), "--progress=never", NULL};
   kids_t k = {0};
-  pid_t pid = start_mpx(args);
-  await_workers(pid, 1, &k);
-  mpx_test_sleep(1.0);
-  kill(pid, SIGINT);
+  pid_t pid = start_yaml("hung2.yaml", yaml, false);
+  signal_after(pid, 1, 1.0, SIGINT, &k);
   /* the notice comes, and the run goes on: item 2 never ends */
   char *err = NULL;
   for (int t = 0; t < 2000 && count_of(err, "Ctrl-C again") == 0; t++) {
@@ -337,19 +319,13 @@ static void test_second_sigint_stops_now(void) {
   free(err);
   CU_ASSERT_EQUAL(waitpid(pid, NULL, WNOHANG), 0);
   kill(pid, SIGINT);
-  int rc = reap_watch(pid, 30, &k);
-  CU_ASSERT_EQUAL(rc, 3);
-  if (rc != 3) show_stderr();
+  expect_rc(reap_watch(pid, 30, &k), 3);
   CU_ASSERT_EQUAL(kids_alive(&k), 0);
 }
 
 static void test_setup(void) { cli_mkdir("/tmp/mpx-faults-XXXXXX"); }
 
-static void test_cleanup(void) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CU_ASSERT_EQUAL(system(cmd), 0);
-}
+static void test_cleanup(void) { cli_rmdir(); }
 
 MPX_TEST_MAIN("engine_faults", MPX_TEST(test_setup), MPX_TEST(test_plugin_error_retried),
               MPX_TEST(test_timeout_per_item), MPX_TEST(test_temporary_no_worker_left),

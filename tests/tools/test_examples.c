@@ -356,15 +356,6 @@ static void *storm_main(void *arg) {
   return NULL;
 }
 
-static uint64_t json_u64(const char *js, const char *stage, const char *key) {
-  char pat[128];
-  snprintf(pat, sizeof pat, "\"name\":\"%s\"", stage);
-  const char *p = js ? strstr(js, pat) : NULL;
-  snprintf(pat, sizeof pat, "\"%s\":", key);
-  p = p ? strstr(p, pat) : NULL;
-  return p ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
-}
-
 /* range 0..1M through a pass-through map of 2 workers (crashy with no
  * crash asked for), its workers SIGKILLed while it runs. */
 static void sigkill_storm(const char *transport) {

@@ -239,33 +239,12 @@ static void test_sigkill_leaves_no_worker(void) {
   CU_ASSERT_TRUE(n >= 2);
   kill(pid, SIGKILL);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
-  int alive = n;
-  for (int t = 0; t < 100 && alive; t++) {
-    mpx_test_sleep(0.05);
-    alive = 0;
-    for (int i = 0; i < n; i++) {
-      char p[64], st = 0, buf[512];
-      snprintf(p, sizeof p, "/proc/%d/stat", kids[i]);
-      FILE *f = fopen(p, "r");
-      if (!f) continue;
-      if (fgets(buf, sizeof buf, f)) {
-        char *q = strrchr(buf, ')');
-        if (q) st = q[2];
-      }
-      fclose(f);
-      if (st && st != 'Z') alive++;
-    }
-  }
-  CU_ASSERT_EQUAL(alive, 0);
+  CU_ASSERT_EQUAL(cli_count_alive(kids, n, 100, 0.05), 0);
 }
 
 static void setup(void) { cli_mkdir("/tmp/mpx-test-XXXXXX"); }
 
-static void test_cleanup(void) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CU_ASSERT_EQUAL(system(cmd), 0);
-}
+static void test_cleanup(void) { cli_rmdir(); }
 
 static void test_setup(void) { setup(); }
 

@@ -410,11 +410,7 @@ static void test_sink_init(void) {
 
 static void test_setup(void) { setup_once(); }
 
-static void test_cleanup(void) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CU_ASSERT_EQUAL(system(cmd), 0);
-}
+static void test_cleanup(void) { cli_rmdir(); }
 
 MPX_TEST_MAIN("plugin_setup", MPX_TEST(test_setup), MPX_TEST(test_truncated_plugin),
               MPX_TEST(test_elf_header_refused), MPX_TEST(test_truncated_codec), MPX_TEST(test_truncated_listed),

@@ -469,14 +469,70 @@ nomem:
   return mpx__err(MPX_ENOMEM, "--set: out of memory");
 }
 
-static int set_pipeline(mpx__cfg_t *c, unsigned idx, const char *key,
-                        const char *value) {
+/* --set pipeline.defaults.KEY=VALUE; the options resolved again. */
+static int set_default(mpx__cfg_t *c, unsigned idx, const char *key,
+                       const val_t *v) {
   mpx__cfg_pos_t at = {0, idx};
-  val_t v = mpx__cfg_text_val(value);
+  mpx__cfg_opts_t saved = c->defaults;
   char why[320], list[256];
   parsed_t p;
   qbuf_t qb;
   int k;
+  if ((k = mpx__cfg_opt_index(key)) < 0) {
+    key_list(list, sizeof list, mpx__cfg_opt_names);
+    return mpx__cfg_error_at(c, 0, idx, "unknown key '%s' in defaults "
+                             "(expected one of: %s)", mpx__cfg_q(&qb, key), list);
+  }
+  if (mpx__cfg_check_opt((mpx__cfg_opt_t)k, v, &p, why, sizeof why) != 0)
+    return mpx__cfg_error_at(c, 0, idx, "%s", why);
+  /* store_opt frees the old codec only after copying the new one; keep
+   * the old text for an undo should resolve fail. */
+  if (k == MPX__CFG_CODEC) {
+    if ((saved.codec = strdup(c->defaults.codec)) == NULL) goto nomem;
+  }
+  if (mpx__cfg_store_opt(&c->defaults, (mpx__cfg_opt_t)k, &p, at) != 0) {
+    if (k == MPX__CFG_CODEC) free(saved.codec);
+    goto nomem;
+  }
+  if (mpx__cfg_resolve(c) != 0) {
+    if (k == MPX__CFG_CODEC) {
+      free(c->defaults.codec);
+    }
+    c->defaults = saved;
+    goto nomem;
+  }
+  if (k == MPX__CFG_CODEC) free(saved.codec);
+  return 0;
+nomem:
+  return mpx__err(MPX_ENOMEM, "--set: out of memory");
+}
+
+/* --set pipeline.supervisor.KEY=VALUE. */
+static int set_supervisor(mpx__cfg_t *c, unsigned idx, const char *key,
+                          const val_t *v) {
+  char why[320], list[256];
+  parsed_t p;
+  qbuf_t qb;
+  int k;
+  if ((k = key_index(mpx__cfg_sup_names, key)) < 0) {
+    key_list(list, sizeof list, mpx__cfg_sup_names);
+    return mpx__cfg_error_at(c, 0, idx, "unknown key '%s' in supervisor "
+                             "(expected one of: %s)", mpx__cfg_q(&qb, key),
+                             list);
+  }
+  if (mpx__cfg_check_sup(k, v, &p, why, sizeof why) != 0 ||
+      mpx__cfg_apply_sup(c, &c->sup_given, k, &p, why, sizeof why) != 0)
+    return mpx__cfg_error_at(c, 0, idx, "%s", why);
+  return 0;
+}
+
+static int set_pipeline(mpx__cfg_t *c, unsigned idx, const char *key,
+                        const char *value) {
+  mpx__cfg_pos_t at = {0, idx};
+  val_t v = mpx__cfg_text_val(value);
+  char why[320];
+  parsed_t p;
+  qbuf_t qb;
   if (strcmp(key, "name") == 0) {
     char *s;
     if (!mpx__cfg_text_ok(value, CFG_MAX_PIPELINE_NAME))
@@ -489,8 +545,9 @@ static int set_pipeline(mpx__cfg_t *c, unsigned idx, const char *key,
     return 0;
   }
   if (strcmp(key, "queue_capacity") == 0) {
-    if (mpx__cfg_check_uint("queue_capacity", &v, false, 1, MPX__CFG_MAX_QUEUE,
-                   "a positive integer", &p, why, sizeof why) != 0)
+    if (mpx__cfg_check_uint("queue_capacity", &v, false, 1,
+                            MPX__CFG_MAX_QUEUE, "a positive integer", &p, why,
+                            sizeof why) != 0)
       return mpx__cfg_error_at(c, 0, idx, "%s", why);
     c->queue_capacity = (size_t)p.u;
     return 0;
@@ -510,46 +567,10 @@ static int set_pipeline(mpx__cfg_t *c, unsigned idx, const char *key,
   if (strcmp(key, "stages") == 0 || strncmp(key, "stages.", 7) == 0)
     return mpx__cfg_error_at(c, 0, idx, "the stage list cannot be changed "
                              "with --set (set STAGE.KEY=VALUE)");
-  if (strncmp(key, "defaults.", 9) == 0) {
-    mpx__cfg_opts_t saved = c->defaults;
-    if ((k = mpx__cfg_opt_index(key + 9)) < 0) {
-      key_list(list, sizeof list, mpx__cfg_opt_names);
-      return mpx__cfg_error_at(c, 0, idx, "unknown key '%s' in defaults "
-                               "(expected one of: %s)", mpx__cfg_q(&qb, key + 9), list);
-    }
-    if (mpx__cfg_check_opt((mpx__cfg_opt_t)k, &v, &p, why, sizeof why) != 0)
-      return mpx__cfg_error_at(c, 0, idx, "%s", why);
-    /* store_opt frees the old codec only after copying the new one; keep
-     * the old text for an undo should resolve fail. */
-    if (k == MPX__CFG_CODEC) {
-      if ((saved.codec = strdup(c->defaults.codec)) == NULL) goto nomem;
-    }
-    if (mpx__cfg_store_opt(&c->defaults, (mpx__cfg_opt_t)k, &p, at) != 0) {
-      if (k == MPX__CFG_CODEC) free(saved.codec);
-      goto nomem;
-    }
-    if (mpx__cfg_resolve(c) != 0) {
-      if (k == MPX__CFG_CODEC) {
-        free(c->defaults.codec);
-      }
-      c->defaults = saved;
-      goto nomem;
-    }
-    if (k == MPX__CFG_CODEC) free(saved.codec);
-    return 0;
-  }
-  if (strncmp(key, "supervisor.", 11) == 0) {
-    if ((k = key_index(mpx__cfg_sup_names, key + 11)) < 0) {
-      key_list(list, sizeof list, mpx__cfg_sup_names);
-      return mpx__cfg_error_at(c, 0, idx, "unknown key '%s' in supervisor "
-                               "(expected one of: %s)", mpx__cfg_q(&qb, key + 11),
-                               list);
-    }
-    if (mpx__cfg_check_sup(k, &v, &p, why, sizeof why) != 0 ||
-        mpx__cfg_apply_sup(c, &c->sup_given, k, &p, why, sizeof why) != 0)
-      return mpx__cfg_error_at(c, 0, idx, "%s", why);
-    return 0;
-  }
+  if (strncmp(key, "defaults.", 9) == 0)
+    return set_default(c, idx, key + 9, &v);
+  if (strncmp(key, "supervisor.", 11) == 0)
+    return set_supervisor(c, idx, key + 11, &v);
   return mpx__cfg_error_at(c, 0, idx, "unknown key '%s' (expected "
                            "pipeline.name, pipeline.queue_capacity, "
                            "pipeline.dead_letter, pipeline.defaults.OPTION or "

@@ -1,8 +1,9 @@
 /* The pipeline config. Two steps:
  *
- * 1. (config_yaml.c) libyaml's event stream becomes a small tree of scalars, lists and
- *    mappings. Refused on the way: anchors, aliases (no billion laughs),
- *    tags, a second document, duplicate keys, keys that are not scalars,
+ * 1. (config_yaml.c) libyaml's event stream becomes a small tree of
+ *    scalars, lists and mappings. Refused on the way: anchors, aliases
+ *    (no billion laughs), tags, a second document, duplicate keys, keys
+ *    that are not scalars,
  *    NUL characters, and anything over the limits of config.h. libyaml's
  *    own errors (syntax, invalid UTF-8) keep its position.
  * 2. (config_check.c, with the value rules of config_value.c) The tree

@@ -2,7 +2,7 @@
  * of the pool's messages.
  *
  * A worker runs a chain: one stage's plugin, or several consecutive stages
- * fused into one set of workers (engine.c says when), each item going
+ * fused into one set of workers (engine_setup.c says when), each item going
  * through all of them in the worker, depth first.
  *
  * Worker arguments (the pool's initargs): engine_wargs_t, then for each of
@@ -11,7 +11,7 @@
  * parameters (mpx__ctx_params_encode).
  *
  * When the chain starts with a source (a source that splits, run in
- * parts: engine.c), every task is a part instead: uint32 ENGINE_PART,
+ * parts: engine_setup.c), every task is a part instead: uint32 ENGINE_PART,
  * uint32 i, uint32 parts; the worker runs instance i of `parts` of the
  * source to its end, each item it emits going down the rest of the chain.
  *

@@ -67,7 +67,10 @@
 
 #include "mpx/common.h"
 #include "mpx/obj.h"
-#include "mpx/transport.h" /* uv_loop_t */
+
+/* The caller's libuv loop, if it gives one: declared, not included, so
+ * that this header needs no libuv headers (<uv.h> names it uv_loop_t). */
+struct uv_loop_s;
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,7 +86,7 @@ typedef struct {
   const char *address;
   const void *authkey;     /* required: a manager always authenticates */
   size_t authkey_len;
-  uv_loop_t *loop;         /* NULL: the manager runs its own thread and loop */
+  struct uv_loop_s *loop;  /* NULL: the manager runs its own thread and loop */
   size_t max_frame;        /* a request longer than this closes its
                             * connection; 0: 64 MiB */
   unsigned max_connections; /* further connections are refused; 0: 1024 */

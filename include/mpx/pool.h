@@ -125,6 +125,11 @@
 #include "process.h"
 #include "transport.h"
 
+/* The caller's libuv loop, if it gives one (opts.loop): declared, not
+ * included, so that a program that passes no loop needs no libuv headers
+ * (<uv.h> names it uv_loop_t). */
+struct uv_loop_s;
+
 typedef struct mpx_pool_s mpx_pool_t;
 typedef struct mpx_task_s mpx_task_t;
 typedef struct mpx_async_s mpx_async_t;
@@ -212,7 +217,7 @@ typedef struct {
                                      (a memfd, mapped by the pool and its
                                      workers; pages are used as touched);
                                      0: 64 MiB; MPX_POOL_ARENA_OFF: none */
-  uv_loop_t *loop;                /* NULL: the pool runs its own thread and
+  struct uv_loop_s *loop;         /* NULL: the pool runs its own thread and
                                      loop; else the caller's loop (see
                                      "The caller's loop") */
 } mpx_pool_opts_t;

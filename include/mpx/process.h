@@ -172,10 +172,6 @@ MPX_API int mpx_start_method_parse(const char *s, mpx_start_method_t *method);
  * program creates threads. Idempotent. */
 MPX_API int mpx_forkserver_start(void);
 
-/* The mpx-worker program's entry point (tools/mpx-worker.c). Not for
- * applications. */
-MPX_API int mpx__worker_main(int argc, char **argv);
-
 #ifdef __cplusplus
 }
 #endif

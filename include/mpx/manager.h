@@ -229,8 +229,20 @@ MPX_API int mpx_proxy_list_get(mpx_proxy_t *l, int64_t i,
 MPX_API int mpx_proxy_value_get(mpx_proxy_t *v, mpx_obj_t **val);
 MPX_API int mpx_proxy_value_set(mpx_proxy_t *v, const mpx_obj_t *val);
 
-MPX_API int mpx_proxy_acquire(mpx_proxy_t *lk, double timeout); /* MPX_ETIMEDOUT */
-MPX_API int mpx_proxy_release(mpx_proxy_t *lk);
+/* A Lock / RLock proxy: Python's acquire() and release(), i.e. lock and
+ * unlock (they do not drop the proxy: that is mpx_proxy_free). */
+MPX_API int mpx_proxy_lock_acquire(mpx_proxy_t *lk, double timeout); /* MPX_ETIMEDOUT */
+MPX_API int mpx_proxy_lock_release(mpx_proxy_t *lk);
+/* Deprecated since 0.1.x, removed in 0.2: the old names, which read as
+ * if they applied to any proxy (mpx_proxy_release as a reference drop). */
+MPX_DEPRECATED("use mpx_proxy_lock_acquire")
+static inline int mpx_proxy_acquire(mpx_proxy_t *lk, double timeout) {
+  return mpx_proxy_lock_acquire(lk, timeout);
+}
+MPX_DEPRECATED("use mpx_proxy_lock_release")
+static inline int mpx_proxy_release(mpx_proxy_t *lk) {
+  return mpx_proxy_lock_release(lk);
+}
 
 MPX_API int mpx_proxy_event_set(mpx_proxy_t *e);
 MPX_API int mpx_proxy_event_clear(mpx_proxy_t *e);

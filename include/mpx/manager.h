@@ -57,7 +57,12 @@
  * Threads. A manager serves on one libuv loop (its own thread, or the
  * caller's loop). A client and its proxies are used by one thread at a
  * time, and only in the process that connected the client (in a fork
- * child, calls are MPX_ESTATE and freeing a proxy sends no decref). */
+ * child, calls are MPX_ESTATE and freeing a proxy sends no decref).
+ *
+ * Ownership: a manager, a client and each proxy are the caller's, ended
+ * with mpx_manager_free, mpx_mclient_free and mpx_proxy_free (a proxy's
+ * free is its decref on the server); objects passed in are borrowed,
+ * objects returned through out-pointers are new references. */
 #ifndef MPX_MANAGER_H
 #define MPX_MANAGER_H
 

@@ -25,7 +25,10 @@
  * stderr; a second SIGINT, or SIGTERM, stops at once (pools terminated).
  * A stage with no worker left (restart: temporary) and items pending
  * fails the run at once. A SIGKILL of the process takes its workers with
- * it (they are started with a parent-death signal). */
+ * it (they are started with a parent-death signal).
+ *
+ * Ownership: options are borrowed for the call; the stats struct is the
+ * caller's and filled in place; nothing is returned that needs freeing. */
 #ifndef MPX_PIPELINE_H
 #define MPX_PIPELINE_H
 

@@ -64,7 +64,12 @@
  *
  * ABI: a loader accepts a descriptor with the same major version and a
  * struct_size of at least the fields it needs; new fields are added at the
- * end with a minor version bump. See docs/plugins.md. */
+ * end with a minor version bump. See docs/plugins.md.
+ *
+ * Ownership: the host owns the context and the descriptor; objects
+ * passed to a plugin's functions are borrowed for the call; mpx_emit
+ * copies the item; mpx_emit_reserve's room is mpx's, written by the plugin
+ * and handed on by mpx_emit_commit. */
 #ifndef MPX_PLUGIN_H
 #define MPX_PLUGIN_H
 

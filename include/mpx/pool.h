@@ -111,7 +111,12 @@
  * the caller's loop's thread) does not wait either: it starts that
  * shutdown and the pool frees itself when it is over (on its own thread
  * after that thread's loop returns; on the caller's loop once its handles
- * are closed). */
+ * are closed).
+ *
+ * Ownership: the pool (mpx_pool_new) and every mpx_async_t / mpx_imap_t
+ * handle are the caller's, ended with their *_free; results returned
+ * through out-pointers are malloc'd and the caller's; arguments are
+ * copied unless a function says it borrows them. */
 #ifndef MPX_POOL_H
 #define MPX_POOL_H
 

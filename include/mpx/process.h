@@ -28,7 +28,11 @@
  *    naming both.
  *
  * Handles are not thread-safe: use one handle from one thread at a time.
- * Different handles may be used from different threads. */
+ * Different handles may be used from different threads.
+ *
+ * Ownership: mpx_process_new gives the caller a handle it ends with
+ * mpx_process_free; strings returned about a process are borrowed from
+ * its handle. */
 #ifndef MPX_PROCESS_H
 #define MPX_PROCESS_H
 

@@ -5,7 +5,13 @@
  *
  * Handles (mpx_segment_t, mpx_arena_t, ...) are process-local and not
  * thread-safe unless a function says so; the memory they describe is
- * shared. Arena calls are thread- and process-safe. */
+ * shared. Arena calls are thread- and process-safe.
+ *
+ * Ownership: every *_new / *_create / *_attach gives the caller a handle
+ * to end with the matching *_free / *_close; a segment passed to a
+ * format/attach call is borrowed and must outlive the handle. Arena
+ * blocks are reference-counted: mpx_arena_retain adds a reference,
+ * mpx_arena_release drops one (the last frees the block). */
 #ifndef MPX_SHM_H
 #define MPX_SHM_H
 

@@ -104,7 +104,9 @@ typedef struct {
 struct mpx_arena_s {
   mpx_segment_t *seg;
   int own_seg;
+#ifdef MPX_TESTING
   int crash_at; /* tests: SIGKILL self at this step (MPX__ARENA_CRASH_AT) */
+#endif
   char *base;
   hdr_t *h;
 };
@@ -112,11 +114,16 @@ struct mpx_arena_s {
 _Static_assert(sizeof(blk_t) == HDR, "block header size");
 
 /* Crash injection for the recovery tests: the steps of an allocation
- * (1-4) and of a free (5-7) at which a process may die holding the lock. */
+ * (1-4) and of a free (5-7) at which a process may die holding the lock.
+ * Only in the test build (MPX_TESTING). */
+#ifdef MPX_TESTING
 #define CRASH_POINT(a, n)                                        \
   do {                                                           \
     if (__builtin_expect((a)->crash_at == (n), 0)) raise(SIGKILL); \
   } while (0)
+#else
+#define CRASH_POINT(a, n) ((void)(a))
+#endif
 
 static inline blk_t *BLK(const mpx_arena_t *a, uint64_t off) {
   return (blk_t *)(a->base + off);
@@ -457,8 +464,10 @@ static int new_handle(mpx_arena_t **out, mpx_segment_t *seg, size_t offset) {
   a->seg = seg;
   a->base = (char *)mpx_segment_base(seg) + offset;
   a->h = (hdr_t *)a->base;
+#ifdef MPX_TESTING
   const char *c = getenv("MPX__ARENA_CRASH_AT");
   a->crash_at = c ? atoi(c) : 0;
+#endif
   *out = a;
   return 0;
 }

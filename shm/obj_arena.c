@@ -1,4 +1,4 @@
-/* mpx_obj_bytes_arena (mpx/obj.h): bytes objects that point into an arena
+/* mpx_obj_bytes_arena (mpx/shm.h): bytes objects that point into an arena
  * block. Here, not in base/obj.c, because objects sit below shared
  * memory: obj.c only calls the release hook it is given. */
 #include <stddef.h>

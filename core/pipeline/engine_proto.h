@@ -42,6 +42,7 @@
 
 #include <stdint.h>
 
+#include "mpx/common.h"
 #include "rd.h"
 
 #define ENGINE_WARGS_VERSION 3u
@@ -66,5 +67,13 @@ typedef struct {
 
 /* Read with the one length-prefix reader, base/rd.h (mpx__rd_u32,
  * mpx__rd_bytes32). */
+
+/* The pipeline worker's entry points: the pool initializer and the task
+ * (engine_worker.c) that the engine gives its pools. Exported (MPX_API)
+ * though declared only here: a spawn worker (mpx-worker, linked to
+ * libmpx.so) finds them by symbol name in libmpx. Not public API. */
+struct mpx_task_s;
+MPX_API int mpx_pipeline_worker_init(const void *args, size_t len);
+MPX_API int mpx_pipeline_task(struct mpx_task_s *t, const void *in, size_t len);
 
 #endif

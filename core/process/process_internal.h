@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "internal.h"
+#include "worker_main.h"
 
 /* Identity of the current process, set in every child mpx starts. */
 void mpx__process_set_identity(const char *name, bool daemon,

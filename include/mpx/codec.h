@@ -18,7 +18,11 @@
  *     enc, dec, NULL, NULL};
  *
  * Build it as a shared object linked with libmpx and name the file
- * mpx_codec_<name>.so. */
+ * mpx_codec_<name>.so.
+ *
+ * Ownership: a codec from mpx_codec_load is borrowed for the life of the
+ * process (never freed); a decoded object (*out) is a new reference; an mpx_wbuf_t
+ * is the caller's, ended with mpx_wbuf_free. */
 #ifndef MPX_CODEC_H
 #define MPX_CODEC_H
 

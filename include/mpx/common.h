@@ -22,6 +22,13 @@
 #  define MPX_PRINTF(fmt, args)
 #endif
 
+/* A name kept for one more version after a rename; using it warns. */
+#if defined(__GNUC__)
+#  define MPX_DEPRECATED(msg) __attribute__((deprecated(msg)))
+#else
+#  define MPX_DEPRECATED(msg)
+#endif
+
 #define MPX_VERSION_MAJOR 0
 #define MPX_VERSION_MINOR 1
 #define MPX_VERSION_PATCH 0

@@ -75,7 +75,11 @@
  * exec) see it too. Sockets are left as they are: mpx uses MSG_DONTWAIT.
  *
  * Threads. A handle is used by one thread at a time, except that on a
- * duplex connection one thread may send while another receives. */
+ * duplex connection one thread may send while another receives.
+ *
+ * Ownership: a connection is the caller's, ended with mpx_conn_free;
+ * received buffers and objects are the caller's (free / mpx_obj_release)
+ * unless a function says they are borrowed. */
 #ifndef MPX_CONN_H
 #define MPX_CONN_H
 

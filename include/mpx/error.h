@@ -5,7 +5,11 @@
  * mirror errno where one fits (MPX_ETIMEDOUT == -ETIMEDOUT), and mpx adds its
  * own below -4000.  When a code alone does not say enough (the file a plugin
  * was loaded from, the dlerror text, the signal that killed a worker), the
- * failing call leaves a message that mpx_last_error() returns. */
+ * failing call leaves a message that mpx_last_error() returns.
+ *
+ * Ownership: every string returned here is borrowed: mpx_strerror() and
+ * mpx_err_name() give static strings, mpx_last_error() a per-thread one
+ * (how long it stays valid: at the function). */
 #ifndef MPX_ERROR_H
 #define MPX_ERROR_H
 

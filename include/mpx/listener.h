@@ -43,7 +43,11 @@
  * A NULL authkey (length 0) skips the handshake, as Python's authkey=None
  * does for Listener and Client; a non-NULL key of length 0 is Python's
  * b'': a handshake with the empty key. A manager server always requires
- * a key. */
+ * a key.
+ *
+ * Ownership: a listener (mpx_listener_new) is the caller's, ended with
+ * mpx_listener_free; a connection from mpx_listener_accept is the
+ * caller's (mpx_conn_free). */
 #ifndef MPX_LISTENER_H
 #define MPX_LISTENER_H
 

@@ -7,7 +7,10 @@
  *
  * The level comes from the MPX_LOG environment variable (error, warn, info,
  * debug, trace; default warn), read on first use, or from mpx_log_set_level().
- * A host program can take the lines instead with mpx_log_set_handler(). */
+ * A host program can take the lines instead with mpx_log_set_handler().
+ *
+ * Ownership: the handler's user pointer is borrowed until another handler
+ * replaces it; the message given to a handler is valid during the call. */
 #ifndef MPX_LOG_H
 #define MPX_LOG_H
 

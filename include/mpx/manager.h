@@ -57,7 +57,12 @@
  * Threads. A manager serves on one libuv loop (its own thread, or the
  * caller's loop). A client and its proxies are used by one thread at a
  * time, and only in the process that connected the client (in a fork
- * child, calls are MPX_ESTATE and freeing a proxy sends no decref). */
+ * child, calls are MPX_ESTATE and freeing a proxy sends no decref).
+ *
+ * Ownership: a manager, a client and each proxy are the caller's, ended
+ * with mpx_manager_free, mpx_mclient_free and mpx_proxy_free (a proxy's
+ * free is its decref on the server); objects passed in are borrowed,
+ * objects returned through out-pointers are new references. */
 #ifndef MPX_MANAGER_H
 #define MPX_MANAGER_H
 
@@ -67,7 +72,10 @@
 
 #include "mpx/common.h"
 #include "mpx/obj.h"
-#include "mpx/transport.h" /* uv_loop_t */
+
+/* The caller's libuv loop, if it gives one: declared, not included, so
+ * that this header needs no libuv headers (<uv.h> names it uv_loop_t). */
+struct uv_loop_s;
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,7 +91,7 @@ typedef struct {
   const char *address;
   const void *authkey;     /* required: a manager always authenticates */
   size_t authkey_len;
-  uv_loop_t *loop;         /* NULL: the manager runs its own thread and loop */
+  struct uv_loop_s *loop;  /* NULL: the manager runs its own thread and loop */
   size_t max_frame;        /* a request longer than this closes its
                             * connection; 0: 64 MiB */
   unsigned max_connections; /* further connections are refused; 0: 1024 */
@@ -226,8 +234,20 @@ MPX_API int mpx_proxy_list_get(mpx_proxy_t *l, int64_t i,
 MPX_API int mpx_proxy_value_get(mpx_proxy_t *v, mpx_obj_t **val);
 MPX_API int mpx_proxy_value_set(mpx_proxy_t *v, const mpx_obj_t *val);
 
-MPX_API int mpx_proxy_acquire(mpx_proxy_t *lk, double timeout); /* MPX_ETIMEDOUT */
-MPX_API int mpx_proxy_release(mpx_proxy_t *lk);
+/* A Lock / RLock proxy: Python's acquire() and release(), i.e. lock and
+ * unlock (they do not drop the proxy: that is mpx_proxy_free). */
+MPX_API int mpx_proxy_lock_acquire(mpx_proxy_t *lk, double timeout); /* MPX_ETIMEDOUT */
+MPX_API int mpx_proxy_lock_release(mpx_proxy_t *lk);
+/* Deprecated since 0.1.x, removed in 0.2: the old names, which read as
+ * if they applied to any proxy (mpx_proxy_release as a reference drop). */
+MPX_DEPRECATED("use mpx_proxy_lock_acquire")
+static inline int mpx_proxy_acquire(mpx_proxy_t *lk, double timeout) {
+  return mpx_proxy_lock_acquire(lk, timeout);
+}
+MPX_DEPRECATED("use mpx_proxy_lock_release")
+static inline int mpx_proxy_release(mpx_proxy_t *lk) {
+  return mpx_proxy_lock_release(lk);
+}
 
 MPX_API int mpx_proxy_event_set(mpx_proxy_t *e);
 MPX_API int mpx_proxy_event_clear(mpx_proxy_t *e);

@@ -26,7 +26,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common.h"
-#include "shm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,12 +77,7 @@ MPX_API mpx_obj_t *mpx_obj_str_external(const char *s, size_t len,
 MPX_API mpx_obj_t *mpx_obj_bytes_external(const void *p, size_t len,
                                           void (*release)(void *ctx),
                                           void *ctx);
-/* Bytes [off, off+len) of an arena block, in place: takes a reference on
- * the block (mpx_arena_retain) and drops it when the object dies. The
- * arena handle must outlive the object. NULL (MPX_ERANGE / MPX_ESTALE in
- * mpx_last_error) when the range or the reference is not valid. */
-MPX_API mpx_obj_t *mpx_obj_bytes_arena(mpx_arena_t *a, mpx_ref_t ref,
-                                       size_t off, size_t len);
+/* Bytes that point into an arena block: mpx_obj_bytes_arena, in mpx/shm.h. */
 /* Empty containers; cap: a capacity hint (0 is fine). */
 MPX_API mpx_obj_t *mpx_obj_array(size_t cap);
 MPX_API mpx_obj_t *mpx_obj_tuple(size_t cap);

@@ -25,7 +25,10 @@
  * stderr; a second SIGINT, or SIGTERM, stops at once (pools terminated).
  * A stage with no worker left (restart: temporary) and items pending
  * fails the run at once. A SIGKILL of the process takes its workers with
- * it (they are started with a parent-death signal). */
+ * it (they are started with a parent-death signal).
+ *
+ * Ownership: options are borrowed for the call; the stats struct is the
+ * caller's and filled in place; nothing is returned that needs freeing. */
 #ifndef MPX_PIPELINE_H
 #define MPX_PIPELINE_H
 
@@ -97,30 +100,6 @@ extern "C" {
  * st may be NULL. */
 MPX_API int mpx_pipeline_run(const mpx_pipeline_opts_t *o,
                              mpx_pipeline_stats_t *st);
-
-/* The plugins (what: 1) and codecs (2) on the search path, for `mpx
- * plugins`: cb(arg, kind, name, path, description, error) once each,
- * sorted by name; error is why a file cannot be used, or NULL. */
-typedef void (*mpx_plugin_list_fn)(void *arg, const char *kind,
-                                   const char *name, const char *path,
-                                   const char *description, const char *error);
-MPX_API int mpx_plugin_list(unsigned what, mpx_plugin_list_fn cb, void *arg);
-/* The directories searched for task plugins and codecs, in the order
- * they are searched ($MPX_PLUGIN_PATH's, next to libmpx, the install
- * prefix's), each followed by a '\n', into buf (cap bytes, always
- * NUL-terminated when cap > 0; directories that do not fit are left out). */
-MPX_API void mpx_plugin_search_path(char *buf, size_t cap);
-
-/* Loads a task plugin by name or path (as a pipeline does) and returns its
- * descriptor and file (borrowed, for the process's life). */
-MPX_API int mpx_plugin_find(const char *name_or_path, const mpx_plugin_t **desc,
-                            const char **path);
-
-/* The pipeline worker's entry points (a pool initializer and task that
- * spawn workers find by name). Not for direct use. */
-MPX_API int mpx_pipeline_worker_init(const void *args, size_t len);
-struct mpx_task_s;
-MPX_API int mpx_pipeline_task(struct mpx_task_s *t, const void *in, size_t len);
 
 #ifdef __cplusplus
 }

@@ -64,7 +64,12 @@
  *
  * ABI: a loader accepts a descriptor with the same major version and a
  * struct_size of at least the fields it needs; new fields are added at the
- * end with a minor version bump. See docs/plugins.md. */
+ * end with a minor version bump. See docs/plugins.md.
+ *
+ * Ownership: the host owns the context and the descriptor; objects
+ * passed to a plugin's functions are borrowed for the call; mpx_emit
+ * copies the item; mpx_emit_reserve's room is mpx's, written by the plugin
+ * and handed on by mpx_emit_commit. */
 #ifndef MPX_PLUGIN_H
 #define MPX_PLUGIN_H
 
@@ -206,6 +211,26 @@ MPX_API int mpx_plugin_fail_permanent(mpx_plugin_ctx_t *ctx, const char *fmt, ..
 /* Log through mpx's logger, prefixed with the stage and worker. */
 MPX_API void mpx_plugin_log(mpx_plugin_ctx_t *ctx, mpx_log_level_t level,
                             const char *fmt, ...) MPX_PRINTF(3, 4);
+
+/* ---- finding plugins (host side: `mpx plugins`, a pipeline) ------------ */
+
+/* The plugins (what: 1) and codecs (2) on the search path, for `mpx
+ * plugins`: cb(arg, kind, name, path, description, error) once each,
+ * sorted by name; error is why a file cannot be used, or NULL. */
+typedef void (*mpx_plugin_list_fn)(void *arg, const char *kind,
+                                   const char *name, const char *path,
+                                   const char *description, const char *error);
+MPX_API int mpx_plugin_list(unsigned what, mpx_plugin_list_fn cb, void *arg);
+/* The directories searched for task plugins and codecs, in the order
+ * they are searched ($MPX_PLUGIN_PATH's, next to libmpx, the install
+ * prefix's), each followed by a '\n', into buf (cap bytes, always
+ * NUL-terminated when cap > 0; directories that do not fit are left out). */
+MPX_API void mpx_plugin_search_path(char *buf, size_t cap);
+
+/* Loads a task plugin by name or path (as a pipeline does) and returns its
+ * descriptor and file (borrowed, for the process's life). */
+MPX_API int mpx_plugin_find(const char *name_or_path, const mpx_plugin_t **desc,
+                            const char **path);
 
 #ifdef __cplusplus
 }

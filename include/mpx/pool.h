@@ -111,7 +111,12 @@
  * the caller's loop's thread) does not wait either: it starts that
  * shutdown and the pool frees itself when it is over (on its own thread
  * after that thread's loop returns; on the caller's loop once its handles
- * are closed). */
+ * are closed).
+ *
+ * Ownership: the pool (mpx_pool_new) and every mpx_async_t / mpx_imap_t
+ * handle are the caller's, ended with their *_free; results returned
+ * through out-pointers are malloc'd and the caller's; arguments are
+ * copied unless a function says it borrows them. */
 #ifndef MPX_POOL_H
 #define MPX_POOL_H
 
@@ -124,6 +129,11 @@
 #include "obj.h"
 #include "process.h"
 #include "transport.h"
+
+/* The caller's libuv loop, if it gives one (opts.loop): declared, not
+ * included, so that a program that passes no loop needs no libuv headers
+ * (<uv.h> names it uv_loop_t). */
+struct uv_loop_s;
 
 typedef struct mpx_pool_s mpx_pool_t;
 typedef struct mpx_task_s mpx_task_t;
@@ -212,7 +222,7 @@ typedef struct {
                                      (a memfd, mapped by the pool and its
                                      workers; pages are used as touched);
                                      0: 64 MiB; MPX_POOL_ARENA_OFF: none */
-  uv_loop_t *loop;                /* NULL: the pool runs its own thread and
+  struct uv_loop_s *loop;         /* NULL: the pool runs its own thread and
                                      loop; else the caller's loop (see
                                      "The caller's loop") */
 } mpx_pool_opts_t;

@@ -28,7 +28,11 @@
  *    naming both.
  *
  * Handles are not thread-safe: use one handle from one thread at a time.
- * Different handles may be used from different threads. */
+ * Different handles may be used from different threads.
+ *
+ * Ownership: mpx_process_new gives the caller a handle it ends with
+ * mpx_process_free; strings returned about a process are borrowed from
+ * its handle. */
 #ifndef MPX_PROCESS_H
 #define MPX_PROCESS_H
 
@@ -171,10 +175,6 @@ MPX_API int mpx_start_method_parse(const char *s, mpx_start_method_t *method);
 /* Starts the forkserver now rather than on first use, e.g. before the
  * program creates threads. Idempotent. */
 MPX_API int mpx_forkserver_start(void);
-
-/* The mpx-worker program's entry point (tools/mpx-worker.c). Not for
- * applications. */
-MPX_API int mpx__worker_main(int argc, char **argv);
 
 #ifdef __cplusplus
 }

@@ -63,7 +63,12 @@
  * SimpleQueue is this queue with default options (it has no separate
  * type): put, get, empty and close are all it needs. JoinableQueue is a
  * queue created with `joinable`: every put adds an unfinished task, and
- * mpx_queue_task_done() / mpx_queue_join() count them down. */
+ * mpx_queue_task_done() / mpx_queue_join() count them down.
+ *
+ * Ownership: mpx_queue_new / mpx_queue_attach give a handle the caller
+ * ends with mpx_queue_free; mpx_queue_get's *data is malloc'd and the
+ * caller's; a message from mpx_queue_get_msg is the caller's until
+ * mpx_queue_msg_release (which drops the arena block it points into). */
 #ifndef MPX_QUEUE_H
 #define MPX_QUEUE_H
 

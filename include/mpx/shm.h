@@ -5,7 +5,13 @@
  *
  * Handles (mpx_segment_t, mpx_arena_t, ...) are process-local and not
  * thread-safe unless a function says so; the memory they describe is
- * shared. Arena calls are thread- and process-safe. */
+ * shared. Arena calls are thread- and process-safe.
+ *
+ * Ownership: every *_new / *_create / *_attach gives the caller a handle
+ * to end with the matching *_free / *_close; a segment passed to a
+ * format/attach call is borrowed and must outlive the handle. Arena
+ * blocks are reference-counted: mpx_arena_retain adds a reference,
+ * mpx_arena_release drops one (the last frees the block). */
 #ifndef MPX_SHM_H
 #define MPX_SHM_H
 
@@ -13,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include "common.h"
+#include "obj.h"
 #include "sync.h"
 
 #ifdef __cplusplus
@@ -164,6 +171,14 @@ MPX_API int mpx_arena_check(mpx_arena_t *a);
 /* Release this process's handle (and the arena's own segment, if it made
  * one). Blocks are not freed. */
 MPX_API void mpx_arena_free(mpx_arena_t *a);
+
+/* A bytes object (mpx/obj.h) for bytes [off, off+len) of an arena block,
+ * in place: takes a reference on the block (mpx_arena_retain) and drops it
+ * when the object dies. A new reference to the object; the arena handle
+ * must outlive it. NULL (MPX_ERANGE / MPX_ESTALE in mpx_last_error) when
+ * the range or the reference is not valid. */
+MPX_API mpx_obj_t *mpx_obj_bytes_arena(mpx_arena_t *a, mpx_ref_t ref,
+                                       size_t off, size_t len);
 
 /* ---- Shared values and arrays (sharedctypes) ---------------------------- */
 

@@ -25,7 +25,12 @@
  * guards, call mpx_lock_consistent(), then use it normally. Releasing it
  * without doing so makes the lock unusable: every later acquire returns
  * MPX_ENOTRECOVERABLE. Semaphores, Events and Barriers have no owner: a
- * process that dies while waiting on one leaves it usable. */
+ * process that dies while waiting on one leaves it usable.
+ *
+ * Ownership: the primitives live in memory the caller provides (usually
+ * shared memory); *_init fills it, *_destroy ends it, nothing is
+ * allocated. "release" here is Python's: it unlocks (or posts); it never
+ * frees anything and drops no reference. */
 #ifndef MPX_SYNC_H
 #define MPX_SYNC_H
 

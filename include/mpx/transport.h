@@ -75,7 +75,11 @@
  * (a hub may be created in one thread and run in another). An endpoint is
  * used by one thread at a time. Neither may be used in a fork child of the
  * process that created it (a child may only close the descriptors it
- * inherited). */
+ * inherited).
+ *
+ * Ownership: a hub (mpx_hub_new) is the caller's, ended with mpx_hub_free;
+ * its links belong to the hub; the loop is the caller's and borrowed;
+ * received message buffers are valid during the callback only. */
 #ifndef MPX_TRANSPORT_H
 #define MPX_TRANSPORT_H
 

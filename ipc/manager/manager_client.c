@@ -746,7 +746,7 @@ int mpx_proxy_value_set(mpx_proxy_t *v, const mpx_obj_t *val) {
   return typed(v, "set", args, 0, NULL, NULL);
 }
 
-int mpx_proxy_acquire(mpx_proxy_t *lk, double timeout) {
+int mpx_proxy_lock_acquire(mpx_proxy_t *lk, double timeout) {
   mpx_obj_t *args, *res = NULL;
   bool got = false;
   int rc;
@@ -758,7 +758,7 @@ int mpx_proxy_acquire(mpx_proxy_t *lk, double timeout) {
   return got ? 0 : mpx__err(MPX_ETIMEDOUT, "acquire: not acquired in time");
 }
 
-int mpx_proxy_release(mpx_proxy_t *lk) {
+int mpx_proxy_lock_release(mpx_proxy_t *lk) {
   return typed(lk, "release", NULL, 0, NULL, NULL);
 }
 

@@ -522,10 +522,13 @@ int mpx_manager_new(mpx_manager_t **out, const mpx_manager_opts_t *o) {
   mpx_manager_t *m = calloc(1, sizeof *m);
   if (m == NULL) return mpx__err(MPX_ENOMEM, "mpx_manager_new: out of memory");
   m->max_connections = o->max_connections ? o->max_connections : 1024;
-  /* internal, for tests: MPX__MANAGER_HANDSHAKE_TIMEOUT seconds */
+  double hs_s = HANDSHAKE_S;
+#ifdef MPX_TESTING
+  /* the test build only: MPX__MANAGER_HANDSHAKE_TIMEOUT seconds */
   const char *hs = getenv("MPX__MANAGER_HANDSHAKE_TIMEOUT");
-  double hs_s = hs ? strtod(hs, NULL) : HANDSHAKE_S;
+  if (hs != NULL) hs_s = strtod(hs, NULL);
   if (!(hs_s > 0 && hs_s < 1e6)) hs_s = HANDSHAKE_S;
+#endif
   m->handshake_ms = (uint64_t)(hs_s * 1000.0 + 0.5);
   m->is_unix = a.family == AF_UNIX;
   pthread_mutex_init(&m->mu, NULL);

@@ -382,13 +382,13 @@ static void py_types(const char *py) {
   mpx_obj_release(got);
   /* Lock */
   lk = create_ok(c, "Lock", NULL);
-  CU_ASSERT_EQUAL(mpx_proxy_acquire(lk, -1), 0);
-  CU_ASSERT_EQUAL(mpx_proxy_acquire(lk, 0), MPX_ETIMEDOUT);
-  CU_ASSERT_EQUAL(mpx_proxy_acquire(lk, 0.1), MPX_ETIMEDOUT);
-  CU_ASSERT_EQUAL(mpx_proxy_release(lk), 0);
-  CU_ASSERT_EQUAL(mpx_proxy_release(lk), MPX_EREMOTE); /* RuntimeError */
-  CU_ASSERT_EQUAL(mpx_proxy_acquire(lk, 1), 0);
-  CU_ASSERT_EQUAL(mpx_proxy_release(lk), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_lock_acquire(lk, -1), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_lock_acquire(lk, 0), MPX_ETIMEDOUT);
+  CU_ASSERT_EQUAL(mpx_proxy_lock_acquire(lk, 0.1), MPX_ETIMEDOUT);
+  CU_ASSERT_EQUAL(mpx_proxy_lock_release(lk), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_lock_release(lk), MPX_EREMOTE); /* RuntimeError */
+  CU_ASSERT_EQUAL(mpx_proxy_lock_acquire(lk, 1), 0);
+  CU_ASSERT_EQUAL(mpx_proxy_lock_release(lk), 0);
   /* Event */
   e = create_ok(c, "Event", NULL);
   CU_ASSERT_EQUAL(mpx_proxy_event_is_set(e, &set), 0);
@@ -805,9 +805,9 @@ static void test_mpx_types_and_errors(void) {
     CU_ASSERT_TRUE(mpx_obj_equal(got, seven));
     mpx_obj_release(got);
     lk = create_ok(c, "Lock", NULL);
-    CU_ASSERT_EQUAL(mpx_proxy_acquire(lk, -1), 0);
-    CU_ASSERT_EQUAL(mpx_proxy_acquire(lk, 0.05), MPX_ETIMEDOUT);
-    CU_ASSERT_EQUAL(mpx_proxy_release(lk), 0);
+    CU_ASSERT_EQUAL(mpx_proxy_lock_acquire(lk, -1), 0);
+    CU_ASSERT_EQUAL(mpx_proxy_lock_acquire(lk, 0.05), MPX_ETIMEDOUT);
+    CU_ASSERT_EQUAL(mpx_proxy_lock_release(lk), 0);
     e = create_ok(c, "Event", NULL);
     CU_ASSERT_EQUAL(mpx_proxy_event_wait(e, 0.05), MPX_ETIMEDOUT);
     CU_ASSERT_EQUAL(mpx_proxy_event_set(e), 0);

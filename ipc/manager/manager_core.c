@@ -167,15 +167,9 @@ static void obj_kill(mpx__mcore_t *k, mpx__mobj_t *o) {
 
 static mpx_obj_t *exposed_tuple(const mpx__mtype_t *t) {
   mpx_obj_t *e = mpx_obj_tuple(8);
-  for (size_t i = 0; e && t->exposed[i]; i++)
-    mpx_obj_append(e, mpx_obj_str(t->exposed[i], SIZE_MAX));
+  for (size_t i = 0; e && t->methods[i].name; i++)
+    mpx_obj_append(e, mpx_obj_str(t->methods[i].name, SIZE_MAX));
   return e;
-}
-
-static bool is_exposed(const mpx__mtype_t *t, const char *m) {
-  for (size_t i = 0; t->exposed[i]; i++)
-    if (strcmp(t->exposed[i], m) == 0) return true;
-  return false;
 }
 
 /* ---- calls ------------------------------------------------------------------- */
@@ -545,8 +539,9 @@ static int object_call(mpx__msess_t *s, mpx__mcall_t *c, const char *ident) {
   mpx__mobj_t *o = obj_find(k, ident);
   if (o == NULL) return tb(c, "KeyError", "'%s'", ident);
   c->obj = o;
-  if (is_exposed(o->type, c->method)) {
-    int r = o->type->call(o, c);
+  const mpx__mmethod_t *mm = mpx__mtype_method(o->type, c->method);
+  if (mm != NULL) {
+    int r = mm->fn(o, c);
     if (r == MPX__M_DONE && c->proxy) {
       mpx__mobj_t *p = c->proxy;
       const char *tid = o->type->iter_typeid ? o->type->iter_typeid : p->type->name;

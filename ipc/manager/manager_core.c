@@ -586,6 +586,44 @@ static int object_call(mpx__msess_t *s, mpx__mcall_t *c, const char *ident) {
 
 /* ---- requests -------------------------------------------------------------------- */
 
+/* A request that did not decode (mpx_last_error says why; req, if any,
+ * is released): a #TRACEBACK, and a first request closes the connection. */
+static void answer_malformed(mpx__msess_t *s, mpx_obj_t *req, bool first) {
+  char why[300];
+  snprintf(why, sizeof why, "%s", mpx_last_error());
+  mpx_obj_release(req);
+  MPX__INFO("manager: connection %" PRIu64 ": malformed request: %s", s->serial, why);
+  /* answer in the codec the peer used before, else pickle 2, which
+   * every Python reads */
+  if (!s->have_wire && mpx__wire_get(&s->last_wire, "pickle", 2) != 0) {
+    sess_close(s);
+    return;
+  }
+  s->have_wire = true;
+  char text[400];
+  snprintf(text, sizeof text, "Traceback (most recent call last):\n"
+           "  (mpx manager)\nmalformed request: %s", why);
+  send_reply(s, &s->last_wire, MPX__K_TRACEBACK, mpx_obj_str(text, SIZE_MAX));
+  if (first) sess_close(s);
+}
+
+/* A call a type parked: its timer starts, and the session holds further
+ * requests until it is answered. */
+static void park_call(mpx__msess_t *s, mpx__mcall_t *c) {
+  mpx__mcore_t *k = s->core;
+  if (c->timeout >= 0 && (k->h.timer_start == NULL ||
+                          k->h.timer_start(k->h.user, c, c->timeout) != 0)) {
+    /* no timer: let the type answer as if the time ran out now */
+    c->timer = NULL;
+    s->parked = c;
+    c->obj->type->expire(c->obj, c);
+    return;
+  }
+  /* reading goes on (to notice the peer going away), but further
+   * requests wait in s->pend until this one is answered */
+  s->parked = c;
+}
+
 static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   mpx__mcore_t *k = s->core;
   mpx__wire_t w;
@@ -593,7 +631,6 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   const char *ident, *method;
   const mpx_obj_t *args, *kwds;
   bool first = s->state == S_FIRST;
-  char why[300];
 
   k->st.requests++;
   int py2 = 0;
@@ -601,21 +638,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
       mpx__wire_decode(&w, p, n, k->o.max_frame, &req) != 0 ||
       (py2 = mpx__wire_py2_request(&req)) < 0 ||
       mpx__wire_request_parse(req, &ident, &method, &args, &kwds) != 0) {
-    snprintf(why, sizeof why, "%s", mpx_last_error());
-    mpx_obj_release(req);
-    MPX__INFO("manager: connection %" PRIu64 ": malformed request: %s", s->serial, why);
-    /* answer in the codec the peer used before, else pickle 2, which
-     * every Python reads */
-    if (!s->have_wire && mpx__wire_get(&s->last_wire, "pickle", 2) != 0) {
-      sess_close(s);
-      return;
-    }
-    s->have_wire = true;
-    char text[400];
-    snprintf(text, sizeof text, "Traceback (most recent call last):\n"
-             "  (mpx manager)\nmalformed request: %s", why);
-    send_reply(s, &s->last_wire, MPX__K_TRACEBACK, mpx_obj_str(text, SIZE_MAX));
-    if (first) sess_close(s);
+    answer_malformed(s, req, first);
     return;
   }
   w.py2 = py2 == 1;
@@ -646,17 +669,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
     r = object_call(s, c, ident);
   }
   if (r == MPX__M_PARKED) {
-    if (c->timeout >= 0 && (k->h.timer_start == NULL ||
-                            k->h.timer_start(k->h.user, c, c->timeout) != 0)) {
-      /* no timer: let the type answer as if the time ran out now */
-      c->timer = NULL;
-      s->parked = c;
-      c->obj->type->expire(c->obj, c);
-      return;
-    }
-    /* reading goes on (to notice the peer going away), but further
-     * requests wait in s->pend until this one is answered */
-    s->parked = c;
+    park_call(s, c);
     return;
   }
   if (w.py2 && (first || ident == NULL) && c->payload != NULL &&

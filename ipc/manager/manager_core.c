@@ -167,15 +167,9 @@ static void obj_kill(mpx__mcore_t *k, mpx__mobj_t *o) {
 
 static mpx_obj_t *exposed_tuple(const mpx__mtype_t *t) {
   mpx_obj_t *e = mpx_obj_tuple(8);
-  for (size_t i = 0; e && t->exposed[i]; i++)
-    mpx_obj_append(e, mpx_obj_str(t->exposed[i], SIZE_MAX));
+  for (size_t i = 0; e && t->methods[i].name; i++)
+    mpx_obj_append(e, mpx_obj_str(t->methods[i].name, SIZE_MAX));
   return e;
-}
-
-static bool is_exposed(const mpx__mtype_t *t, const char *m) {
-  for (size_t i = 0; t->exposed[i]; i++)
-    if (strcmp(t->exposed[i], m) == 0) return true;
-  return false;
 }
 
 /* ---- calls ------------------------------------------------------------------- */
@@ -535,8 +529,9 @@ static int object_call(mpx__msess_t *s, mpx__mcall_t *c, const char *ident) {
   mpx__mobj_t *o = obj_find(k, ident);
   if (o == NULL) return tb(c, "KeyError", "'%s'", ident);
   c->obj = o;
-  if (is_exposed(o->type, c->method)) {
-    int r = o->type->call(o, c);
+  const mpx__mmethod_t *mm = mpx__mtype_method(o->type, c->method);
+  if (mm != NULL) {
+    int r = mm->fn(o, c);
     if (r == MPX__M_DONE && c->proxy) {
       mpx__mobj_t *p = c->proxy;
       const char *tid = o->type->iter_typeid ? o->type->iter_typeid : p->type->name;
@@ -581,6 +576,44 @@ static int object_call(mpx__msess_t *s, mpx__mcall_t *c, const char *ident) {
 
 /* ---- requests -------------------------------------------------------------------- */
 
+/* A request that did not decode (mpx_last_error says why; req, if any,
+ * is released): a #TRACEBACK, and a first request closes the connection. */
+static void answer_malformed(mpx__msess_t *s, mpx_obj_t *req, bool first) {
+  char why[300];
+  snprintf(why, sizeof why, "%s", mpx_last_error());
+  mpx_obj_release(req);
+  MPX__INFO("manager: connection %" PRIu64 ": malformed request: %s", s->serial, why);
+  /* answer in the codec the peer used before, else pickle 2, which
+   * every Python reads */
+  if (!s->have_wire && mpx__wire_get(&s->last_wire, "pickle", 2) != 0) {
+    sess_close(s);
+    return;
+  }
+  s->have_wire = true;
+  char text[400];
+  snprintf(text, sizeof text, "Traceback (most recent call last):\n"
+           "  (mpx manager)\nmalformed request: %s", why);
+  send_reply(s, &s->last_wire, MPX__K_TRACEBACK, mpx_obj_str(text, SIZE_MAX));
+  if (first) sess_close(s);
+}
+
+/* A call a type parked: its timer starts, and the session holds further
+ * requests until it is answered. */
+static void park_call(mpx__msess_t *s, mpx__mcall_t *c) {
+  mpx__mcore_t *k = s->core;
+  if (c->timeout >= 0 && (k->h.timer_start == NULL ||
+                          k->h.timer_start(k->h.user, c, c->timeout) != 0)) {
+    /* no timer: let the type answer as if the time ran out now */
+    c->timer = NULL;
+    s->parked = c;
+    c->obj->type->expire(c->obj, c);
+    return;
+  }
+  /* reading goes on (to notice the peer going away), but further
+   * requests wait in s->pend until this one is answered */
+  s->parked = c;
+}
+
 static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   mpx__mcore_t *k = s->core;
   mpx__wire_t w;
@@ -588,7 +621,6 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
   const char *ident, *method;
   const mpx_obj_t *args, *kwds;
   bool first = s->state == S_FIRST;
-  char why[300];
 
   k->st.requests++;
   int py2 = 0;
@@ -596,21 +628,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
       mpx__wire_decode(&w, p, n, k->o.max_frame, &req) != 0 ||
       (py2 = mpx__wire_py2_request(&req)) < 0 ||
       mpx__wire_request_parse(req, &ident, &method, &args, &kwds) != 0) {
-    snprintf(why, sizeof why, "%s", mpx_last_error());
-    mpx_obj_release(req);
-    MPX__INFO("manager: connection %" PRIu64 ": malformed request: %s", s->serial, why);
-    /* answer in the codec the peer used before, else pickle 2, which
-     * every Python reads */
-    if (!s->have_wire && mpx__wire_get(&s->last_wire, "pickle", 2) != 0) {
-      sess_close(s);
-      return;
-    }
-    s->have_wire = true;
-    char text[400];
-    snprintf(text, sizeof text, "Traceback (most recent call last):\n"
-             "  (mpx manager)\nmalformed request: %s", why);
-    send_reply(s, &s->last_wire, MPX__K_TRACEBACK, mpx_obj_str(text, SIZE_MAX));
-    if (first) sess_close(s);
+    answer_malformed(s, req, first);
     return;
   }
   w.py2 = py2 == 1;
@@ -641,17 +659,7 @@ static void handle_request(mpx__msess_t *s, const uint8_t *p, size_t n) {
     r = object_call(s, c, ident);
   }
   if (r == MPX__M_PARKED) {
-    if (c->timeout >= 0 && (k->h.timer_start == NULL ||
-                            k->h.timer_start(k->h.user, c, c->timeout) != 0)) {
-      /* no timer: let the type answer as if the time ran out now */
-      c->timer = NULL;
-      s->parked = c;
-      c->obj->type->expire(c->obj, c);
-      return;
-    }
-    /* reading goes on (to notice the peer going away), but further
-     * requests wait in s->pend until this one is answered */
-    s->parked = c;
+    park_call(s, c);
     return;
   }
   if (w.py2 && (first || ident == NULL) && c->payload != NULL &&

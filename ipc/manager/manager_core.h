@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "manager_types.h"
+#include "manager_obj.h"
 #include "mpx/manager.h"
 
 typedef struct mpx__mcore_s mpx__mcore_t;

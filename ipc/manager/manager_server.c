@@ -508,19 +508,24 @@ static void loop_main(void *arg) {
 
 /* ---- the API --------------------------------------------------------------------- */
 
-int mpx_manager_new(mpx_manager_t **out, const mpx_manager_opts_t *o) {
-  mpx__addr_t a;
-  int rc, fd = -1;
+/* ---- mpx_manager_new, step by step -------------------------------------------- */
+
+/* The caller's arguments: 0 or MPX_EINVAL with the reason. */
+static int check_opts(mpx_manager_t **out, const mpx_manager_opts_t *o) {
   if (out == NULL || o == NULL)
     return mpx__err(MPX_EINVAL, "mpx_manager_new: NULL argument");
   *out = NULL;
   if (o->authkey == NULL || o->authkey_len == 0)
     return mpx__err(MPX_EINVAL, "mpx_manager_new: an authkey is required (a "
                     "manager always authenticates its clients)");
-  const char *address = o->address ? o->address : "tcp://127.0.0.1:0";
-  if ((rc = mpx__addr_parse(address, &a, "manager")) != 0) return rc;
+  return 0;
+}
+
+/* The settings, and the mutex and condition (on the monotonic clock, for
+ * mpx_manager_wait's deadline) that guard the core. NULL: out of memory. */
+static mpx_manager_t *manager_alloc(const mpx_manager_opts_t *o, bool is_unix) {
   mpx_manager_t *m = calloc(1, sizeof *m);
-  if (m == NULL) return mpx__err(MPX_ENOMEM, "mpx_manager_new: out of memory");
+  if (m == NULL) return NULL;
   m->max_connections = o->max_connections ? o->max_connections : 1024;
   double hs_s = HANDSHAKE_S;
 #ifdef MPX_TESTING
@@ -530,42 +535,61 @@ int mpx_manager_new(mpx_manager_t **out, const mpx_manager_opts_t *o) {
   if (!(hs_s > 0 && hs_s < 1e6)) hs_s = HANDSHAKE_S;
 #endif
   m->handshake_ms = (uint64_t)(hs_s * 1000.0 + 0.5);
-  m->is_unix = a.family == AF_UNIX;
+  m->is_unix = is_unix;
   pthread_mutex_init(&m->mu, NULL);
   mpx__cond_init_monotonic(&m->cv);
+  return m;
+}
 
+/* The socket-less core and the listening socket (*fd, ours until the loop
+ * takes it); the core learns the address its Tokens carry. */
+static int open_core(mpx_manager_t *m, const mpx_manager_opts_t *o,
+                     mpx__addr_t *a, const char *address, int *fd) {
+  int rc;
   mpx__mcore_opts_t co = {o->authkey, o->authkey_len, o->flags, o->max_frame,
                           o->max_objects};
   mpx__mcore_hooks_t hk = {hook_send, hook_close, hook_pause, hook_timer_start,
                            hook_timer_stop, hook_shutdown, m};
-  if ((rc = mpx__mcore_new(&m->core, &co, &hk)) != 0) goto fail;
-  if ((rc = mpx__addr_listen(&a, 128, address, "manager", &fd, &m->address)) != 0)
-    goto fail;
-  if (m->is_unix && !a.abstract && (m->unix_path = strdup(a.un.sun_path)) == NULL) {
-    rc = mpx__err(MPX_ENOMEM, "mpx_manager_new: out of memory");
-    goto fail;
-  }
-  if ((rc = mpx__mcore_set_address(m->core, m->address)) != 0) goto fail;
+  if ((rc = mpx__mcore_new(&m->core, &co, &hk)) != 0) return rc;
+  if ((rc = mpx__addr_listen(a, 128, address, "manager", fd, &m->address)) != 0)
+    return rc;
+  if (m->is_unix && !a->abstract && (m->unix_path = strdup(a->un.sun_path)) == NULL)
+    return mpx__err(MPX_ENOMEM, "mpx_manager_new: out of memory");
+  return mpx__mcore_set_address(m->core, m->address);
+}
 
+/* The loop: the caller's, or our own (initialised here; on failure
+ * m->user_loop is set, so that there is nothing to close). */
+static int loop_open(mpx_manager_t *m, const mpx_manager_opts_t *o) {
+  int rc;
   m->user_loop = o->loop != NULL;
   m->L = o->loop ? o->loop : &m->own_loop;
   if (!m->user_loop && (rc = uv_loop_init(&m->own_loop)) != 0) {
-    rc = mpx__err(MPX_ENOMEM, "mpx_manager_new: uv_loop_init: %s", uv_strerror(rc));
     m->user_loop = true; /* nothing to close */
-    goto fail;
+    return mpx__err(MPX_ENOMEM, "mpx_manager_new: uv_loop_init: %s", uv_strerror(rc));
   }
+  return 0;
+}
+
+/* The listener handle on fd (the handle owns it once opened: *fd = -1). */
+static int listen_on(mpx_manager_t *m, int *fd) {
+  int rc;
   if (m->is_unix) uv_pipe_init(m->L, &m->lis.pipe, 0);
   else uv_tcp_init(m->L, &m->lis.tcp);
   m->lis.handle.data = m;
   m->open_handles++;
   m->lis_open = true;
-  rc = m->is_unix ? uv_pipe_open(&m->lis.pipe, fd) : uv_tcp_open(&m->lis.tcp, fd);
-  if (rc == 0) fd = -1;
+  rc = m->is_unix ? uv_pipe_open(&m->lis.pipe, *fd) : uv_tcp_open(&m->lis.tcp, *fd);
+  if (rc == 0) *fd = -1;
   if (rc == 0) rc = uv_listen(&m->lis.stream, 128, on_connection);
-  if (rc != 0) {
-    rc = mpx__err(MPX_EIO, "mpx_manager_new: uv_listen: %s", uv_strerror(rc));
-    goto fail_loop;
-  }
+  if (rc != 0)
+    return mpx__err(MPX_EIO, "mpx_manager_new: uv_listen: %s", uv_strerror(rc));
+  return 0;
+}
+
+/* The async that mpx_manager_stop wakes, the idle, and (our own loop) the
+ * thread that runs the loop. */
+static int start(mpx_manager_t *m) {
   uv_async_init(m->L, &m->async, on_async);
   m->async.data = m;
   m->open_handles++;
@@ -575,20 +599,20 @@ int mpx_manager_new(mpx_manager_t **out, const mpx_manager_opts_t *o) {
   m->spin_open = true;
   if (!m->user_loop) {
     if (uv_thread_create(&m->thread, loop_main, m) != 0) {
-      rc = mpx__err(MPX_EAGAIN, "mpx_manager_new: cannot start the loop thread");
       uv_close((uv_handle_t *)&m->async, NULL);
       uv_close((uv_handle_t *)&m->spin, NULL);
-      goto fail_loop;
+      return mpx__err(MPX_EAGAIN, "mpx_manager_new: cannot start the loop thread");
     }
     m->have_thread = true;
   }
-  MPX__INFO("manager: serving on %s", m->address);
-  *out = m;
   return 0;
+}
 
-fail_loop:
-  if (fd >= 0) close(fd);
-  fd = -1;
+/* Undoes listen_on and start: closes the handles and runs the loop until
+ * their close callbacks are done. */
+static void undo_loop(mpx_manager_t *m, int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
   uv_close(&m->lis.handle, NULL);
   if (!m->user_loop) {
     uv_run(&m->own_loop, UV_RUN_DEFAULT);
@@ -598,7 +622,10 @@ fail_loop:
      * the handle memory itself would be freed under it, so run once */
     uv_run(m->L, UV_RUN_NOWAIT);
   }
-fail:
+}
+
+/* Undoes manager_alloc and open_core. */
+static void undo_alloc(mpx_manager_t *m, int fd) {
   if (fd >= 0) close(fd);
   if (m->unix_path) unlink(m->unix_path);
   free(m->unix_path);
@@ -607,7 +634,28 @@ fail:
   pthread_mutex_destroy(&m->mu);
   pthread_cond_destroy(&m->cv);
   free(m);
-  return rc;
+}
+
+int mpx_manager_new(mpx_manager_t **out, const mpx_manager_opts_t *o) {
+  mpx__addr_t a;
+  int rc, fd = -1;
+  if ((rc = check_opts(out, o)) != 0) return rc;
+  const char *address = o->address ? o->address : "tcp://127.0.0.1:0";
+  if ((rc = mpx__addr_parse(address, &a, "manager")) != 0) return rc;
+  mpx_manager_t *m = manager_alloc(o, a.family == AF_UNIX);
+  if (m == NULL) return mpx__err(MPX_ENOMEM, "mpx_manager_new: out of memory");
+  if ((rc = open_core(m, o, &a, address, &fd)) != 0 || (rc = loop_open(m, o)) != 0) {
+    undo_alloc(m, fd);
+    return rc;
+  }
+  if ((rc = listen_on(m, &fd)) != 0 || (rc = start(m)) != 0) {
+    undo_loop(m, &fd);
+    undo_alloc(m, fd);
+    return rc;
+  }
+  MPX__INFO("manager: serving on %s", m->address);
+  *out = m;
+  return 0;
 }
 
 const char *mpx_manager_address(const mpx_manager_t *m) {

@@ -193,8 +193,6 @@ void mpx__pool_release(mpx_pool_t *p);
 
 /* ---- pool_req.c ---- */
 
-void mpx__pool_block_release(mpx_pool_t *p, mpx_ref_t ref);
-mpx_ref_t mpx__pool_block_copy(mpx_pool_t *p, const void *d, size_t l);
 void mpx__pool_slot_clear(mpx_pool_t *p, islot_t *s);
 void mpx__pool_req_free(req_t *r);
 int mpx__pool_submit(mpx_pool_t *p, req_t *r, mpx_func_t f);
@@ -237,6 +235,22 @@ bool mpx__pool_loop_abandon(mpx_pool_t *p);
 void mpx__pool_drop_dead(mpx_pool_t *p);
 
 /* ---- shared inline: the per-task path ---- */
+
+/* Arena blocks (pool_proto.h: items over MPX_POOL_ARENA_THRESHOLD). */
+static inline void mpx__pool_block_release(mpx_pool_t *p, mpx_ref_t ref) {
+  if (ref && mpx_arena_release(p->arena, ref) != 0)
+    MPX__WARN("%s: arena block %#llx: %s", p->name, (unsigned long long)ref,
+              mpx_last_error());
+}
+
+/* A copy of d in a new arena block (never waits), or 0 when it has no room. */
+static inline mpx_ref_t mpx__pool_block_copy(mpx_pool_t *p, const void *d,
+                                             size_t l) {
+  mpx_ref_t ref;
+  if (p->arena == NULL || mpx_arena_alloc(p->arena, l, 0, &ref) != 0) return 0;
+  memcpy(mpx_arena_ptr(p->arena, ref), d, l);
+  return ref;
+}
 
 /* Any thread: wake the loop, unless its async is closed (shut down). A
  * sender that saw it open is waited for by the close (pool_wake.c). */

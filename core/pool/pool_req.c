@@ -19,22 +19,6 @@
 
 #include "pool_internal.h"
 
-/* ---- arena blocks ------------------------------------------------------------------ */
-
-void mpx__pool_block_release(mpx_pool_t *p, mpx_ref_t ref) {
-  if (ref && mpx_arena_release(p->arena, ref) != 0)
-    MPX__WARN("%s: arena block %#llx: %s", p->name, (unsigned long long)ref,
-              mpx_last_error());
-}
-
-/* A copy of d in a new arena block (never waits), or 0 when it has no room. */
-mpx_ref_t mpx__pool_block_copy(mpx_pool_t *p, const void *d, size_t l) {
-  mpx_ref_t ref;
-  if (p->arena == NULL || mpx_arena_alloc(p->arena, l, 0, &ref) != 0) return 0;
-  memcpy(mpx_arena_ptr(p->arena, ref), d, l);
-  return ref;
-}
-
 /* ---- requests ------------------------------------------------------------------ */
 
 void mpx__pool_slot_clear(mpx_pool_t *p, islot_t *s) {

@@ -247,6 +247,86 @@ static int place_fds(int fds[2]) {
   return 0;
 }
 
+/* The arena of the pool, if it has one: the coordinator's handle,
+ * inherited with the mapping (fork), or attached from its segment's
+ * descriptor `fd` (then *seg is set, to free at the end). 0, or the exit
+ * code. */
+static int attach_arena(const pm_wargs_t *w, int fd, mpx_segment_t **seg,
+                        mpx_arena_t **arena) {
+  *seg = NULL;
+  *arena = NULL;
+  if (w->arena_addr) {
+    /* fork: the coordinator's handle, inherited with the mapping. */
+    *arena = (mpx_arena_t *)(uintptr_t)w->arena_addr;
+  } else if (fd >= 0) {
+    if (mpx_segment_attach(seg, fd, 0) != 0 ||
+        mpx_arena_attach(arena, *seg, 0) != 0) {
+      fprintf(stderr, "mpx pool: worker %u: cannot attach the arena: %s\n",
+              w->index, mpx_last_error());
+      return 119;
+    }
+    close(fd); /* the segment keeps its own descriptor */
+  }
+  return 0;
+}
+
+/* The pool's initializer, if it has one. 0, or the exit code. */
+static int run_initializer(const pm_wargs_t *w, const char *init_str,
+                           const void *initargs) {
+  if (w->init_kind == PM_FN_NONE) return 0;
+  void *p = NULL;
+  if (resolve(w->init_kind, w->init_addr, init_str, &p) != 0 || p == NULL) {
+    fprintf(stderr, "mpx pool: worker %u: initializer: %s\n", w->index,
+            mpx_last_error());
+    return 124;
+  }
+  mpx_pool_init_fn init;
+  memcpy(&init, &p, sizeof p);
+  int rc = init(w->initargs_len ? initargs : NULL, w->initargs_len);
+  if (rc != 0) {
+    fprintf(stderr, "mpx pool: worker %u: initializer returned %d\n",
+            w->index, rc);
+    return rc > 0 && rc < 256 ? rc : 125;
+  }
+  return 0;
+}
+
+/* Defines and tasks until QUIT or the coordinator is gone. The exit code. */
+static int serve(mpx_endpoint_t *ep, const pm_wargs_t *w, mpx_arena_t *arena) {
+  fntab_t ft = {0};
+  mpx_task_t t = {.index = w->index, .workers = w->nworkers, .arena = arena};
+  mpx_wbuf_init(&t.out);
+  int code = 0;
+  for (;;) {
+    const void *m;
+    size_t n;
+    int rc = mpx_endpoint_recv(ep, &m, &n, -1);
+    if (rc == MPX_EPIPE) break; /* the coordinator is gone */
+    if (rc != 0 || n == 0) {
+      fprintf(stderr, "mpx pool: worker %u: receive: %s\n", w->index,
+              mpx_last_error());
+      code = 126;
+      break;
+    }
+    uint8_t type = *(const uint8_t *)m;
+    if (type == PM_QUIT) break;
+    if (type == PM_DEFINE) rc = define(&ft, m, n);
+    else if (type == PM_TASK) rc = run_job(ep, &ft, &t, m, n);
+    else rc = MPX_EPROTO;
+    if (rc == MPX_EPIPE) break;
+    if (rc != 0) {
+      fprintf(stderr, "mpx pool: worker %u: message type %d: %s\n", w->index,
+              type, mpx_strerror(rc));
+      code = 126;
+      break;
+    }
+  }
+  mpx_endpoint_flush(ep, 5);
+  mpx_wbuf_free(&t.out);
+  free(ft.fn);
+  return code;
+}
+
 int mpx_pool_worker_main(const void *args, size_t len) {
   pm_wargs_t w;
   if (args == NULL || len < sizeof w) return 120;
@@ -264,75 +344,20 @@ int mpx_pool_worker_main(const void *args, size_t len) {
   if (place_fds(fds) != 0) return 122;
   int fd = fds[0];
   close_range(fds[1] >= 0 ? 5 : 4, ~0U, 0);
-  mpx_segment_t *seg = NULL;
-  mpx_arena_t *arena = NULL;
-  if (w.arena_addr) {
-    /* fork: the coordinator's handle, inherited with the mapping. */
-    arena = (mpx_arena_t *)(uintptr_t)w.arena_addr;
-  } else if (fds[1] >= 0) {
-    if (mpx_segment_attach(&seg, fds[1], 0) != 0 ||
-        mpx_arena_attach(&arena, seg, 0) != 0) {
-      fprintf(stderr, "mpx pool: worker %u: cannot attach the arena: %s\n",
-              w.index, mpx_last_error());
-      return 119;
-    }
-    close(fds[1]); /* the segment keeps its own descriptor */
-  }
+  mpx_segment_t *seg;
+  mpx_arena_t *arena;
+  int code = attach_arena(&w, fds[1], &seg, &arena);
+  if (code != 0) return code;
   mpx_endpoint_t *ep;
   if (mpx_endpoint_open(&ep, fd, (mpx_transport_t)w.transport) != 0) {
     fprintf(stderr, "mpx pool: worker %u: %s\n", w.index, mpx_last_error());
     return 123;
   }
-  if (w.init_kind != PM_FN_NONE) {
-    void *p = NULL;
-    if (resolve(w.init_kind, w.init_addr, init_str, &p) != 0 || p == NULL) {
-      fprintf(stderr, "mpx pool: worker %u: initializer: %s\n", w.index,
-              mpx_last_error());
-      return 124;
-    }
-    mpx_pool_init_fn init;
-    memcpy(&init, &p, sizeof p);
-    int rc = init(w.initargs_len ? initargs : NULL, w.initargs_len);
-    if (rc != 0) {
-      fprintf(stderr, "mpx pool: worker %u: initializer returned %d\n",
-              w.index, rc);
-      return rc > 0 && rc < 256 ? rc : 125;
-    }
-  }
+  if ((code = run_initializer(&w, init_str, initargs)) != 0) return code;
   pm_ready_t r = {.type = PM_READY, .index = w.index, .pid = (int32_t)getpid()};
   if (mpx_endpoint_send(ep, &r, sizeof r, -1) != 0) return 0;
-  fntab_t ft = {0};
-  mpx_task_t t = {.index = w.index, .workers = w.nworkers, .arena = arena};
-  mpx_wbuf_init(&t.out);
-  int code = 0;
-  for (;;) {
-    const void *m;
-    size_t n;
-    int rc = mpx_endpoint_recv(ep, &m, &n, -1);
-    if (rc == MPX_EPIPE) break; /* the coordinator is gone */
-    if (rc != 0 || n == 0) {
-      fprintf(stderr, "mpx pool: worker %u: receive: %s\n", w.index,
-              mpx_last_error());
-      code = 126;
-      break;
-    }
-    uint8_t type = *(const uint8_t *)m;
-    if (type == PM_QUIT) break;
-    if (type == PM_DEFINE) rc = define(&ft, m, n);
-    else if (type == PM_TASK) rc = run_job(ep, &ft, &t, m, n);
-    else rc = MPX_EPROTO;
-    if (rc == MPX_EPIPE) break;
-    if (rc != 0) {
-      fprintf(stderr, "mpx pool: worker %u: message type %d: %s\n", w.index,
-              type, mpx_strerror(rc));
-      code = 126;
-      break;
-    }
-  }
-  mpx_endpoint_flush(ep, 5);
+  code = serve(ep, &w, arena);
   mpx_endpoint_free(ep);
-  mpx_wbuf_free(&t.out);
-  free(ft.fn);
   if (seg) {
     mpx_arena_free(arena);
     mpx_segment_free(seg);

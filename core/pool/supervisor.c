@@ -569,39 +569,50 @@ static int run_watch(mpx__sup_t *s, sup_run_t *r) {
   return rc;
 }
 
-static void slot_start(sup_slot_t *sl) {
-  mpx__sup_t *s = sl->sup;
-  mpx__sup_start_t st;
-  mpx_process_opts_t po;
-  int fds[SUP_MAX_PASS_FDS + 1];
-  int pfd[2] = {-1, -1};
-  char pname[SUP_NAME_MAX + 32];
-  sup_run_t *r;
-  err_mark_t mark;
-  int rc;
-
-  r = calloc(1, sizeof *r);
+/* slot_start(), first step: a run with its stderr pipe (the read end in
+ * r->errfd, the write end, for the child, in *wfd). NULL with sl->fail
+ * set on failure. */
+static sup_run_t *run_new(sup_slot_t *sl, int *wfd) {
+  int pfd[2];
+  sup_run_t *r = calloc(1, sizeof *r);
   if (r == NULL) {
     snprintf(sl->fail, sizeof sl->fail, "out of memory");
-    goto failed;
+    return NULL;
   }
-  r->sup = s;
+  r->sup = sl->sup;
   r->slot = sl;
   r->errfd = -1;
   if (pipe2(pfd, O_CLOEXEC) != 0) {
     snprintf(sl->fail, sizeof sl->fail, "cannot create a stderr pipe: %s",
              strerror(errno));
-    goto failed;
+    run_close(r);
+    return NULL;
   }
   r->errfd = pfd[0];
+  *wfd = pfd[1];
+  return r;
+}
+
+/* slot_start(), second step: the owner prepares the process (prepare),
+ * which starts with the stderr pipe's write end `wfd` passed after the
+ * owner's descriptors. The write end is closed here, started or not.
+ * Non-zero with sl->fail set on failure. */
+static int run_spawn(mpx__sup_t *s, sup_slot_t *sl, sup_run_t *r, int wfd) {
+  mpx__sup_start_t st;
+  mpx_process_opts_t po;
+  int fds[SUP_MAX_PASS_FDS + 1];
+  char pname[SUP_NAME_MAX + 32];
+  err_mark_t mark;
+  int rc;
 
   memset(&st, 0, sizeof st);
-  st.stderr_fd = pfd[1];
+  st.stderr_fd = wfd;
   err_mark(&mark);
   rc = s->o.prepare(s->o.arg, sl->idx, &st);
   if (rc != 0) {
     err_since(&mark, rc, "prepare", sl->fail, sizeof sl->fail);
-    goto failed;
+    close(wfd);
+    return rc;
   }
   po = st.opts;
   if (po.n_pass_fds > SUP_MAX_PASS_FDS) {
@@ -609,11 +620,12 @@ static void slot_start(sup_slot_t *sl) {
              "prepare passed %zu descriptors (at most %d)", po.n_pass_fds,
              SUP_MAX_PASS_FDS);
     if (st.release != NULL) st.release(s->o.arg, sl->idx);
-    goto failed;
+    close(wfd);
+    return MPX_EINVAL;
   }
   if (po.n_pass_fds > 0)
     memcpy(fds, po.pass_fds, po.n_pass_fds * sizeof fds[0]);
-  fds[po.n_pass_fds] = pfd[1];
+  fds[po.n_pass_fds] = wfd;
   po.pass_fds = fds;
   po.n_pass_fds++;
   if (po.name == NULL) {
@@ -627,13 +639,20 @@ static void slot_start(sup_slot_t *sl) {
                            : mpx_process_start(r->proc);
   if (rc != 0) err_since(&mark, rc, "start", sl->fail, sizeof sl->fail);
   if (st.release != NULL) st.release(s->o.arg, sl->idx);
-  close(pfd[1]);
-  pfd[1] = -1;
-  if (rc != 0) goto failed;
+  close(wfd);
+  return rc;
+}
+
+static void slot_start(sup_slot_t *sl) {
+  mpx__sup_t *s = sl->sup;
+  int wfd = -1;
+  sup_run_t *r = run_new(sl, &wfd);
+  if (r == NULL) goto failed;
+  if (run_spawn(s, sl, r, wfd) != 0) goto failed;
 
   r->pid = mpx_process_pid(r->proc);
   r->t_start = mpx__now();
-  rc = run_watch(s, r);
+  int rc = run_watch(s, r);
   if (rc != 0) {
     snprintf(sl->fail, sizeof sl->fail, "cannot watch pid %d: %s",
              (int)r->pid, uv_strerror(rc));
@@ -649,7 +668,6 @@ static void slot_start(sup_slot_t *sl) {
   return;
 
 failed:
-  if (pfd[1] >= 0) close(pfd[1]);
   if (r != NULL) run_close(r);
   MPX__DEBUG("%s: worker %u: %s", s->name, sl->idx, sl->fail);
   /* Reported from the loop, as an exit with code 127. */

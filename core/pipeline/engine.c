@@ -386,7 +386,7 @@ static void on_ok(mpx_async_t *a, void *arg) {
   mpx__eng_dispatch(s);
 }
 
-/* How many jobs s's pool may hold: what its workers take (pool.c: two
+/* How many jobs s's pool may hold: what its workers take (pool_loop.c: two
  * each, eight while a job takes under 100 us). Under e->mu. */
 static unsigned pool_cap(const stage_t *s) {
   return (s->job_time > 0 && s->job_time < 100e-6 ? 8 : 2) * s->workers;

@@ -323,11 +323,9 @@ static void test_second_sigint_stops_now(void) {
   CU_ASSERT_EQUAL(kids_alive(&k), 0);
 }
 
-static void test_setup(void) { cli_mkdir("/tmp/mpx-faults-XXXXXX"); }
+static int suite_init(void) { return cli_mkdir("/tmp/mpx-faults-XXXXXX"); }
 
-static void test_cleanup(void) { cli_rmdir(); }
-
-MPX_TEST_MAIN("engine_faults", MPX_TEST(test_setup), MPX_TEST(test_plugin_error_retried),
+MPX_TEST_MAIN_FIXTURE("engine_faults", suite_init, cli_rmdir, MPX_TEST(test_plugin_error_retried),
               MPX_TEST(test_timeout_per_item), MPX_TEST(test_temporary_no_worker_left),
               MPX_TEST(test_sigterm_ends_hung_run), MPX_TEST(test_sigint_stops_source),
-              MPX_TEST(test_second_sigint_stops_now), MPX_TEST(test_cleanup))
+              MPX_TEST(test_second_sigint_stops_now))

@@ -176,38 +176,75 @@ static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
     return mpx_test_main_fixture(argc, argv, suite, init, cleanup, tests_);  \
   }
 
-/* Whether thread (or process) tid is asleep in a futex wait, where every
- * mpx lock, semaphore, condition and queue sleeps. /proc/TID/syscall names
- * the call a sleeping task is in ("running" while it runs); where it may
- * not be read (Yama forbids a child to read its parent's), /proc/TID/wchan
- * names the kernel function it sleeps in. */
-static inline int mpx_test_in_futex(pid_t tid) {
-  char path[64], buf[128] = "";
+/* What thread (or process) tid sleeps in: the number of the system call
+ * from /proc/TID/syscall, which names it while the task sleeps (-1 while
+ * it runs, or when there is no such task); where that may not be read
+ * (Yama forbids a child to read its parent's), -2, and the kernel function
+ * it sleeps in, from /proc/TID/wchan, in wchan. */
+static inline long mpx_test_sleeping_in(pid_t tid, char *wchan, size_t size) {
+  char path[64];
   FILE *f;
-  long nr;
+  long nr = -1;
+  wchan[0] = '\0';
   snprintf(path, sizeof path, "/proc/%d/syscall", (int)tid);
-  if ((f = fopen(path, "r")) != NULL) {
-    int n = fscanf(f, "%ld", &nr);
-    int err = ferror(f);
-    fclose(f);
-    if (!err) return n == 1 && nr == SYS_futex;
-  }
+  if ((f = fopen(path, "r")) == NULL) return -1;
+  int n = fscanf(f, "%ld", &nr);
+  int err = ferror(f);
+  fclose(f);
+  if (!err) return n == 1 ? nr : -1;
   snprintf(path, sizeof path, "/proc/%d/wchan", (int)tid);
-  if ((f = fopen(path, "r")) == NULL) return 0;
+  if ((f = fopen(path, "r")) == NULL) return -1;
+  size_t got = fread(wchan, 1, size - 1, f);
+  fclose(f);
+  wchan[got] = '\0';
+  return -2;
+}
+
+/* Whether tid sleeps in a futex wait, where every mpx lock, semaphore,
+ * condition and queue sleeps. */
+static inline int mpx_test_in_futex(pid_t tid) {
+  char w[128];
+  long nr = mpx_test_sleeping_in(tid, w, sizeof w);
+  return nr == SYS_futex || (nr == -2 && strstr(w, "futex") != NULL);
+}
+
+/* Whether tid sleeps in nanosleep (mpx_test_sleep, mpx_test_sleepy). */
+static inline int mpx_test_in_nanosleep(pid_t tid) {
+  char w[128];
+  long nr = mpx_test_sleeping_in(tid, w, sizeof w);
+#ifdef SYS_nanosleep
+  if (nr == SYS_nanosleep) return 1;
+#endif
+  return nr == SYS_clock_nanosleep || (nr == -2 && strstr(w, "nanosleep") != NULL);
+}
+
+/* Whether tid sleeps in the kernel, in whatever call ('S' in its stat). */
+static inline int mpx_test_asleep(pid_t tid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = '\0';
-  return strstr(buf, "futex") != NULL;
+  char *p = strrchr(buf, ')');
+  return p != NULL && p[1] == ' ' && p[2] == 'S';
 }
 
-/* Waits until tid sleeps in a futex wait: 1, or 0 after `timeout` s. */
-static inline int mpx_test_wait_futex(pid_t tid, double timeout) {
+/* Waits until asleep(tid) (one of the three above): 1, or 0 after
+ * `timeout` s. */
+static inline int mpx_test_wait_until(int (*asleep)(pid_t), pid_t tid, double timeout) {
   double end = mpx_test_now() + timeout;
-  while (!mpx_test_in_futex(tid)) {
+  while (!asleep(tid)) {
     if (mpx_test_now() > end) return 0;
     mpx_test_sleep(0.0005);
   }
   return 1;
+}
+
+/* Waits until tid sleeps in a futex wait: 1, or 0 after `timeout` s. */
+static inline int mpx_test_wait_futex(pid_t tid, double timeout) {
+  return mpx_test_wait_until(mpx_test_in_futex, tid, timeout);
 }
 
 #ifdef MPX_POOL_H

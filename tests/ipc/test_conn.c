@@ -706,12 +706,13 @@ static void test_peer_killed(void) {
     for (;;) pause();
   }
   mpx_conn_free(b);
+  pid_t me = getpid();
   killer = fork();
   CU_ASSERT_FATAL(killer >= 0);
-  if (killer == 0) {
-    mpx_test_sleep(0.1);
+  if (killer == 0) { /* once we sleep in the receive (1: not within 30 s) */
+    int asleep = mpx_test_wait_until(mpx_test_asleep, me, 30);
     kill(child, SIGKILL);
-    _exit(0);
+    _exit(asleep ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(a, &buf, &len, 0, -1), MPX_EPIPE);
   CU_ASSERT_EQUAL(mpx_test_reap(killer, 30), 0);

@@ -202,7 +202,9 @@ static void test_sigint_finishes_workers(void) {
   snprintf(json, sizeof json, "%s/stats.json", dir);
   const char *args[] = {"run", file, "--progress=never", "--stats-json", json, NULL};
   pid_t pid = start_mpx(args);
-  mpx_test_sleep(1.0);
+  /* Interrupted while a worker holds items (crashy sleeps its delay_ms
+   * on one). */
+  CU_ASSERT_TRUE(cli_wait_worker_in(pid, mpx_test_in_nanosleep, 30));
   kill(pid, SIGINT);
   int rc = mpx_test_wait_exit(pid);
   CU_ASSERT_EQUAL(rc, 3); /* interrupted: not all done */

@@ -2,7 +2,9 @@
  *
  * Each suite is one executable that ctest runs in its own process with a
  * timeout, so a crash or a hang fails that suite and never the whole run.
- * `suite NAME` runs one test only.
+ * `test_SUITE NAME` runs that one test alone: a suite's shared state is
+ * made by its init and removed by its cleanup (MPX_TEST_MAIN_FIXTURE),
+ * never by a test that must run first.
  *
  * Multi-process tests assert in the parent only: children report through
  * their exit codes or pipes. */
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -123,15 +126,20 @@ static inline int mpx_test_pattern_ok(const void *buf, size_t n, size_t want,
   return 1;
 }
 
-static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
-                                const mpx_test_t *tests) {
+/* Runs the suite's tests, or with an argument only the test of that name,
+ * between init and cleanup (either may be NULL; each returns 0 on
+ * success). A failed init runs no test; a failed init or cleanup fails
+ * the run as a failed test does. */
+static inline int mpx_test_main_fixture(int argc, char **argv, const char *suite_name,
+                                        int (*init)(void), int (*cleanup)(void),
+                                        const mpx_test_t *tests) {
   CU_pSuite suite;
   unsigned failures;
   const char *only = argc > 1 ? argv[1] : NULL;
   int found = 0;
 
   if (CU_initialize_registry() != CUE_SUCCESS) return 2;
-  suite = CU_add_suite(suite_name, NULL, NULL);
+  suite = CU_add_suite(suite_name, init, cleanup);
   for (; tests->name != NULL; tests++) {
     if (only != NULL && strcmp(only, tests->name) != 0) continue;
     CU_add_test(suite, tests->name, tests->fn);
@@ -144,9 +152,14 @@ static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
   }
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
-  failures = CU_get_number_of_tests_failed();
+  failures = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
   CU_cleanup_registry();
   return failures ? 1 : 0;
+}
+
+static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
+                                const mpx_test_t *tests) {
+  return mpx_test_main_fixture(argc, argv, suite_name, NULL, NULL, tests);
 }
 
 #define MPX_TEST_MAIN(suite, ...)                                            \
@@ -154,6 +167,85 @@ static inline int mpx_test_main(int argc, char **argv, const char *suite_name,
     static const mpx_test_t tests_[] = {__VA_ARGS__, {NULL, NULL}};          \
     return mpx_test_main(argc, argv, suite, tests_);                         \
   }
+
+/* A suite with shared state: init makes it before the first test that
+ * runs, cleanup removes it after the last. */
+#define MPX_TEST_MAIN_FIXTURE(suite, init, cleanup, ...)                     \
+  int main(int argc, char **argv) {                                          \
+    static const mpx_test_t tests_[] = {__VA_ARGS__, {NULL, NULL}};          \
+    return mpx_test_main_fixture(argc, argv, suite, init, cleanup, tests_);  \
+  }
+
+/* What thread (or process) tid sleeps in: the number of the system call
+ * from /proc/TID/syscall, which names it while the task sleeps (-1 while
+ * it runs, or when there is no such task); where that may not be read
+ * (Yama forbids a child to read its parent's), -2, and the kernel function
+ * it sleeps in, from /proc/TID/wchan, in wchan. */
+static inline long mpx_test_sleeping_in(pid_t tid, char *wchan, size_t size) {
+  char path[64];
+  FILE *f;
+  long nr = -1;
+  wchan[0] = '\0';
+  snprintf(path, sizeof path, "/proc/%d/syscall", (int)tid);
+  if ((f = fopen(path, "r")) == NULL) return -1;
+  int n = fscanf(f, "%ld", &nr);
+  int err = ferror(f);
+  fclose(f);
+  if (!err) return n == 1 ? nr : -1;
+  snprintf(path, sizeof path, "/proc/%d/wchan", (int)tid);
+  if ((f = fopen(path, "r")) == NULL) return -1;
+  size_t got = fread(wchan, 1, size - 1, f);
+  fclose(f);
+  wchan[got] = '\0';
+  return -2;
+}
+
+/* Whether tid sleeps in a futex wait, where every mpx lock, semaphore,
+ * condition and queue sleeps. */
+static inline int mpx_test_in_futex(pid_t tid) {
+  char w[128];
+  long nr = mpx_test_sleeping_in(tid, w, sizeof w);
+  return nr == SYS_futex || (nr == -2 && strstr(w, "futex") != NULL);
+}
+
+/* Whether tid sleeps in nanosleep (mpx_test_sleep, mpx_test_sleepy). */
+static inline int mpx_test_in_nanosleep(pid_t tid) {
+  char w[128];
+  long nr = mpx_test_sleeping_in(tid, w, sizeof w);
+#ifdef SYS_nanosleep
+  if (nr == SYS_nanosleep) return 1;
+#endif
+  return nr == SYS_clock_nanosleep || (nr == -2 && strstr(w, "nanosleep") != NULL);
+}
+
+/* Whether tid sleeps in the kernel, in whatever call ('S' in its stat). */
+static inline int mpx_test_asleep(pid_t tid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  return p != NULL && p[1] == ' ' && p[2] == 'S';
+}
+
+/* Waits until asleep(tid) (one of the three above): 1, or 0 after
+ * `timeout` s. */
+static inline int mpx_test_wait_until(int (*asleep)(pid_t), pid_t tid, double timeout) {
+  double end = mpx_test_now() + timeout;
+  while (!asleep(tid)) {
+    if (mpx_test_now() > end) return 0;
+    mpx_test_sleep(0.0005);
+  }
+  return 1;
+}
+
+/* Waits until tid sleeps in a futex wait: 1, or 0 after `timeout` s. */
+static inline int mpx_test_wait_futex(pid_t tid, double timeout) {
+  return mpx_test_wait_until(mpx_test_in_futex, tid, timeout);
+}
 
 #ifdef MPX_POOL_H
 /* Pool tasks that several suites use (include mpx.h first). The worker's

@@ -1180,6 +1180,7 @@ static void *ufree_thread(void *arg) {
 }
 
 static _Atomic int own_cb_deadlk, own_shut_ran, own_free_ran;
+static _Atomic pid_t own_free_tid; /* the pool's thread, which own_free_cb runs on */
 static pthread_t main_thread;
 static void own_cb(mpx_async_t *a, void *arg) {
   int64_t x = 2;
@@ -1196,6 +1197,7 @@ static void own_shut(mpx_pool_t *p, void *arg) {
 static void own_free_cb(mpx_async_t *a, void *arg) {
   mpx_async_free(a);
   mpx_pool_free(arg); /* from a callback: the pool's thread frees it later */
+  atomic_store(&own_free_tid, (pid_t)syscall(SYS_gettid));
   atomic_fetch_add(&own_free_ran, 1);
 }
 
@@ -1266,7 +1268,11 @@ static void test_loop_thread_free_and_shutdown(void) {
     mpx_test_sleep(0.01);
   CU_ASSERT_EQUAL(atomic_load(&own_free_ran), 1);
   CU_ASSERT_EQUAL(count_children(), kids0);
-  mpx_test_sleep(0.05); /* the pool's thread frees it after its loop returns */
+  /* The pool's thread frees it after its loop returns, then ends. */
+  char task[64];
+  snprintf(task, sizeof task, "/proc/self/task/%d", (int)atomic_load(&own_free_tid));
+  for (int i = 0; i < 30000 && access(task, F_OK) == 0; i++) mpx_test_sleep(0.001);
+  CU_ASSERT_NOT_EQUAL(access(task, F_OK), 0);
 }
 
 MPX_TEST_MAIN("pool", MPX_TEST(test_map_fixed_in_order), MPX_TEST(test_map_bytes_and_errors),

@@ -227,7 +227,8 @@ static void test_temporary_waiting_calls(void) {
   mpx_imap_t *it;
   CU_ASSERT_EQUAL_FATAL(mpx_pool_imap(p, MPX_FUNC(mpx_test_pid_task), count_to, &left,
                                       false, 4, &it), 0);
-  mpx_test_sleep(0.05);
+  /* Killed once it runs the first of the long tasks. */
+  CU_ASSERT(mpx_test_wait_until(mpx_test_in_nanosleep, pids[1], 30));
   kill(pids[1], SIGKILL);
   const void *d;
   int rc;

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -706,12 +707,13 @@ static void test_peer_killed(void) {
     for (;;) pause();
   }
   mpx_conn_free(b);
+  pid_t me = getpid();
   killer = fork();
   CU_ASSERT_FATAL(killer >= 0);
-  if (killer == 0) {
-    mpx_test_sleep(0.1);
+  if (killer == 0) { /* once we sleep in the receive (1: not within 30 s) */
+    int asleep = mpx_test_wait_until(mpx_test_asleep, me, 30);
     kill(child, SIGKILL);
-    _exit(0);
+    _exit(asleep ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(a, &buf, &len, 0, -1), MPX_EPIPE);
   CU_ASSERT_EQUAL(mpx_test_reap(killer, 30), 0);
@@ -971,10 +973,11 @@ static void test_bad_header(void) {
   mpx_conn_free(a);
 }
 
-static volatile sig_atomic_t alarms;
+/* In a shared page: the child that ends the last receive counts along. */
+static volatile int *alarms;
 static void on_alarm_count(int sig) {
   (void)sig;
-  alarms++;
+  (*alarms)++;
 }
 
 /* Signals every 10 ms (without SA_RESTART) while receives and waits block:
@@ -992,8 +995,10 @@ static void test_eintr(void) {
   pair(&a, &b, true);
   sa.sa_handler = on_alarm_count;
   sigemptyset(&sa.sa_mask);
+  alarms = mmap(NULL, sizeof *alarms, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  CU_ASSERT_FATAL(alarms != MAP_FAILED);
+  *alarms = 0;
   sigaction(SIGALRM, &sa, &old);
-  alarms = 0;
   setitimer(ITIMER_REAL, &it, NULL);
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(b, 0.2), MPX_ETIMEDOUT);
@@ -1004,18 +1009,25 @@ static void test_eintr(void) {
   CU_ASSERT_EQUAL(mpx_conn_wait(&item, 1, 0.1, NULL, &n_ready), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
   CU_ASSERT(dt >= 0.1 && dt < 0.15);
+  /* The child sends once the receive has slept through 10 signals (2: we
+   * never slept in it, 3: the signals stopped, within 30 s). */
+  pid_t me = getpid();
   pid = fork();
   CU_ASSERT_FATAL(pid >= 0);
   if (pid == 0) {
     setitimer(ITIMER_REAL, &off, NULL);
-    mpx_test_sleep(0.2);
+    if (!mpx_test_wait_until(mpx_test_asleep, me, 30)) _exit(2);
+    int base = *alarms;
+    for (double end = mpx_test_now() + 30; *alarms < base + 10; mpx_test_sleep(0.001))
+      if (mpx_test_now() > end) _exit(3);
     _exit(send_pattern(a, sz[0], 5) == 0 ? 0 : 1);
   }
   CU_ASSERT(recv_pattern(b, 5, 5, -1));
   setitimer(ITIMER_REAL, &off, NULL);
   sigaction(SIGALRM, &old, NULL);
-  CU_ASSERT(alarms > 10);
+  CU_ASSERT(*alarms > 10);
   CU_ASSERT_EQUAL(mpx_test_reap(pid, 30), 0);
+  munmap((void *)alarms, sizeof *alarms);
   mpx_conn_free(a);
   mpx_conn_free(b);
 }

@@ -179,10 +179,12 @@ static void test_timeouts(void) {
   CU_ASSERT_EQUAL(mpx_queue_put(q, "c", 1, 0), MPX_EAGAIN);
   CU_ASSERT_EQUAL(mpx_queue_put(q, "c", 1, 0.05), MPX_ETIMEDOUT);
   CU_ASSERT_EQUAL(mpx_queue_qsize(q), 2);
-  /* A blocked put goes through once a child takes an item. */
+  /* A blocked put goes through once a child takes an item (when the put
+   * sleeps: 4 if it never did within 30 s). */
+  pid_t me = getpid();
   pid_t pid = fork();
   if (pid == 0) {
-    mpx_test_sleep(0.1);
+    if (!mpx_test_wait_futex(me, 30)) _exit(4);
     _exit(mpx_queue_get_into(q, b, sizeof b, &n, 5) == 0 && b[0] == 'a' ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_queue_put(q, "c", 1, 30), 0);
@@ -195,7 +197,7 @@ static void test_timeouts(void) {
   /* A blocked get wakes for a child's put. */
   pid = fork();
   if (pid == 0) {
-    mpx_test_sleep(0.1);
+    if (!mpx_test_wait_futex(me, 30)) _exit(4);
     _exit(mpx_queue_put(q, "d", 1, 5) == 0 ? 0 : 1);
   }
   CU_ASSERT_EQUAL(mpx_queue_get_into(q, b, sizeof b, &n, 30), 0);
@@ -223,7 +225,9 @@ static void test_close_and_shutdown(void) {
     if (mpx_queue_get_into(q, b, sizeof b, &n, 5) != 0 || b[0] != 'b') _exit(2);
     _exit(mpx_queue_get_into(q, b, sizeof b, &n, 60) == MPX_ECLOSED ? 0 : 3);
   }
-  mpx_test_sleep(0.2);
+  /* Shut down once it took both and sleeps in the third get. */
+  for (int t = 0; t < 30000 && mpx_queue_qsize(q) != 0; t++) mpx_test_sleep(0.001);
+  CU_ASSERT(mpx_test_wait_futex(pid, 30));
   mpx_queue_shutdown(q2);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), 0);
   CU_ASSERT_EQUAL(mpx_queue_put(q2, "c", 1, 0), MPX_ECLOSED);

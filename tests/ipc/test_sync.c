@@ -137,15 +137,35 @@ static char proc_state(pid_t pid) {
 }
 
 /* Waits until the child raised S->ready to `n` and then went to sleep in
- * the kernel (after the spin phase). */
+ * a futex wait (after the spin phase). */
 static int wait_asleep(pid_t pid, int n) {
   double end = now() + 10;
-  while (atomic_load(&S->ready) < n || proc_state(pid) != 'S') {
+  while (atomic_load(&S->ready) < n) {
     if (now() > end) return 0;
     sleep_s(0.0005);
   }
-  sleep_s(0.02); /* it stays asleep: not a passing state */
-  return proc_state(pid) == 'S';
+  return mpx_test_wait_futex(pid, 10);
+}
+
+/* Waits until at least `exited` of the n children have ended and every
+ * other sleeps in a futex wait. A wake-up makes its sleeper runnable
+ * before the waking call returns, so from then on no child is between a
+ * wake-up and what it does next: the counts they keep are final until we
+ * wake one again. */
+static int wait_settled(const pid_t *pids, int n, int exited) {
+  double end = now() + 10;
+  for (;;) {
+    int ended = 0, asleep = 0;
+    for (int i = 0; i < n; i++) {
+      if (proc_state(pids[i]) == 'Z')
+        ended++;
+      else if (mpx_test_in_futex(pids[i]))
+        asleep++;
+    }
+    if (ended >= exited && ended + asleep == n) return 1;
+    if (now() > end) return 0;
+    sleep_s(0.0005);
+  }
 }
 
 
@@ -245,9 +265,7 @@ static void test_sem_wakes_sleepers(void) {
   /* Each release lets exactly one sleeper through. */
   for (int i = 1; i <= N; i++) {
     CU_ASSERT_EQUAL(mpx_sem_release(&S->sem), 0);
-    double end = now() + 10;
-    while (atomic_load(&S->woke) < i && now() < end) sleep_s(0.001);
-    sleep_s(0.05);
+    CU_ASSERT(wait_settled(pids, N, i));
     CU_ASSERT_EQUAL(atomic_load(&S->woke), i);
   }
   for (int i = 0; i < N; i++) CU_ASSERT_EQUAL(reap(pids[i], 30), 0);
@@ -309,10 +327,12 @@ static int event_waiter(int timeout) {
   return rc == 0 ? 0 : 1;
 }
 
-static int event_setter(int delay_ms) {
-  sleep_s(delay_ms / 1000.0);
+/* Sets the event once the parent sleeps in its wait (1: it set it
+ * without seeing that within 10 s). */
+static int event_setter_when_waited(int parent) {
+  int asleep = mpx_test_wait_futex((pid_t)parent, 10);
   mpx_event_set(&S->ev);
-  return 0;
+  return asleep ? 0 : 1;
 }
 
 static void test_event_cross_process(void) {
@@ -321,10 +341,8 @@ static void test_event_cross_process(void) {
   map_shared();
   CU_ASSERT_EQUAL_FATAL(mpx_event_init(&S->ev), 0);
   /* A child's set wakes the parent waiting forever. */
-  pid_t setter = spawn(event_setter, 50);
-  double t0 = now();
+  pid_t setter = spawn(event_setter_when_waited, (int)getpid());
   CU_ASSERT_EQUAL(mpx_event_wait(&S->ev, -1), 0);
-  CU_ASSERT(now() - t0 >= 0.04);
   CU_ASSERT_EQUAL(reap(setter, 10), 0);
   /* One set wakes every sleeping child. */
   mpx_event_clear(&S->ev);
@@ -508,15 +526,13 @@ static void test_cond_notify_one(void) {
   CU_ASSERT_EQUAL(mpx_cond_acquire(&S->cond, -1), 0);
   CU_ASSERT_EQUAL(mpx_cond_notify(&S->cond, 1), 0);
   CU_ASSERT_EQUAL(mpx_cond_release(&S->cond), 0);
-  double end = now() + 10;
-  while (atomic_load(&S->woke) < 1 && now() < end) sleep_s(0.001);
-  sleep_s(0.2); /* time for a wrongly woken second one to show */
+  CU_ASSERT(wait_settled(pids, N, 1));
   CU_ASSERT_EQUAL(atomic_load(&S->woke), 1);
   /* notify(0) wakes nobody; notify(5) wakes the two left. */
   CU_ASSERT_EQUAL(mpx_cond_acquire(&S->cond, -1), 0);
   CU_ASSERT_EQUAL(mpx_cond_notify(&S->cond, 0), 0);
   CU_ASSERT_EQUAL(mpx_cond_release(&S->cond), 0);
-  sleep_s(0.1);
+  CU_ASSERT(wait_settled(pids, N, 1));
   CU_ASSERT_EQUAL(atomic_load(&S->woke), 1);
   CU_ASSERT_EQUAL(mpx_cond_acquire(&S->cond, -1), 0);
   CU_ASSERT_EQUAL(mpx_cond_notify_all(&S->cond), 0);

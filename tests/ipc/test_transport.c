@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1031,15 +1032,17 @@ static void test_free_in_callback(void) {
   env_free(&v);
 }
 
-/* Reads slowly, then everything until end of file; exits 0 when it saw
- * end of file. */
+/* Reads nothing until *go (shared with the parent) is set, then
+ * everything until end of file; exits 0 when it saw end of file, 61 when
+ * go never came. */
 static int w_slow_reader(int fd, void *arg) {
   mpx_endpoint_t *e = w_open(fd);
+  volatile int *go = arg;
   const void *d;
   size_t n;
   int rc;
-  (void)arg;
-  mpx_test_sleep(0.2);
+  for (double end = mpx_test_now() + WAIT_S; !*go; mpx_test_sleep(0.001))
+    if (mpx_test_now() > end) return 61;
   while ((rc = mpx_endpoint_recv(e, &d, &n, WAIT_S)) == 0) {
   }
   mpx_endpoint_free(e);
@@ -1057,12 +1060,17 @@ static void test_hub_free_pending(void) {
   uint8_t *big;
   int fd, fd2;
   pid_t pid, pid2;
+  volatile int *go;
   NEED_KIND();
+  go = mmap(NULL, sizeof *go, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  CU_ASSERT_FATAL(go != MAP_FAILED);
+  *go = 0;
   big = mpx_test_pattern(16 * MiB, 9);
   worker_kind = kind;
   env_init(&v);
-  pid = spawn_worker(w_slow_reader, NULL, &fd);
-  pid2 = spawn_worker(w_slow_reader, NULL, &fd2);
+  /* The readers read nothing until the links are freed with data queued. */
+  pid = spawn_worker(w_slow_reader, (void *)go, &fd);
+  pid2 = spawn_worker(w_slow_reader, (void *)go, &fd2);
   add_link(&v, fd, &p);
   add_link(&v, fd2, &q);
   for (int i = 0; i < 3; i++)
@@ -1071,10 +1079,12 @@ static void test_hub_free_pending(void) {
   run_until(&v, never, NULL, 0.05); /* some of it is written */
   CU_ASSERT(mpx_link_pending(p.l) > 0);
   /* Freed with data queued and (uring) writes in flight. */
+  *go = 1;
   env_free(&v);
   CU_ASSERT_EQUAL(mpx_test_reap(pid, WAIT_S), 0);
   CU_ASSERT_EQUAL(mpx_test_reap(pid2, WAIT_S), 0);
   free(big);
+  munmap((void *)go, sizeof *go);
 }
 
 /* ---- the endpoint's timeouts ------------------------------------------------ */

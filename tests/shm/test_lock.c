@@ -89,6 +89,7 @@ static void test_rlock(void) {
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->rlock, -1), 0);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->rlock, 0), 0);
   CU_ASSERT_EQUAL(mpx_lock_count(&s->rlock), 3);
+  s->flag = 0;
   pid_t pid = fork();
   if (pid == 0) {
     /* Foreign release is an error and changes nothing. */
@@ -96,11 +97,15 @@ static void test_rlock(void) {
     if (mpx_lock_count(&s->rlock) != 0) _exit(2);
     if (mpx_lock_acquire(&s->rlock, 0.02) != MPX_ETIMEDOUT) _exit(3);
     /* Now wait for the parent to release all three levels. */
+    s->flag = 1;
     if (mpx_lock_acquire(&s->rlock, 10) != 0) _exit(4);
     if (mpx_lock_count(&s->rlock) != 1) _exit(5);
     _exit(mpx_lock_release(&s->rlock) == 0 ? 0 : 6);
   }
-  usleep(50000);
+  /* Released only once the child's checks are done and it sleeps in the
+   * last acquire. */
+  while (s->flag == 0) usleep(1000);
+  CU_ASSERT(mpx_test_wait_futex(pid, 30));
   CU_ASSERT_EQUAL(mpx_lock_release(&s->rlock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->rlock), 0);
   CU_ASSERT_EQUAL(mpx_lock_locked(&s->rlock), 1);
@@ -160,7 +165,7 @@ static void test_waiter_woken_by_owner_death(void) {
     if (mpx_lock_consistent(&s->rlock) != 0) _exit(2);
     _exit(mpx_lock_release(&s->rlock) == 0 ? 0 : 3);
   }
-  usleep(100000); /* let the waiter go to sleep */
+  CU_ASSERT(mpx_test_wait_futex(waiter, 30));
   kill(owner, SIGKILL);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(owner), -SIGKILL);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(waiter), 0);
@@ -307,17 +312,25 @@ static double cpu_seconds(void) {
          (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
 }
 
+/* A child that kills `victim` once this process sleeps in a futex wait:
+ * it exits 0, or 1 when that did not happen within 30 s (it kills all the
+ * same). */
+static pid_t kill_when_asleep(pid_t victim) {
+  pid_t me = getpid(), pid = fork();
+  if (pid == 0) {
+    int asleep = mpx_test_wait_futex(me, 30);
+    kill(victim, SIGKILL);
+    _exit(asleep ? 0 : 1);
+  }
+  return pid;
+}
+
 /* Huge and infinite timeouts mean forever, not a spin or an error. */
 static void test_infinite_timeout(void) {
   shared_t *s = map_shared();
   CU_ASSERT_EQUAL_FATAL(mpx_lock_init(&s->lock), 0);
   pid_t pid = child_holding(s, &s->lock);
-  pid_t killer = fork();
-  if (killer == 0) {
-    usleep(100000);
-    kill(pid, SIGKILL);
-    _exit(0);
-  }
+  pid_t killer = kill_when_asleep(pid);
   /* Asleep, not spinning: the wait burns (almost) no CPU time. */
   double cpu0 = cpu_seconds();
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1.0 / 0.0), MPX_EOWNERDEAD);
@@ -327,12 +340,7 @@ static void test_infinite_timeout(void) {
   CU_ASSERT_EQUAL(mpx_test_wait_exit(killer), 0);
   CU_ASSERT_EQUAL(mpx_test_wait_exit(pid), -SIGKILL);
   pid = child_holding(s, &s->lock);
-  killer = fork();
-  if (killer == 0) {
-    usleep(100000);
-    kill(pid, SIGKILL);
-    _exit(0);
-  }
+  killer = kill_when_asleep(pid);
   CU_ASSERT_EQUAL(mpx_lock_acquire(&s->lock, 1e300), MPX_EOWNERDEAD);
   CU_ASSERT_EQUAL(mpx_lock_consistent(&s->lock), 0);
   CU_ASSERT_EQUAL(mpx_lock_release(&s->lock), 0);

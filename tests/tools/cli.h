@@ -162,17 +162,48 @@ static inline int cli_children(pid_t pid, pid_t *out, int max, bool workers) {
   return n;
 }
 
-/* Makes the scratch directory from a mkdtemp template. */
-static inline void cli_mkdir(const char *tmpl) {
-  snprintf(dir, sizeof dir, "%s", tmpl);
-  if (mkdtemp(dir) == NULL) abort();
+/* Whether tid sleeps in pause() (crashy's hang_on), which is ppoll where
+ * the kernel has no pause. */
+static inline int cli_in_pause(pid_t tid) {
+  char w[128];
+  long nr = mpx_test_sleeping_in(tid, w, sizeof w);
+#ifdef SYS_pause
+  if (nr == SYS_pause) return 1;
+#endif
+  return nr == SYS_ppoll;
 }
 
-/* Removes the scratch directory and all in it (a suite's last test). */
-static inline void cli_rmdir(void) {
+/* Waits until the main thread of one of pid's workers, where its plugin
+ * runs, satisfies in() (e.g. mpx_test_in_nanosleep: crashy holds an item
+ * in its delay_ms; cli_in_pause: it hangs on hang_on): true, or false
+ * after `timeout` s. */
+static inline bool cli_wait_worker_in(pid_t pid, int (*in)(pid_t), double timeout) {
+  double end = mpx_test_now() + timeout;
+  pid_t w[64];
+  for (;;) {
+    int n = cli_children(pid, w, 64, true);
+    for (int i = 0; i < n; i++)
+      if (in(w[i])) return true;
+    if (mpx_test_now() > end) return false;
+    mpx_test_sleep(0.001);
+  }
+}
+
+/* Makes the scratch directory from a mkdtemp template (a suite's init):
+ * 0, or -1 when it cannot. */
+static inline int cli_mkdir(const char *tmpl) {
+  snprintf(dir, sizeof dir, "%s", tmpl);
+  if (mkdtemp(dir) != NULL) return 0;
+  perror(dir);
+  return -1;
+}
+
+/* Removes the scratch directory and all in it (a suite's cleanup): 0, or
+ * -1 when rm fails. */
+static inline int cli_rmdir(void) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CU_ASSERT_EQUAL(system(cmd), 0);
+  return system(cmd) == 0 ? 0 : -1;
 }
 
 /* Whether pid is a process that has not ended (running, or anything but

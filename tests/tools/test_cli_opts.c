@@ -429,16 +429,13 @@ static void test_source_workers_take_effect(void) {
   }
 }
 
-static void test_setup(void) {
+static int suite_init(void) {
   signal(SIGPIPE, SIG_IGN);
-  cli_mkdir("/tmp/mpx-opts-XXXXXX");
+  return cli_mkdir("/tmp/mpx-opts-XXXXXX");
 }
 
-static void test_cleanup(void) { cli_rmdir(); }
-
-MPX_TEST_MAIN("cli_opts", MPX_TEST(test_setup), MPX_TEST(test_lines_stdin),
+MPX_TEST_MAIN_FIXTURE("cli_opts", suite_init, cli_rmdir, MPX_TEST(test_lines_stdin),
               MPX_TEST(test_lines_stdin_in_parts), MPX_TEST(test_sinks_stdout),
               MPX_TEST(test_stats_json_stdout), MPX_TEST(test_option_forms),
               MPX_TEST(test_plugins_codec), MPX_TEST(test_no_summary_dead_letters),
-              MPX_TEST(test_ignored_options_refused), MPX_TEST(test_source_workers_take_effect),
-              MPX_TEST(test_cleanup))
+              MPX_TEST(test_ignored_options_refused), MPX_TEST(test_source_workers_take_effect))

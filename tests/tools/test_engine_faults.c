@@ -130,6 +130,13 @@ static void signal_after(pid_t pid, int workers, double settle, int sig, kids_t 
   kill(pid, sig);
 }
 
+/* Once a worker of pid hangs in crashy's hang_on, sends it sig. */
+static void signal_when_hung(pid_t pid, int sig, kids_t *k) {
+  await_workers(pid, 1, k);
+  CU_ASSERT_TRUE(cli_wait_worker_in(pid, cli_in_pause, 30));
+  kill(pid, sig);
+}
+
 /* The run's exit code is `want` (else its stderr is shown). */
 static void expect_rc(int rc, int want) {
   CU_ASSERT_EQUAL(rc, want);
@@ -252,7 +259,7 @@ static void test_sigterm_ends_hung_run(void) {
            CRASHY_SO);
   kids_t k = {0};
   pid_t pid = start_yaml("hung.yaml", yaml, false);
-  signal_after(pid, 1, 1.0, SIGTERM, &k);
+  signal_when_hung(pid, SIGTERM, &k);
   expect_rc(reap_watch(pid, 30, &k), 3);
   char *err = read_file("stderr", NULL);
   CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "SIGTERM") : NULL);
@@ -307,7 +314,7 @@ static void test_second_sigint_stops_now(void) {
            CRASHY_SO);
   kids_t k = {0};
   pid_t pid = start_yaml("hung2.yaml", yaml, false);
-  signal_after(pid, 1, 1.0, SIGINT, &k);
+  signal_when_hung(pid, SIGINT, &k);
   /* the notice comes, and the run goes on: item 2 never ends */
   char *err = NULL;
   for (int t = 0; t < 2000 && count_of(err, "Ctrl-C again") == 0; t++) {
@@ -323,11 +330,9 @@ static void test_second_sigint_stops_now(void) {
   CU_ASSERT_EQUAL(kids_alive(&k), 0);
 }
 
-static void test_setup(void) { cli_mkdir("/tmp/mpx-faults-XXXXXX"); }
+static int suite_init(void) { return cli_mkdir("/tmp/mpx-faults-XXXXXX"); }
 
-static void test_cleanup(void) { cli_rmdir(); }
-
-MPX_TEST_MAIN("engine_faults", MPX_TEST(test_setup), MPX_TEST(test_plugin_error_retried),
+MPX_TEST_MAIN_FIXTURE("engine_faults", suite_init, cli_rmdir, MPX_TEST(test_plugin_error_retried),
               MPX_TEST(test_timeout_per_item), MPX_TEST(test_temporary_no_worker_left),
               MPX_TEST(test_sigterm_ends_hung_run), MPX_TEST(test_sigint_stops_source),
-              MPX_TEST(test_second_sigint_stops_now), MPX_TEST(test_cleanup))
+              MPX_TEST(test_second_sigint_stops_now))

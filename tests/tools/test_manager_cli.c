@@ -118,14 +118,23 @@ static void expect_call(const char *form, const char *const *args, int code,
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* The server's stop after `call --server shutdown`: exit 0, nothing on
- * stdout after its address line, nothing on stderr. */
-static void serve_shutdown(pid_t srv) {
+ * stdout after its address line, on stderr nothing (err NULL) or a line
+ * that holds err. */
+static void serve_shutdown(pid_t srv, const char *err) {
   expect_call(" ", ARGS("--server", "shutdown"), 0, "null\n", "");
   CU_ASSERT_EQUAL(mpx_test_reap(srv, 120), 0);
   char want[600];
   snprintf(want, sizeof want, "%s\n", addr);
   expect_text("srv.out", want);
-  expect_text("srv.err", "");
+  if (err == NULL) {
+    expect_text("srv.err", "");
+    return;
+  }
+  char *got = read_file("srv.err", NULL);
+  CU_ASSERT_PTR_NOT_NULL(got ? strstr(got, err) : NULL);
+  CU_ASSERT_EQUAL(got ? strchr(got, '\n') - got + 1 : 0, got ? (long)strlen(got) : -1);
+  if (!got || !strstr(got, err)) fprintf(stderr, "srv.err: want [%s] in [%s]\n", err, got);
+  free(got);
 }
 
 /* dir/name's text starts with want. */
@@ -184,7 +193,7 @@ static void serve_with(const char *form) {
   expect_text("call.out", "");
   expect_call(form, ARGS("get_d", "__setitem__", "\"k\"", "\"small\""), 0, "null\n", "");
   expect_call(form, ARGS("get_d", "__getitem__", "\"k\""), 0, "\"small\"\n", "");
-  serve_shutdown(srv);
+  serve_shutdown(srv, "frame of 6038 bytes exceeds the limit of 4096; closing it");
 }
 
 static void test_serve_both_forms(void) {
@@ -253,7 +262,7 @@ static void test_serve_usage(void) {
   /* `--` alone ends the options: the server starts. */
   snprintf(addr, sizeof addr, "unix:%s", in_dir("s-dd"));
   pid_t srv = serve_start(ARGS("--listen", addr, k, "--"), addr);
-  serve_shutdown(srv);
+  serve_shutdown(srv, NULL);
   /* --help and -h: usage on stdout, exit 0. */
   CU_ASSERT_EQUAL(run_tagged("srv", ARGS("manager", "serve", "--help")), 0);
   char *out = read_file("srv.out", NULL);
@@ -316,12 +325,15 @@ static void test_call_both_forms(void) {
   call_with(" ");
   expect_call(" ", ARGS("--", "get_q", "put", "-7"), 0, "null\n", "");
   expect_call("=", ARGS("get_q", "get", "-1"), 0, "-7\n", ""); /* block=-1: true */
+  /* A negative number as the first operand is one, as it was: TYPEID. */
+  CU_ASSERT_EQUAL(call_form(" ", ARGS("-5", "put")), 3);
+  CU_ASSERT_TRUE(starts_with("call.err", "mpx manager call: create -5: "));
   CU_ASSERT_EQUAL(call_form(" ", ARGS("get_q", "put", "--kw=x")), 2);
   CU_ASSERT_TRUE(starts_with("call.err", "mpx manager call: argument '--kw=x' is no JSON: "));
   expect_call(" ", ARGS("--server", "number_of_objects"), 0, "1\n", "");
   expect_call("=", ARGS("--server", "--timeout=5", "--", "number_of_objects"), 0, "1\n", "");
   expect_call("=", ARGS("--timeout", "5", "--server", "number_of_objects"), 0, "1\n", "");
-  serve_shutdown(srv);
+  serve_shutdown(srv, NULL);
 }
 
 /* call ARGS exits 2 with exactly `err` and the usage hint on stderr. */
@@ -352,6 +364,10 @@ static void test_call_usage(void) {
   call_usage(ARGS("--timeout"), "option '--timeout' needs a value");
   call_usage(ARGS("--kw"), "option '--kw' needs a value");
   call_usage(ARGS("t"), "expected TYPEID METHOD [ARG ...]");
+  /* A negative number first is an operand too (no option '-5'). */
+  CU_ASSERT_EQUAL(run_tagged("call", ARGS("manager", "call", "-5", "put")), 2);
+  expect_text("call.err", "mpx manager call: --connect and --authkey-file are required\n"
+                          "(mpx manager call --help for usage)\n");
   call_usage(ARGS("--server"), "expected METHOD [ARG ...]");
   /* After `--`, "--server" is the TYPEID: a connection is tried (3). */
   CU_ASSERT_EQUAL(call_form(" ", ARGS("--", "--server", "m")), 3);

@@ -1,7 +1,9 @@
 /* `mpx manager call`: one method call on a manager's object (or on the
  * server itself) from the command line, with arguments and the result in
  * JSON (the json codec's tagged form for tuples, bytes, big ints). */
+#include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,10 @@ static const char usage_text[] =
     "                         method itself may block (default: none)\n"
     "  --kw NAME=JSON         a keyword argument (repeatable)\n"
     "  --server               call the server, not an object\n"
+    "\n"
+    "--opt=VALUE and --opt VALUE are the same. Options come before TYPEID\n"
+    "(or METHOD with --server): every argument from there on is a JSON ARG,\n"
+    "-5 and --kw=x included. -- ends the options.\n"
     "\n"
     "exit codes: 0 done, 2 usage error, 3 failure (connection, auth, or the\n"
     "method raised: its exception is printed on stderr)\n";
@@ -90,164 +96,177 @@ static int print_json(FILE *f, const mpx_codec_t *json, const mpx_obj_t *o) {
   return rc;
 }
 
-int mpx_cli_manager_call(int argc, char **argv) {
-  const char *connect = NULL, *keyfile = NULL;
-  mpx_mclient_opts_t o = {0};
+/* What the command line asks for, and what the call holds. */
+typedef struct {
+  const char *connect, *keyfile;
+  mpx_mclient_opts_t o;
+  bool server;
   const mpx_codec_t *json;
-  mpx_obj_t *args = NULL, *kwds = NULL, *result = NULL;
-  mpx_mclient_t *c = NULL;
-  mpx_proxy_t *p = NULL, *pres = NULL;
+  mpx_obj_t *args, *kwds, *result;
+  char **pos; /* TYPEID METHOD ARG... (METHOD ARG... with --server) */
+  int npos;
+  mpx_mclient_t *c;
+  mpx_proxy_t *p, *pres;
+} call_t;
+
+enum { OPT_CONNECT = 256, OPT_AUTHKEY_FILE, OPT_CODEC, OPT_TIMEOUT, OPT_KW, OPT_SERVER };
+
+static const struct option call_opts[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"connect", required_argument, NULL, OPT_CONNECT},
+    {"authkey-file", required_argument, NULL, OPT_AUTHKEY_FILE},
+    {"codec", required_argument, NULL, OPT_CODEC},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"kw", required_argument, NULL, OPT_KW},
+    {"server", no_argument, NULL, OPT_SERVER},
+    {NULL, 0, NULL, 0}};
+
+/* --kw NAME=JSON into c->kwds: 0, or 2 after a message. */
+static int take_kw(call_t *c, const char *v) {
+  const char *eq = strchr(v, '=');
+  mpx_obj_t *val = NULL;
+  if (eq == NULL || eq == v) return usage_error("--kw '%s': expected NAME=JSON", v);
+  if (mpx_codec_decode(c->json, eq + 1, strlen(eq + 1), NULL, &val) != 0) {
+    fprintf(stderr, "mpx manager call: --kw '%s': %s\n", v, mpx_last_error());
+    return EXIT_USAGE;
+  }
+  mpx_obj_map_set(c->kwds, mpx_obj_str(v, (size_t)(eq - v)), val);
+  return 0;
+}
+
+/* One option getopt_long returned, into c: 0, or 2 after a message. */
+static int take_opt(call_t *c, int opt, const char *v) {
+  char *end;
+  switch (opt) {
+  case OPT_CONNECT: c->connect = v; break;
+  case OPT_AUTHKEY_FILE: c->keyfile = v; break;
+  case OPT_SERVER: c->server = true; break;
+  case OPT_KW: return take_kw(c, v);
+  case OPT_CODEC:
+    if (strcmp(v, "pickle") != 0 && strcmp(v, "msgpack") != 0)
+      return usage_error("--codec '%s': pickle or msgpack", v);
+    c->o.codec = v;
+    break;
+  case OPT_TIMEOUT:
+    c->o.timeout = strtod(v, &end);
+    if (*v == '\0' || *end != '\0' || !(c->o.timeout >= 0))
+      return usage_error("--timeout '%s': a number of seconds", v);
+    break;
+  }
+  return 0;
+}
+
+/* A negative number where an option could be: the first operand, as
+ * getopt would take it for an option ("+": it stops at operands only). */
+static bool negative_number(const char *a) {
+  return a[0] == '-' && isdigit((unsigned char)a[1]);
+}
+
+/* argv (argv[0] the command's name) into c: 0, -1 after --help, or 2
+ * after a message. Options stop at the first operand ("+"), so the
+ * method's arguments are never read as options. */
+static int parse_args(int argc, char **argv, call_t *c) {
+  int opt, rc;
+  optind = 0; /* a fresh scan (GNU: 0 also resets its state) */
+  opterr = 0;
+  while (!(optind < argc && negative_number(argv[optind > 0 ? optind : 1])) &&
+         (opt = getopt_long(argc, argv, "+:h", call_opts, NULL)) != -1) {
+    if (opt == 'h') {
+      fputs(usage_text, stdout);
+      return -1;
+    }
+    if (opt == '?' || opt == ':') return mpx_cli_opt_error("call", opt, argc, argv, call_opts);
+    if ((rc = take_opt(c, opt, optarg)) != 0) return rc;
+  }
+  c->pos = argv + optind;
+  c->npos = argc - optind;
+  if (c->connect == NULL || c->keyfile == NULL)
+    return usage_error("%s", "--connect and --authkey-file are required");
+  if (c->npos < (c->server ? 1 : 2))
+    return usage_error("%s", c->server ? "expected METHOD [ARG ...]"
+                                       : "expected TYPEID METHOD [ARG ...]");
+  for (int i = c->server ? 1 : 2; i < c->npos; i++) {
+    mpx_obj_t *v = NULL;
+    if (mpx_codec_decode(c->json, c->pos[i], strlen(c->pos[i]), NULL, &v) != 0) {
+      fprintf(stderr, "mpx manager call: argument '%s' is no JSON: %s\n", c->pos[i],
+              mpx_last_error());
+      return EXIT_USAGE;
+    }
+    mpx_obj_append(c->args, v);
+  }
+  return 0;
+}
+
+/* Connects and makes the call, its result in c->result (or c->pres): 0,
+ * or the exit code after a message. */
+static int make_call(call_t *c) {
   char *key = NULL;
   size_t keylen = 0;
-  bool server = false;
-  int rc, ret = EXIT_USAGE, npos = 0;
-  const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-
-  if (pos == NULL) return EXIT_RUNTIME;
-  if ((rc = mpx_codec_load(&json, "json")) != 0) {
-    fprintf(stderr, "mpx manager call: %s\n", mpx_last_error());
-    free(pos);
+  int rc = read_key(c->keyfile, &key, &keylen);
+  if (rc != 0) {
+    fprintf(stderr, "mpx manager call: --authkey-file '%s': %s\n", c->keyfile, strerror(-rc));
+    return EXIT_USAGE;
+  }
+  rc = mpx_mclient_connect(&c->c, c->connect, key, keylen, &c->o);
+  free(key);
+  if (rc != 0) {
+    fprintf(stderr, "mpx manager call: connect %s: %s\n", c->connect, mpx_last_error());
     return EXIT_RUNTIME;
   }
-  if ((args = mpx_obj_tuple(0)) == NULL || (kwds = mpx_obj_map(0)) == NULL) {
-    ret = EXIT_RUNTIME;
-    goto out;
-  }
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-    if (npos > 0 || a[0] != '-' || strcmp(a, "-") == 0 ||
-        (a[1] >= '0' && a[1] <= '9')) {
-      pos[npos++] = a; /* positionals, JSON negatives included */
-      continue;
-    }
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      fputs(usage_text, stdout);
-      ret = EXIT_DONE;
-      goto out;
-    }
-    if (strcmp(a, "--server") == 0) {
-      server = true;
-      continue;
-    }
-    if (strcmp(a, "--connect") != 0 && strcmp(a, "--authkey-file") != 0 &&
-        strcmp(a, "--codec") != 0 && strcmp(a, "--timeout") != 0 &&
-        strcmp(a, "--kw") != 0) {
-      ret = usage_error("unknown option '%s'", a);
-      goto out;
-    }
-    if (next == NULL) {
-      ret = usage_error("%s needs a value", a);
-      goto out;
-    }
-    i++;
-    if (strcmp(a, "--connect") == 0) {
-      connect = next;
-    } else if (strcmp(a, "--authkey-file") == 0) {
-      keyfile = next;
-    } else if (strcmp(a, "--codec") == 0) {
-      if (strcmp(next, "pickle") != 0 && strcmp(next, "msgpack") != 0) {
-        ret = usage_error("--codec '%s': pickle or msgpack", next);
-        goto out;
-      }
-      o.codec = next;
-    } else if (strcmp(a, "--timeout") == 0) {
-      char *end;
-      o.timeout = strtod(next, &end);
-      if (*next == '\0' || *end != '\0' || !(o.timeout >= 0)) {
-        ret = usage_error("--timeout '%s': a number of seconds", next);
-        goto out;
-      }
-    } else {
-      const char *eq = strchr(next, '=');
-      mpx_obj_t *v = NULL;
-      if (eq == NULL || eq == next) {
-        ret = usage_error("--kw '%s': expected NAME=JSON", next);
-        goto out;
-      }
-      if (mpx_codec_decode(json, eq + 1, strlen(eq + 1), NULL, &v) != 0) {
-        fprintf(stderr, "mpx manager call: --kw '%s': %s\n", next,
-                mpx_last_error());
-        goto out;
-      }
-      mpx_obj_map_set(kwds, mpx_obj_str(next, (size_t)(eq - next)), v);
-    }
-  }
-  if (connect == NULL || keyfile == NULL) {
-    ret = usage_error("%s", "--connect and --authkey-file are required");
-    goto out;
-  }
-  if (npos < (server ? 1 : 2)) {
-    ret = usage_error("%s", server ? "expected METHOD [ARG ...]"
-                                   : "expected TYPEID METHOD [ARG ...]");
-    goto out;
-  }
-  for (int i = server ? 1 : 2; i < npos; i++) {
-    mpx_obj_t *v = NULL;
-    if (mpx_codec_decode(json, pos[i], strlen(pos[i]), NULL, &v) != 0) {
-      fprintf(stderr, "mpx manager call: argument '%s' is no JSON: %s\n",
-              pos[i], mpx_last_error());
-      goto out;
-    }
-    mpx_obj_append(args, v);
-  }
-  if ((rc = read_key(keyfile, &key, &keylen)) != 0) {
-    fprintf(stderr, "mpx manager call: --authkey-file '%s': %s\n", keyfile,
-            strerror(-rc));
-    goto out;
-  }
-
-  ret = EXIT_RUNTIME;
-  if ((rc = mpx_mclient_connect(&c, connect, key, keylen, &o)) != 0) {
-    fprintf(stderr, "mpx manager call: connect %s: %s\n", connect,
-            mpx_last_error());
-    goto out;
-  }
-  if (server) {
-    if (mpx_obj_len(kwds) > 0) {
-      ret = usage_error("%s", "--kw is for object calls, not --server");
-      goto out;
-    }
-    rc = mpx_mclient_server_call(c, pos[0], args, &result);
+  if (c->server) {
+    if (mpx_obj_len(c->kwds) > 0)
+      return usage_error("%s", "--kw is for object calls, not --server");
+    rc = mpx_mclient_server_call(c->c, c->pos[0], c->args, &c->result);
   } else {
-    if ((rc = mpx_mclient_create(c, &p, pos[0], NULL, NULL)) != 0) {
-      fprintf(stderr, "mpx manager call: create %s: %s\n", pos[0],
-              mpx_last_error());
-      goto out;
+    if (mpx_mclient_create(c->c, &c->p, c->pos[0], NULL, NULL) != 0) {
+      fprintf(stderr, "mpx manager call: create %s: %s\n", c->pos[0], mpx_last_error());
+      return EXIT_RUNTIME;
     }
-    rc = mpx_proxy_call(p, pos[1], args, kwds, &result, &pres);
+    rc = mpx_proxy_call(c->p, c->pos[1], c->args, c->kwds, &c->result, &c->pres);
   }
-  if (rc == MPX_EREMOTE) {
+  if (rc == MPX_EREMOTE)
     fprintf(stderr, "mpx manager call: %s\n", mpx_last_error());
-    goto out;
-  }
-  if (rc != 0) {
-    fprintf(stderr, "mpx manager call: %s: %s\n", pos[server ? 0 : 1],
-            mpx_last_error());
-    goto out;
-  }
-  if (pres != NULL) {
-    /* A #PROXY reply: name the new object (it goes when we exit). */
+  else if (rc != 0)
+    fprintf(stderr, "mpx manager call: %s: %s\n", c->pos[c->server ? 0 : 1], mpx_last_error());
+  return rc == 0 ? EXIT_DONE : EXIT_RUNTIME;
+}
+
+/* The result as one line of JSON on stdout; a #PROXY reply as the new
+ * object's name (it goes when we exit). 0, or 3 after a message. */
+static int print_result(call_t *c) {
+  if (c->pres != NULL) {
     mpx_obj_t *m = mpx_obj_map(2);
-    mpx_obj_map_set_str(m, "typeid", mpx_obj_str(mpx_proxy_typeid(pres), SIZE_MAX));
-    mpx_obj_map_set_str(m, "id", mpx_obj_str(mpx_proxy_ident(pres), SIZE_MAX));
-    result = mpx_obj_map(1);
-    mpx_obj_map_set_str(result, "proxy", m);
+    mpx_obj_map_set_str(m, "typeid", mpx_obj_str(mpx_proxy_typeid(c->pres), SIZE_MAX));
+    mpx_obj_map_set_str(m, "id", mpx_obj_str(mpx_proxy_ident(c->pres), SIZE_MAX));
+    c->result = mpx_obj_map(1);
+    mpx_obj_map_set_str(c->result, "proxy", m);
   }
-  if (print_json(stdout, json, result) != 0) {
-    fprintf(stderr, "mpx manager call: the result has no JSON form: %s\n",
-            mpx_last_error());
-    goto out;
+  if (print_json(stdout, c->json, c->result) != 0) {
+    fprintf(stderr, "mpx manager call: the result has no JSON form: %s\n", mpx_last_error());
+    return EXIT_RUNTIME;
   }
-  ret = EXIT_DONE;
-out:
-  mpx_obj_release(result);
-  mpx_obj_release(args);
-  mpx_obj_release(kwds);
-  mpx_proxy_free(pres);
-  mpx_proxy_free(p);
-  mpx_mclient_free(c);
-  free(key);
-  free(pos);
+  return EXIT_DONE;
+}
+
+int mpx_cli_manager_call(int argc, char **argv) {
+  call_t c = {0};
+  char **av = mpx_cli_named_argv("mpx manager call", argc, argv);
+  int ret = EXIT_RUNTIME;
+  if (av == NULL) return EXIT_RUNTIME;
+  if (mpx_codec_load(&c.json, "json") != 0)
+    fprintf(stderr, "mpx manager call: %s\n", mpx_last_error());
+  else if ((c.args = mpx_obj_tuple(0)) != NULL && (c.kwds = mpx_obj_map(0)) != NULL)
+    ret = parse_args(argc + 1, av, &c);
+  if (ret == EXIT_DONE) ret = make_call(&c);
+  if (ret == EXIT_DONE) ret = print_result(&c);
+  mpx_obj_release(c.result);
+  mpx_obj_release(c.args);
+  mpx_obj_release(c.kwds);
+  mpx_proxy_free(c.pres);
+  mpx_proxy_free(c.p);
+  mpx_mclient_free(c.c);
+  free(av);
+  if (ret < 0) ret = EXIT_DONE; /* --help */
   if (fflush(stdout) != 0 && ret == EXIT_DONE) ret = EXIT_RUNTIME;
   return ret;
 }

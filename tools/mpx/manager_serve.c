@@ -2,6 +2,7 @@
  * Prints the bound address as its first line on stdout, serves until a
  * client sends shutdown or SIGINT/SIGTERM arrives, then exits 0. */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,9 @@ static const char usage_text[] =
     "  --max-frame BYTES      close a connection sending a longer request\n"
     "                         (64 MiB)\n"
     "  --legacy-auth          send CPython 3.11's HMAC-MD5 challenge instead\n"
-    "                         of {sha256} (both answers are accepted)\n";
+    "                         of {sha256} (both answers are accepted)\n"
+    "\n"
+    "--opt=VALUE and --opt VALUE are the same; -- ends the options.\n";
 
 static mpx_manager_t *g_manager;
 
@@ -153,96 +156,116 @@ static int expose_one(mpx_manager_t *m, const char *spec) {
   return 0;
 }
 
-int mpx_cli_manager_serve(int argc, char **argv) {
-  const char *listen = NULL, *keyfile = NULL;
-  const char **exposes = calloc((size_t)argc + 1, sizeof *exposes);
-  size_t n_exp = 0;
-  mpx_manager_opts_t o = {0};
-  unsigned long long v;
-  int rc = 2;
-  if (exposes == NULL) return 3;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+/* What the command line asks for. */
+typedef struct {
+  const char *listen, *keyfile;
+  const char **exposes; /* argc of them at most */
+  size_t n_exp;
+  mpx_manager_opts_t o;
+} serve_args_t;
+
+enum { OPT_LISTEN = 256, OPT_AUTHKEY_FILE, OPT_EXPOSE, OPT_MAX_CONNECTIONS, OPT_MAX_FRAME,
+       OPT_LEGACY_AUTH };
+
+static const struct option serve_opts[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"authkey-file", required_argument, NULL, OPT_AUTHKEY_FILE},
+    {"expose", required_argument, NULL, OPT_EXPOSE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
+    {"legacy-auth", no_argument, NULL, OPT_LEGACY_AUTH},
+    {NULL, 0, NULL, 0}};
+
+/* One option getopt_long returned, into a: 0, or 2 after a message. */
+static int take_opt(serve_args_t *a, int c, const char *v) {
+  unsigned long long n;
+  switch (c) {
+  case OPT_LISTEN: a->listen = v; break;
+  case OPT_AUTHKEY_FILE: a->keyfile = v; break;
+  case OPT_EXPOSE: a->exposes[a->n_exp++] = v; break;
+  case OPT_LEGACY_AUTH: a->o.flags |= MPX_AUTH_LEGACY; break;
+  case OPT_MAX_CONNECTIONS:
+    if (parse_size(v, &n) != 0 || n == 0 || n > 1000000)
+      return usage_error("--max-connections '%s': expected 1..1000000", v);
+    a->o.max_connections = (unsigned)n;
+    break;
+  case OPT_MAX_FRAME:
+    if (parse_size(v, &n) != 0 || n == 0)
+      return usage_error("--max-frame '%s': expected a positive number of bytes", v);
+    a->o.max_frame = (size_t)n;
+    break;
+  }
+  return 0;
+}
+
+/* argv (argv[0] the command's name) into a: 0, -1 after --help, or 2
+ * after a message. Options come in any order; serve takes no operands. */
+static int parse_args(int argc, char **argv, serve_args_t *a) {
+  int c, rc;
+  optind = 0; /* a fresh scan (GNU: 0 also resets its state) */
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":h", serve_opts, NULL)) != -1) {
+    if (c == 'h') {
       fputs(usage_text, stdout);
-      free(exposes);
-      return 0;
-    } else if (strcmp(a, "--legacy-auth") == 0) {
-      o.flags |= MPX_AUTH_LEGACY;
-      continue;
+      return -1;
     }
-    if (strcmp(a, "--listen") != 0 && strcmp(a, "--authkey-file") != 0 &&
-        strcmp(a, "--expose") != 0 && strcmp(a, "--max-connections") != 0 &&
-        strcmp(a, "--max-frame") != 0) {
-      rc = usage_error("unknown option '%s'", a);
-      goto out;
-    }
-    if (next == NULL) {
-      rc = usage_error("%s needs a value", a);
-      goto out;
-    }
-    i++;
-    if (strcmp(a, "--listen") == 0) listen = next;
-    else if (strcmp(a, "--authkey-file") == 0) keyfile = next;
-    else if (strcmp(a, "--expose") == 0) exposes[n_exp++] = next;
-    else if (strcmp(a, "--max-connections") == 0) {
-      if (parse_size(next, &v) != 0 || v == 0 || v > 1000000) {
-        rc = usage_error("--max-connections '%s': expected 1..1000000", next);
-        goto out;
-      }
-      o.max_connections = (unsigned)v;
-    } else {
-      if (parse_size(next, &v) != 0 || v == 0) {
-        rc = usage_error("--max-frame '%s': expected a positive number of bytes", next);
-        goto out;
-      }
-      o.max_frame = (size_t)v;
-    }
+    if (c == '?' || c == ':') return mpx_cli_opt_error("serve", c, argc, argv, serve_opts);
+    if ((rc = take_opt(a, c, optarg)) != 0) return rc;
   }
-  if (listen == NULL) {
-    rc = usage_error("%s", "--listen ADDRESS is required");
-    goto out;
-  }
-  if (strncmp(listen, "tcp://", 6) != 0 && strncmp(listen, "unix:", 5) != 0) {
-    rc = usage_error("--listen '%s': expected tcp://HOST:PORT, unix:PATH or unix:@NAME",
-                     listen);
-    goto out;
-  }
-  if (keyfile == NULL) {
-    rc = usage_error("%s", "--authkey-file FILE is required");
-    goto out;
-  }
+  if (optind < argc)
+    return usage_error("unexpected argument '%s' (serve takes options only)", argv[optind]);
+  if (a->listen == NULL) return usage_error("%s", "--listen ADDRESS is required");
+  if (strncmp(a->listen, "tcp://", 6) != 0 && strncmp(a->listen, "unix:", 5) != 0)
+    return usage_error("--listen '%s': expected tcp://HOST:PORT, unix:PATH or unix:@NAME",
+                       a->listen);
+  if (a->keyfile == NULL) return usage_error("%s", "--authkey-file FILE is required");
+  return 0;
+}
+
+/* The key file's bytes into a->o: 0, or 2 after a message. */
+static int load_key(serve_args_t *a) {
   char *key = NULL;
-  size_t key_len = 0;
-  int kr = read_key(keyfile, &key, &key_len);
+  size_t len = 0;
+  int kr = read_key(a->keyfile, &key, &len);
   if (kr != 0) {
-    fprintf(stderr, "mpx manager serve: --authkey-file '%s': %s\n", keyfile, strerror(-kr));
-    rc = 2;
-    goto out;
+    fprintf(stderr, "mpx manager serve: --authkey-file '%s': %s\n", a->keyfile,
+            strerror(-kr));
+    return 2;
   }
-  if (key_len == 0) {
+  if (len == 0) {
     free(key);
-    rc = usage_error("--authkey-file '%s' is empty (a manager needs a key)", keyfile);
-    goto out;
+    return usage_error("--authkey-file '%s' is empty (a manager needs a key)", a->keyfile);
   }
-  o.address = listen;
-  o.authkey = key;
-  o.authkey_len = key_len;
+  a->o.authkey = key;
+  a->o.authkey_len = len;
+  return 0;
+}
+
+/* g_manager bound to a->listen with every --expose published: 0, or the
+ * exit code after a message (g_manager NULL). Frees the key. */
+static int start_manager(serve_args_t *a) {
+  int rc = 0;
+  a->o.address = a->listen;
   signal(SIGPIPE, SIG_IGN);
-  int mr = mpx_manager_new(&g_manager, &o);
-  free(key);
+  int mr = mpx_manager_new(&g_manager, &a->o);
+  free((void *)a->o.authkey);
+  a->o.authkey = NULL;
   if (mr != 0) {
     fprintf(stderr, "mpx manager serve: %s\n", mpx_last_error());
-    rc = mr == MPX_EINVAL ? 2 : 3;
-    goto out;
+    return mr == MPX_EINVAL ? 2 : 3;
   }
-  for (size_t i = 0; i < n_exp; i++)
-    if ((rc = expose_one(g_manager, exposes[i])) != 0) {
-      mpx_manager_free(g_manager);
-      g_manager = NULL;
-      goto out;
-    }
+  for (size_t i = 0; i < a->n_exp && rc == 0; i++) rc = expose_one(g_manager, a->exposes[i]);
+  if (rc != 0) {
+    mpx_manager_free(g_manager);
+    g_manager = NULL;
+  }
+  return rc;
+}
+
+/* Prints the address, serves until shutdown or SIGINT/SIGTERM, logs the
+ * figures and frees g_manager. */
+static void serve_until_stopped(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -261,8 +284,17 @@ int mpx_cli_manager_serve(int argc, char **argv) {
           (unsigned long long)st.requests, (unsigned long long)st.auth_failures);
   mpx_manager_free(g_manager);
   g_manager = NULL;
-  rc = 0;
-out:
-  free(exposes);
-  return rc;
+}
+
+int mpx_cli_manager_serve(int argc, char **argv) {
+  serve_args_t a = {0};
+  char **av = mpx_cli_named_argv("mpx manager serve", argc, argv);
+  a.exposes = calloc((size_t)argc + 1, sizeof *a.exposes);
+  int rc = av == NULL || a.exposes == NULL ? 3 : parse_args(argc + 1, av, &a);
+  if (rc == 0) rc = load_key(&a);
+  if (rc == 0) rc = start_manager(&a);
+  if (rc == 0) serve_until_stopped();
+  free(a.exposes);
+  free(av);
+  return rc < 0 ? 0 : rc;
 }

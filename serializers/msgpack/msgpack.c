@@ -545,6 +545,8 @@ static int rd_ext(rd_t *r, size_t at, size_t n, int8_t type, mpx_obj_t **v) {
 
 /* Reads one value: *v the value, or NULL when a container was opened (its
  * frame is on the stack, its items come next). */
+/* One switch over the format bytes, kept whole (about 90 lines): a decoder's
+ * central switch reads best as one table of short cases. */
 static int rd_value(rd_t *r, mpx_obj_t **v) {
   size_t at = off(r, r->p), n, w;
   uint8_t b;

@@ -892,6 +892,8 @@ static int memo_get(dec_t *d, uint64_t idx) {
 
 /* ---- the decode loop ------------------------------------------------------- */
 
+/* One switch over the opcodes, kept whole (about 260 lines): each case is a few
+ * lines, and one table of cases is how the pickle machine reads best. */
 static int run(dec_t *d, mpx_obj_t **out) {
   /* A set is builtins.set(([items],)): three levels. */
   const meta_t scalar = {0, 0, 0}, empty = {1, 0, 0}, empty_set = {3, 2, 0};

@@ -356,83 +356,50 @@ static void take_block(mpx_arena_t *a, uint64_t off, uint64_t need,
 
 /* ---- walk: check and repair ------------------------------------------ */
 
-/* Walks the heap (lock held). With repair, merges free neighbours and
- * rebuilds the lists, hints and counters; without, checks them. */
-static int check_walk(mpx_arena_t *a, int repair) {
+/* Block header at off: magic, size and state sane. *is_free its state. */
+static int check_header(mpx_arena_t *a, uint64_t off, int *is_free) {
   hdr_t *h = a->h;
-  uint64_t off = h->heap_off, prev = 0, used = 0, n_used = 0, n_free = 0;
-  int prev_free = 0;
-  if (repair) {
-    memset(h->bitmap, 0, sizeof h->bitmap);
-    memset(h->heads, 0, sizeof h->heads);
-  }
-  while (off < h->heap_end) {
-    blk_t *b = BLK(a, off);
-    uint64_t st = atomic_load_explicit(&b->st, memory_order_relaxed);
-    if (ST_MAGIC_OF(st) != ST_MAGIC || b->size < MIN_BLOCK ||
-        b->size % ALIGN || b->size > h->heap_end - off)
-      return mpx__err(MPX_EBROKEN,
-                      "arena: bad block header at offset %llu (size %llu)",
-                      (unsigned long long)off, (unsigned long long)b->size);
-    int is_free = ST_STATE(st) == ST_FREE;
-    if (!is_free && ST_STATE(st) != ST_USED)
-      return mpx__err(MPX_EBROKEN, "arena: bad block state at offset %llu",
-                      (unsigned long long)off);
-    if (repair) {
-      if (is_free && prev_free) {
-        /* Merge into the previous free block (it is on a list already). */
-        bin_remove(a, prev);
-        __atomic_store_n(&BLK(a, prev)->size, BLK(a, prev)->size + b->size,
-                         __ATOMIC_RELEASE);
-        bin_push(a, prev);
-        off = prev + BLK(a, prev)->size;
-        continue;
-      }
-      b->prev_size = prev ? BLK(a, prev)->size : 0;
-      if (is_free) bin_push(a, off);
-    } else {
-      if (b->prev_size != (off == h->heap_off ? 0 : BLK(a, prev)->size))
-        return mpx__err(MPX_EBROKEN, "arena: wrong prev_size at %llu",
-                        (unsigned long long)off);
-      if (is_free && prev_free)
-        return mpx__err(MPX_EBROKEN,
-                        "arena: free blocks at %llu and %llu are adjacent",
-                        (unsigned long long)prev, (unsigned long long)off);
-      if (is_free) {
-        /* It must be on the list of its bin. */
-        unsigned bn = bin_of(b->size);
-        if (!(h->bitmap[bn / 64] & (UINT64_C(1) << (bn % 64))))
-          return mpx__err(MPX_EBROKEN, "arena: free block %llu: bin %u empty",
-                          (unsigned long long)off, bn);
-      }
-    }
-    if (is_free) n_free++;
-    else {
-      used += b->size;
-      n_used++;
-    }
-    prev_free = is_free;
-    prev = off;
-    off += b->size;
-  }
-  if (off != h->heap_end)
-    return mpx__err(MPX_EBROKEN, "arena: blocks overrun the heap end");
-  if (repair) {
-    h->used = used;
-    h->n_used = n_used;
-    h->n_free = n_free;
-    return 0;
-  }
-  if (used != h->used || n_used != h->n_used || n_free != h->n_free)
+  blk_t *b = BLK(a, off);
+  uint64_t st = atomic_load_explicit(&b->st, memory_order_relaxed);
+  if (ST_MAGIC_OF(st) != ST_MAGIC || b->size < MIN_BLOCK ||
+      b->size % ALIGN || b->size > h->heap_end - off)
     return mpx__err(MPX_EBROKEN,
-                    "arena: accounting says %llu used in %llu blocks, %llu "
-                    "free blocks; the walk finds %llu, %llu, %llu",
-                    (unsigned long long)h->used,
-                    (unsigned long long)h->n_used,
-                    (unsigned long long)h->n_free, (unsigned long long)used,
-                    (unsigned long long)n_used, (unsigned long long)n_free);
-  /* Every list node is a free block of that bin, linked both ways, and the
-   * lists hold exactly the free blocks. */
+                    "arena: bad block header at offset %llu (size %llu)",
+                    (unsigned long long)off, (unsigned long long)b->size);
+  *is_free = ST_STATE(st) == ST_FREE;
+  if (!*is_free && ST_STATE(st) != ST_USED)
+    return mpx__err(MPX_EBROKEN, "arena: bad block state at offset %llu",
+                    (unsigned long long)off);
+  return 0;
+}
+
+/* Without repair: the block at off agrees with its neighbour prev and, if
+ * free, with the bitmap. */
+static int check_block(mpx_arena_t *a, uint64_t off, uint64_t prev, int is_free,
+                       int prev_free) {
+  hdr_t *h = a->h;
+  blk_t *b = BLK(a, off);
+  if (b->prev_size != (off == h->heap_off ? 0 : BLK(a, prev)->size))
+    return mpx__err(MPX_EBROKEN, "arena: wrong prev_size at %llu",
+                    (unsigned long long)off);
+  if (is_free && prev_free)
+    return mpx__err(MPX_EBROKEN,
+                    "arena: free blocks at %llu and %llu are adjacent",
+                    (unsigned long long)prev, (unsigned long long)off);
+  if (is_free) {
+    /* It must be on the list of its bin. */
+    unsigned bn = bin_of(b->size);
+    if (!(h->bitmap[bn / 64] & (UINT64_C(1) << (bn % 64))))
+      return mpx__err(MPX_EBROKEN, "arena: free block %llu: bin %u empty",
+                      (unsigned long long)off, bn);
+  }
+  return 0;
+}
+
+/* Every list node is a free block of that bin, linked both ways, and the
+ * lists hold exactly the n_free free blocks. */
+static int check_lists(mpx_arena_t *a, uint64_t n_free) {
+  hdr_t *h = a->h;
   uint64_t listed = 0;
   for (unsigned bn = 0; bn < N_BINS; bn++) {
     int bit = (h->bitmap[bn / 64] >> (bn % 64)) & 1;
@@ -454,6 +421,68 @@ static int check_walk(mpx_arena_t *a, int repair) {
     return mpx__err(MPX_EBROKEN, "arena: %llu free blocks, %llu listed",
                     (unsigned long long)n_free, (unsigned long long)listed);
   return 0;
+}
+
+/* What the walk counted, against the header's counters. */
+static int check_counts(const hdr_t *h, uint64_t used, uint64_t n_used, uint64_t n_free) {
+  if (used != h->used || n_used != h->n_used || n_free != h->n_free)
+    return mpx__err(MPX_EBROKEN,
+                    "arena: accounting says %llu used in %llu blocks, %llu "
+                    "free blocks; the walk finds %llu, %llu, %llu",
+                    (unsigned long long)h->used,
+                    (unsigned long long)h->n_used,
+                    (unsigned long long)h->n_free, (unsigned long long)used,
+                    (unsigned long long)n_used, (unsigned long long)n_free);
+  return 0;
+}
+
+/* Walks the heap (lock held). With repair, merges free neighbours and
+ * rebuilds the lists, hints and counters; without, checks them. */
+static int check_walk(mpx_arena_t *a, int repair) {
+  hdr_t *h = a->h;
+  uint64_t off = h->heap_off, prev = 0, used = 0, n_used = 0, n_free = 0;
+  int prev_free = 0, is_free = 0, rc;
+  if (repair) {
+    memset(h->bitmap, 0, sizeof h->bitmap);
+    memset(h->heads, 0, sizeof h->heads);
+  }
+  while (off < h->heap_end) {
+    if ((rc = check_header(a, off, &is_free)) != 0) return rc;
+    blk_t *b = BLK(a, off);
+    if (repair) {
+      if (is_free && prev_free) {
+        /* Merge into the previous free block (it is on a list already). */
+        bin_remove(a, prev);
+        __atomic_store_n(&BLK(a, prev)->size, BLK(a, prev)->size + b->size,
+                         __ATOMIC_RELEASE);
+        bin_push(a, prev);
+        off = prev + BLK(a, prev)->size;
+        continue;
+      }
+      b->prev_size = prev ? BLK(a, prev)->size : 0;
+      if (is_free) bin_push(a, off);
+    } else if ((rc = check_block(a, off, prev, is_free, prev_free)) != 0) {
+      return rc;
+    }
+    if (is_free) n_free++;
+    else {
+      used += b->size;
+      n_used++;
+    }
+    prev_free = is_free;
+    prev = off;
+    off += b->size;
+  }
+  if (off != h->heap_end)
+    return mpx__err(MPX_EBROKEN, "arena: blocks overrun the heap end");
+  if (repair) {
+    h->used = used;
+    h->n_used = n_used;
+    h->n_free = n_free;
+    return 0;
+  }
+  if ((rc = check_counts(h, used, n_used, n_free)) != 0) return rc;
+  return check_lists(a, n_free);
 }
 
 /* ---- public API --------------------------------------------------------- */

@@ -104,86 +104,87 @@ static char *preload_value(void) {
   return out;
 }
 
-static int fs_launch_locked(void) {
-  int sv[2], rc = 0;
-  size_t n = 0, i;
-  char **env;
-  char fdvar[64], *preload, *oldpre = NULL;
+/* The server's environment: ours, with the socket's fd and, when mpx was
+ * preloaded, LD_PRELOAD made to load it plus what to restore afterwards.
+ * *env borrows environ's strings and fdvar; *preload and *oldpre are the
+ * caller's to free. */
+static int fs_env(int fd, char *fdvar, size_t fdvar_len, char ***envp, char **preload,
+                  char **oldpre) {
   const char *old = getenv("LD_PRELOAD");
-  char *argv[2];
+  size_t n = 0, i;
+  while (environ[n]) n++;
+  char **env = calloc(n + 4, sizeof *env);
+  *envp = env;
+  *preload = preload_value();
+  if (env == NULL) return MPX_ENOMEM;
+  n = 0;
+  for (i = 0; environ[i]; i++) {
+    if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0 && *preload) continue;
+    env[n++] = environ[i];
+  }
+  snprintf(fdvar, fdvar_len, FS_ENV "=%d", fd);
+  env[n++] = fdvar;
+  if (*preload) {
+    env[n++] = *preload;
+    /* The server restores the caller's LD_PRELOAD (or its absence). */
+    size_t len = (old ? strlen(old) : 0) + sizeof FS_ENV_PRELOAD "=";
+    if ((*oldpre = malloc(len)) == NULL) return MPX_ENOMEM;
+    snprintf(*oldpre, len, FS_ENV_PRELOAD "=%s", old ? old : "");
+    env[n++] = *oldpre;
+  }
+  env[n] = NULL;
+  return 0;
+}
+
+/* Runs /proc/self/exe with fd kept open and no signal blocked. */
+static int fs_exec(int fd, char **env, pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none;
-  pid_t pid;
-
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-    return mpx__err_errno("forkserver: socketpair");
-  while (environ[n]) n++;
-  env = calloc(n + 4, sizeof *env);
-  preload = preload_value();
-  if (env == NULL) {
-    rc = MPX_ENOMEM;
-    goto out;
-  }
-  n = 0;
-  for (i = 0; environ[i]; i++) {
-    if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0 && preload) continue;
-    env[n++] = environ[i];
-  }
-  snprintf(fdvar, sizeof fdvar, FS_ENV "=%d", sv[1]);
-  env[n++] = fdvar;
-  if (preload) {
-    env[n++] = preload;
-    /* The server restores the caller's LD_PRELOAD (or its absence). */
-    size_t len = (old ? strlen(old) : 0) + sizeof FS_ENV_PRELOAD "=";
-    oldpre = malloc(len);
-    if (oldpre == NULL) {
-      rc = MPX_ENOMEM;
-      goto out;
-    }
-    snprintf(oldpre, len, FS_ENV_PRELOAD "=%s", old ? old : "");
-    env[n++] = oldpre;
-  }
-  env[n] = NULL;
-
+  char *argv[2] = {program_invocation_name, NULL};
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, sv[1], sv[1]); /* clears CLOEXEC */
+  posix_spawn_file_actions_adddup2(&fa, fd, fd); /* clears CLOEXEC */
   posix_spawnattr_init(&attr);
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  argv[0] = program_invocation_name;
-  argv[1] = NULL;
-  rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, env);
+  int rc = posix_spawn(pid, "/proc/self/exe", &fa, &attr, argv, env);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    rc = mpx__err(-rc, "forkserver: cannot exec /proc/self/exe");
-    goto out;
+  return rc != 0 ? mpx__err(-rc, "forkserver: cannot exec /proc/self/exe") : 0;
+}
+
+/* The server says hello once it runs; anything else means the program did
+ * not turn into a forkserver (then it is killed and reaped). */
+static int fs_hello(int sock, pid_t pid) {
+  char *data = NULL;
+  size_t len, nfds;
+  int dummy;
+  int rc = mpx__msg_recv(sock, &data, &len, &dummy, 0, &nfds);
+  bool ok = rc == 0 && len == 4 && memcmp(data, "MPX1", 4) == 0;
+  free(data);
+  if (ok) return 0;
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return mpx__err(MPX_EBROKEN, "forkserver (pid %d) did not start", (int)pid);
+}
+
+static int fs_launch_locked(void) {
+  int sv[2], rc;
+  char **env = NULL;
+  char fdvar[64], *preload = NULL, *oldpre = NULL;
+  pid_t pid;
+
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return mpx__err_errno("forkserver: socketpair");
+  if ((rc = fs_env(sv[1], fdvar, sizeof fdvar, &env, &preload, &oldpre)) == 0 &&
+      (rc = fs_exec(sv[1], env, &pid)) == 0 && (rc = fs_hello(sv[0], pid)) == 0) {
+    fs_sock = sv[0];
+    sv[0] = -1;
+    fs_pid = pid;
+    fs_owner = getpid();
+    MPX__DEBUG("forkserver started (pid %d)", (int)pid);
   }
-  /* The server says hello once it runs; anything else means the program
-   * did not turn into a forkserver. */
-  {
-    char *data = NULL;
-    size_t len, nfds;
-    int dummy;
-    rc = mpx__msg_recv(sv[0], &data, &len, &dummy, 0, &nfds);
-    if (rc != 0 || len != 4 || memcmp(data, "MPX1", 4) != 0) {
-      rc = mpx__err(MPX_EBROKEN, "forkserver (pid %d) did not start",
-                    (int)pid);
-      free(data);
-      kill(pid, SIGKILL);
-      waitpid(pid, NULL, 0);
-      goto out;
-    }
-    free(data);
-  }
-  fs_sock = sv[0];
-  sv[0] = -1;
-  fs_pid = pid;
-  fs_owner = getpid();
-  MPX__DEBUG("forkserver started (pid %d)", (int)pid);
-out:
   if (sv[0] >= 0) close(sv[0]);
   close(sv[1]);
   free(env);

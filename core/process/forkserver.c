@@ -364,16 +364,76 @@ static void place_fds(const int *got, const uint64_t *want, size_t n,
   }
 }
 
+/* One request to start a child, as fs_call wrote it; its strings borrow
+ * the message. */
+typedef struct {
+  const char *name, *identity, *pname, *object;
+  const void *args;
+  size_t args_len;
+  uint64_t daemon, offset, nwant, want[FS_MAX_FDS];
+} fs_req_t;
+
+static int fs_read_request(const char *data, size_t len, size_t nfds, fs_req_t *q) {
+  mpx__rd_t r = {.p = data, .end = data + len};
+  if (mpx__rd_str(&r, &q->name) || mpx__rd_str(&r, &q->identity) ||
+      mpx__rd_str(&r, &q->pname) || mpx__rd_u64(&r, &q->daemon) ||
+      mpx__rd_str(&r, &q->object) || mpx__rd_u64(&r, &q->offset) ||
+      mpx__rd_field(&r, &q->args, &q->args_len) || mpx__rd_u64(&r, &q->nwant) ||
+      q->nwant != nfds || q->nwant > FS_MAX_FDS)
+    return MPX_EPROTO;
+  for (size_t i = 0; i < q->nwant; i++)
+    if (mpx__rd_u64(&r, &q->want[i])) return MPX_EPROTO;
+  return 0;
+}
+
+/* Room for one more child in kids[]. */
+static int fs_kids_room(void) {
+  if (nkids < capkids) return 0;
+  size_t cap = capkids ? capkids * 2 : 16;
+  fs_child_t *k = realloc(kids, cap * sizeof *k);
+  if (k == NULL) return MPX_ENOMEM;
+  kids = k;
+  capkids = cap;
+  return 0;
+}
+
+/* In the forked child: drop the server's descriptors and children, take
+ * the request's identity and fds, and run its target. Never returns. */
+static void fs_child(const fs_req_t *q, int sock, int sigfd, const int st[2], int *fds,
+                     size_t nfds, int parent_pidfd, pid_t parent_pid, pid_t server) {
+  sigset_t none;
+  mpx_target_fn fn;
+  close(sock);
+  close(sigfd);
+  close(st[0]);
+  close(st[1]);
+  for (size_t i = 0; i < nkids; i++) close(kids[i].status_w);
+  nkids = 0; /* the server's, not ours: a zygote made later must not
+                kill them */
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if (q->daemon) {
+    /* Our parent is this single-threaded server: the death signal is
+     * reliable, and the server kills daemons when its caller dies. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != server) raise(SIGKILL); /* as the death signal would */
+  }
+  place_fds(fds, q->want, nfds, &parent_pidfd);
+  mpx__process_set_identity(q->name, q->daemon != 0, q->identity, parent_pid,
+                            parent_pidfd, q->pname, false);
+  if (mpx__target_from_loc(q->object, (uintptr_t)q->offset, &fn) != 0) {
+    MPX__ERROR("forkserver child: %s", mpx_last_error());
+    _exit(127);
+  }
+  mpx__child_run(fn, q->args, q->args_len);
+}
+
 static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
                          pid_t parent_pid) {
   char *data = NULL;
   size_t len, nfds = 0, i;
   int fds[16], st[2] = {-1, -1}, reply_fds[2];
-  const char *name, *identity, *pname, *object;
-  const void *args;
-  size_t args_len;
-  uint64_t daemon, offset, nwant, want[FS_MAX_FDS];
-  mpx__rd_t r;
+  fs_req_t q;
   pid_t pid, server;
   int rc, pidfd;
 
@@ -384,73 +444,29 @@ static void fs_serve_one(int sock, int sigfd, int parent_pidfd,
       if (kids[i].daemon) kill(kids[i].pid, SIGKILL);
     _exit(0);
   }
-  r.p = data;
-  r.end = data + len;
-  if (mpx__rd_str(&r, &name) || mpx__rd_str(&r, &identity) ||
-      mpx__rd_str(&r, &pname) || mpx__rd_u64(&r, &daemon) ||
-      mpx__rd_str(&r, &object) || mpx__rd_u64(&r, &offset) ||
-      mpx__rd_field(&r, &args, &args_len) || mpx__rd_u64(&r, &nwant) ||
-      nwant != nfds || nwant > FS_MAX_FDS) {
+  if (fs_read_request(data, len, nfds, &q) != 0) {
     fs_reply(sock, MPX_EPROTO, 0, "malformed request", NULL, 0);
     goto out;
   }
-  for (i = 0; i < nwant; i++)
-    if (mpx__rd_u64(&r, &want[i])) {
-      fs_reply(sock, MPX_EPROTO, 0, "malformed request", NULL, 0);
-      goto out;
-    }
-  if (nkids == capkids) {
-    size_t cap = capkids ? capkids * 2 : 16;
-    fs_child_t *k = realloc(kids, cap * sizeof *k);
-    if (k == NULL) {
-      fs_reply(sock, MPX_ENOMEM, 0, "out of memory", NULL, 0);
-      goto out;
-    }
-    kids = k;
-    capkids = cap;
+  if (fs_kids_room() != 0) {
+    fs_reply(sock, MPX_ENOMEM, 0, "out of memory", NULL, 0);
+    goto out;
   }
   if (pipe2(st, O_CLOEXEC) < 0) {
     fs_reply(sock, -errno, 0, "pipe failed", NULL, 0);
     goto out;
   }
-
   server = getpid();
   pid = fork();
   if (pid < 0) {
     fs_reply(sock, -errno, 0, "fork failed", NULL, 0);
     goto out;
   }
-  if (pid == 0) {
-    sigset_t none;
-    mpx_target_fn fn;
-    close(sock);
-    close(sigfd);
-    close(st[0]);
-    close(st[1]);
-    for (i = 0; i < nkids; i++) close(kids[i].status_w);
-    nkids = 0; /* the server's, not ours: a zygote made later must not
-                  kill them */
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (daemon) {
-      /* Our parent is this single-threaded server: the death signal is
-       * reliable, and the server kills daemons when its caller dies. */
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != server) raise(SIGKILL); /* as the death signal would */
-    }
-    place_fds(fds, want, nfds, &parent_pidfd);
-    mpx__process_set_identity(name, daemon != 0, identity, parent_pid,
-                              parent_pidfd, pname, false);
-    if (mpx__target_from_loc(object, (uintptr_t)offset, &fn) != 0) {
-      MPX__ERROR("forkserver child: %s", mpx_last_error());
-      _exit(127);
-    }
-    mpx__child_run(fn, args, args_len);
-  }
+  if (pid == 0) fs_child(&q, sock, sigfd, st, fds, nfds, parent_pidfd, parent_pid, server);
   pidfd = mpx__pidfd_open(pid);
   kids[nkids].pid = pid;
   kids[nkids].status_w = st[1];
-  kids[nkids].daemon = daemon != 0;
+  kids[nkids].daemon = q.daemon != 0;
   nkids++;
   reply_fds[0] = pidfd;
   reply_fds[1] = st[0];

@@ -873,6 +873,82 @@ void mpx__conn_set_wait_sentinel(mpx__wait_sentinel_fn fn) {
   wait_sentinel = fn;
 }
 
+/* The descriptor to poll for item i; *buffered when a connection already
+ * holds a whole message. 0, or the item's error. */
+static int wait_item_fd(const mpx_wait_item_t *it, size_t i, int *fdp, bool *buffered) {
+  int fd;
+  *buffered = false;
+  switch (it->kind) {
+  case MPX_WAIT_CONN: {
+    const mpx_conn_t *c = it->conn;
+    if (c == NULL)
+      return mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: NULL connection", i);
+    if (c->closed)
+      return mpx__err(MPX_ECLOSED, "mpx_conn_wait: item %zu: connection is "
+                      "closed", i);
+    fd = c->fd;
+    if ((c->flags & MPX_CONN_READABLE) && buffered_ready(c)) *buffered = true;
+    break;
+  }
+  case MPX_WAIT_PROCESS: {
+    if (it->process == NULL)
+      return mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: NULL process", i);
+    if (wait_sentinel == NULL)
+      return mpx__err(MPX_ENOTSUP, "mpx_conn_wait: item %zu: no process "
+                      "support in this program", i);
+    const char *pname = "";
+    fd = wait_sentinel(it->process, &pname);
+    if (fd < 0)
+      return mpx__err(fd, "mpx_conn_wait: item %zu: process %s has no "
+                      "sentinel (not started, or closed)", i, pname);
+    break;
+  }
+  case MPX_WAIT_FD:
+    fd = it->fd;
+    if (fd < 0)
+      return mpx__err(MPX_EBADF, "mpx_conn_wait: item %zu: descriptor %d", i, fd);
+    break;
+  default:
+    return mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: unknown kind %d", i,
+                    (int)it->kind);
+  }
+  *fdp = fd;
+  return 0;
+}
+
+/* Polls until something is ready or the deadline passes (at once when
+ * something was already buffered: then only what else is ready now). */
+static int wait_poll(struct pollfd *pfd, size_t n, double timeout, bool any_buffered) {
+  double deadline = any_buffered ? mpx__now() : mpx__deadline(timeout);
+  for (;;) {
+    int r = poll(pfd, (nfds_t)n, mpx__poll_ms(deadline));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return mpx__err_errno("mpx_conn_wait: poll");
+    }
+    if (r > 0 || any_buffered) return 0;
+    if (deadline >= 0 && mpx__now() >= deadline) return 0;
+  }
+}
+
+/* The ready items, in order, into ready[] (when not NULL); their count. */
+static int wait_collect(const struct pollfd *pfd, const bool *buffered, size_t n,
+                        size_t *ready, size_t *nr) {
+  *nr = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (pfd[i].revents & POLLNVAL) {
+      *nr = 0;
+      return mpx__err(MPX_EBADF, "mpx_conn_wait: item %zu: descriptor %d is "
+                      "not open", i, pfd[i].fd);
+    }
+    if (buffered[i] || (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (ready != NULL) ready[*nr] = i;
+      (*nr)++;
+    }
+  }
+  return *nr > 0 ? 0 : MPX_ETIMEDOUT;
+}
+
 int mpx_conn_wait(const mpx_wait_item_t *items, size_t n, double timeout,
                   size_t *ready, size_t *n_ready) {
   struct pollfd stack_pfd[32];
@@ -880,7 +956,6 @@ int mpx_conn_wait(const mpx_wait_item_t *items, size_t n, double timeout,
   struct pollfd *pfd = stack_pfd;
   bool *buffered = stack_buf, any_buffered = false;
   size_t nr = 0;
-  double deadline;
   int rc = 0;
 
   if (n_ready != NULL) *n_ready = 0;
@@ -897,84 +972,12 @@ int mpx_conn_wait(const mpx_wait_item_t *items, size_t n, double timeout,
   }
   for (size_t i = 0; i < n; i++) {
     int fd = -1;
-    buffered[i] = false;
-    switch (items[i].kind) {
-    case MPX_WAIT_CONN: {
-      const mpx_conn_t *c = items[i].conn;
-      if (c == NULL) {
-        rc = mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: NULL connection",
-                      i);
-        goto out;
-      }
-      if (c->closed) {
-        rc = mpx__err(MPX_ECLOSED, "mpx_conn_wait: item %zu: connection is "
-                      "closed", i);
-        goto out;
-      }
-      fd = c->fd;
-      if ((c->flags & MPX_CONN_READABLE) && buffered_ready(c))
-        buffered[i] = any_buffered = true;
-      break;
-    }
-    case MPX_WAIT_PROCESS: {
-      if (items[i].process == NULL) {
-        rc = mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: NULL process", i);
-        goto out;
-      }
-      if (wait_sentinel == NULL) {
-        rc = mpx__err(MPX_ENOTSUP, "mpx_conn_wait: item %zu: no process "
-                      "support in this program", i);
-        goto out;
-      }
-      const char *pname = "";
-      fd = wait_sentinel(items[i].process, &pname);
-      if (fd < 0) {
-        rc = mpx__err(fd, "mpx_conn_wait: item %zu: process %s has no "
-                      "sentinel (not started, or closed)", i, pname);
-        goto out;
-      }
-      break;
-    }
-    case MPX_WAIT_FD:
-      fd = items[i].fd;
-      if (fd < 0) {
-        rc = mpx__err(MPX_EBADF, "mpx_conn_wait: item %zu: descriptor %d", i,
-                      fd);
-        goto out;
-      }
-      break;
-    default:
-      rc = mpx__err(MPX_EINVAL, "mpx_conn_wait: item %zu: unknown kind %d", i,
-                    (int)items[i].kind);
-      goto out;
-    }
+    if ((rc = wait_item_fd(&items[i], i, &fd, &buffered[i])) != 0) goto out;
+    any_buffered |= buffered[i];
     pfd[i] = (struct pollfd){fd, POLLIN, 0};
   }
-  /* Something already buffered: only collect what else is ready now. */
-  deadline = any_buffered ? mpx__now() : mpx__deadline(timeout);
-  for (;;) {
-    int r = poll(pfd, (nfds_t)n, mpx__poll_ms(deadline));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      rc = mpx__err_errno("mpx_conn_wait: poll");
-      goto out;
-    }
-    if (r > 0 || any_buffered) break;
-    if (deadline >= 0 && mpx__now() >= deadline) break;
-  }
-  for (size_t i = 0; i < n; i++) {
-    if (pfd[i].revents & POLLNVAL) {
-      rc = mpx__err(MPX_EBADF, "mpx_conn_wait: item %zu: descriptor %d is "
-                    "not open", i, pfd[i].fd);
-      nr = 0;
-      goto out;
-    }
-    if (buffered[i] || (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))) {
-      if (ready != NULL) ready[nr] = i;
-      nr++;
-    }
-  }
-  rc = nr > 0 ? 0 : MPX_ETIMEDOUT;
+  if ((rc = wait_poll(pfd, n, timeout, any_buffered)) == 0)
+    rc = wait_collect(pfd, buffered, n, ready, &nr);
 out:
   if (n_ready != NULL) *n_ready = nr;
   if (pfd != stack_pfd) free(pfd);

@@ -265,6 +265,77 @@ static int save_tail(mpx_conn_t *c, const frame_out_t *f, size_t off) {
   return 0;
 }
 
+/* The iovecs for one write: the pending tail, then the frames from fr[i]
+ * (its first `off` bytes already out). Returns how many. */
+static inline int frames_iov(const mpx_conn_t *c, const frame_out_t *fr, size_t nf,
+                             size_t i, size_t off, struct iovec *iov) {
+  int k = 0;
+  if (c->wlen > 0) iov[k++] = (struct iovec){c->wpend + c->woff, c->wlen};
+  for (size_t j = i; j < nf && k + 2 <= IOV_CHUNK; j++) {
+    size_t o = j == i ? off : 0;
+    if (o < fr[j].hlen)
+      iov[k++] = (struct iovec){(void *)(fr[j].h + o), fr[j].hlen - o};
+    if (fr[j].n > 0) {
+      size_t po = o > fr[j].hlen ? o - fr[j].hlen : 0;
+      iov[k++] = (struct iovec){(void *)(fr[j].p + po), fr[j].n - po};
+    }
+  }
+  return k;
+}
+
+/* Accounts for w bytes that went out: the tail first, then the frames
+ * (*i the frame in progress, *off its bytes written). */
+static inline void frames_sent(mpx_conn_t *c, const frame_out_t *fr, size_t left,
+                               size_t *i, size_t *off) {
+  if (c->wlen > 0) {
+    size_t t = left < c->wlen ? left : c->wlen;
+    c->woff += t;
+    c->wlen -= t;
+    left -= t;
+    if (c->wlen == 0) c->woff = 0;
+  }
+  while (left > 0) {
+    size_t rem = fr[*i].hlen + fr[*i].n - *off;
+    if (left >= rem) {
+      left -= rem;
+      (*i)++;
+      *off = 0;
+    } else {
+      *off += left;
+      left = 0;
+    }
+  }
+}
+
+/* Out of time: a frame already started is committed (its rest saved to
+ * be written later). 0 when every frame is, MPX_ETIMEDOUT, or an error. */
+static int frames_out_of_time(mpx_conn_t *c, const frame_out_t *fr, size_t nf,
+                              size_t *i, size_t *off) {
+  if (*off > 0) {
+    if (save_tail(c, &fr[*i], *off) != 0) {
+      c->werr = MPX_ENOMEM;
+      return mpx__err(MPX_ENOMEM, "conn: out of memory saving the rest "
+                      "of a message; the connection is unwritable");
+    }
+    (*i)++;
+    *off = 0;
+  }
+  return *i < nf ? MPX_ETIMEDOUT : 0;
+}
+
+/* A write failed with errno (not EINTR or EAGAIN): the error, and whether
+ * the connection is unwritable from now on. */
+static int frames_write_error(mpx_conn_t *c, size_t off, bool *epipe) {
+  if (errno == EPIPE || errno == ECONNRESET) {
+    *epipe = errno == EPIPE;
+    c->werr = MPX_EPIPE;
+    return mpx__err(MPX_EPIPE, "conn: the peer closed the connection");
+  }
+  int rc = mpx__err_errno("conn: write");
+  if (off > 0 || c->wlen > 0) c->werr = rc;
+  return rc;
+}
+
 /* Writes the pending tail, then frames fr[0..nf). *n_done: frames sent or
  * committed. Returns 0 when all are, MPX_ETIMEDOUT, or an error. */
 static int write_frames(mpx_conn_t *c, const frame_out_t *fr, size_t nf,
@@ -280,18 +351,8 @@ static int write_frames(mpx_conn_t *c, const frame_out_t *fr, size_t nf,
                                "an earlier error (%s)", mpx_strerror(c->werr));
   if (!c->sock) guard_begin(&guard);
   for (;;) {
-    int k = 0;
     ssize_t w;
-    if (c->wlen > 0) iov[k++] = (struct iovec){c->wpend + c->woff, c->wlen};
-    for (size_t j = i; j < nf && k + 2 <= IOV_CHUNK; j++) {
-      size_t o = j == i ? off : 0;
-      if (o < fr[j].hlen)
-        iov[k++] = (struct iovec){(void *)(fr[j].h + o), fr[j].hlen - o};
-      if (fr[j].n > 0) {
-        size_t po = o > fr[j].hlen ? o - fr[j].hlen : 0;
-        iov[k++] = (struct iovec){(void *)(fr[j].p + po), fr[j].n - po};
-      }
-    }
+    int k = frames_iov(c, fr, nf, i, off, iov);
     if (k == 0) break; /* everything is out */
     if (c->sock) {
       struct msghdr m = {0};
@@ -306,52 +367,13 @@ static int write_frames(mpx_conn_t *c, const frame_out_t *fr, size_t nf,
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         rc = wait_fd(c->fd, POLLOUT, deadline);
         if (rc == 0) continue;
-        if (rc != MPX_ETIMEDOUT) break;
-        /* Out of time: a frame already started is committed. */
-        rc = 0;
-        if (off > 0) {
-          if (save_tail(c, &fr[i], off) != 0) {
-            c->werr = MPX_ENOMEM;
-            rc = mpx__err(MPX_ENOMEM, "conn: out of memory saving the rest "
-                          "of a message; the connection is unwritable");
-            break;
-          }
-          i++;
-          off = 0;
-        }
-        if (i < nf) rc = MPX_ETIMEDOUT;
+        if (rc == MPX_ETIMEDOUT) rc = frames_out_of_time(c, fr, nf, &i, &off);
         break;
       }
-      if (errno == EPIPE || errno == ECONNRESET) {
-        epipe = errno == EPIPE;
-        c->werr = MPX_EPIPE;
-        rc = mpx__err(MPX_EPIPE, "conn: the peer closed the connection");
-      } else {
-        rc = mpx__err_errno("conn: write");
-        if (off > 0 || c->wlen > 0) c->werr = rc;
-      }
+      rc = frames_write_error(c, off, &epipe);
       break;
     }
-    /* Account for what went out: the tail first, then the frames. */
-    size_t left = (size_t)w;
-    if (c->wlen > 0) {
-      size_t t = left < c->wlen ? left : c->wlen;
-      c->woff += t;
-      c->wlen -= t;
-      left -= t;
-      if (c->wlen == 0) c->woff = 0;
-    }
-    while (left > 0) {
-      size_t rem = fr[i].hlen + fr[i].n - off;
-      if (left >= rem) {
-        left -= rem;
-        i++;
-        off = 0;
-      } else {
-        off += left;
-        left = 0;
-      }
-    }
+    frames_sent(c, fr, (size_t)w, &i, &off);
   }
   if (!c->sock) guard_end(&guard, epipe);
   *n_done = i;

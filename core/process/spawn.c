@@ -74,23 +74,18 @@ const char *mpx__worker_path(void) {
   return MPX_INSTALL_WORKER;
 }
 
-int mpx__spawn(const mpx__spawn_request_t *req, pid_t *pidp, int *pidfdp) {
-  mpx__buf_t b = {0};
+/* Runs mpx-worker at path with its end of the control socket (sv[1],
+ * closed here) and the request's fds kept open, no signal blocked. */
+static int spawn_exec(const mpx__spawn_request_t *req, const char *path, int sv[2],
+                      pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none;
-  char fdarg[32], *argv[4], *data = NULL;
-  const char *path = mpx__worker_path();
-  int sv[2], rc, pidfd = -1, status;
-  size_t i, len, nfds;
-  pid_t pid;
-
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-    return mpx__err_errno("spawn: socketpair");
+  char fdarg[32], *argv[4];
   posix_spawn_file_actions_init(&fa);
   /* dup2 onto itself clears close-on-exec in the child only. */
   posix_spawn_file_actions_adddup2(&fa, sv[1], sv[1]);
-  for (i = 0; i < req->n_pass_fds; i++)
+  for (size_t i = 0; i < req->n_pass_fds; i++)
     posix_spawn_file_actions_adddup2(&fa, req->pass_fds[i], req->pass_fds[i]);
   posix_spawnattr_init(&attr);
   sigemptyset(&none);
@@ -101,21 +96,17 @@ int mpx__spawn(const mpx__spawn_request_t *req, pid_t *pidp, int *pidfdp) {
   argv[1] = "--ctl";
   argv[2] = fdarg;
   argv[3] = NULL;
-  rc = posix_spawn(&pid, path, &fa, &attr, argv, environ);
+  int rc = posix_spawn(pid, path, &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   close(sv[1]);
-  if (rc != 0) {
-    close(sv[0]);
-    return mpx__err(-rc, "spawn: cannot exec mpx-worker '%s'", path);
-  }
-  pidfd = mpx__pidfd_open(pid);
-  if (pidfd < 0) {
-    rc = mpx__err(pidfd, "spawn: pidfd_open(%d)", (int)pid);
-    goto fail;
-  }
+  return rc == 0 ? 0 : mpx__err(-rc, "spawn: cannot exec mpx-worker '%s'", path);
+}
 
-  rc = mpx__buf_put_str(&b, req->name);
+/* The request: who the child is, its log level, its target and args. */
+static int spawn_send_request(int sock, const mpx__spawn_request_t *req) {
+  mpx__buf_t b = {0};
+  int rc = mpx__buf_put_str(&b, req->name);
   if (!rc) rc = mpx__buf_put_str(&b, req->identity);
   if (!rc) rc = mpx__buf_put_str(&b, mpx__process_current_name());
   if (!rc) rc = mpx__buf_put_u64(&b, (uint64_t)getpid());
@@ -123,36 +114,34 @@ int mpx__spawn(const mpx__spawn_request_t *req, pid_t *pidp, int *pidfdp) {
   if (!rc) rc = mpx__buf_put_u64(&b, (uint64_t)mpx_log_get_level());
   if (!rc) rc = mpx__buf_put_str(&b, req->spec);
   if (!rc) rc = mpx__buf_put_field(&b, req->args, req->args_len);
-  if (!rc) rc = mpx__msg_send(sv[0], &b, NULL, 0);
+  if (!rc) rc = mpx__msg_send(sock, &b, NULL, 0);
   mpx__buf_free(&b);
-  if (rc) {
-    rc = mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' (pid %d) did not "
-                  "take its request", path, (int)pid);
-    goto fail;
-  }
-  rc = mpx__msg_recv(sv[0], &data, &len, NULL, 0, &nfds);
-  if (rc) {
-    rc = MPX_EBROKEN;
-    goto fail;
-  }
-  {
-    mpx__rd_t r = {data, data + len};
-    uint64_t st;
-    const char *msg;
-    if (mpx__rd_u64(&r, &st) || mpx__rd_str(&r, &msg))
-      rc = mpx__err(MPX_EPROTO, "spawn: malformed reply from mpx-worker");
-    else if ((int64_t)st != 0)
-      rc = mpx__err((int)(int64_t)st, "spawn: %s", msg);
-  }
-  free(data);
-  if (rc) goto reap;
-  close(sv[0]);
-  *pidp = pid;
-  *pidfdp = pidfd;
-  return 0;
+  return rc;
+}
 
-fail:
-  /* The worker died or could not be talked to: say how it ended. */
+/* The worker's report: 0 or the error it gives; *none when no report came
+ * (then MPX_EBROKEN, without a message). */
+static int spawn_read_reply(int sock, bool *none) {
+  char *data = NULL;
+  size_t len, nfds;
+  int rc = mpx__msg_recv(sock, &data, &len, NULL, 0, &nfds);
+  *none = rc != 0;
+  if (rc) return MPX_EBROKEN;
+  mpx__rd_t r = {data, data + len};
+  uint64_t st;
+  const char *msg;
+  if (mpx__rd_u64(&r, &st) || mpx__rd_str(&r, &msg))
+    rc = mpx__err(MPX_EPROTO, "spawn: malformed reply from mpx-worker");
+  else if ((int64_t)st != 0)
+    rc = mpx__err((int)(int64_t)st, "spawn: %s", msg);
+  free(data);
+  return rc;
+}
+
+/* The worker died or could not be talked to: reap it and say how it
+ * ended. */
+static int spawn_failed(pid_t pid, const char *path, int rc) {
+  int status;
   if (waitpid(pid, &status, 0) == pid) {
     if (WIFSIGNALED(status))
       rc = mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' was killed by "
@@ -161,13 +150,41 @@ fail:
       rc = mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' exited with code "
                     "%d before it reported", path, WEXITSTATUS(status));
   }
-  goto out;
-reap:
-  waitpid(pid, &status, 0); /* the worker exits after reporting */
-out:
-  if (pidfd >= 0) close(pidfd);
-  close(sv[0]);
   return rc;
+}
+
+int mpx__spawn(const mpx__spawn_request_t *req, pid_t *pidp, int *pidfdp) {
+  const char *path = mpx__worker_path();
+  int sv[2], rc, pidfd;
+  bool none = false;
+  pid_t pid;
+
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return mpx__err_errno("spawn: socketpair");
+  if ((rc = spawn_exec(req, path, sv, &pid)) != 0) {
+    close(sv[0]);
+    return rc;
+  }
+  pidfd = mpx__pidfd_open(pid);
+  if (pidfd < 0) {
+    rc = spawn_failed(pid, path, mpx__err(pidfd, "spawn: pidfd_open(%d)", (int)pid));
+  } else if (spawn_send_request(sv[0], req) != 0) {
+    rc = spawn_failed(pid, path, mpx__err(MPX_EBROKEN, "spawn: mpx-worker '%s' (pid %d) "
+                                          "did not take its request", path, (int)pid));
+  } else if ((rc = spawn_read_reply(sv[0], &none)) != 0 && none) {
+    rc = spawn_failed(pid, path, rc);
+  } else if (rc != 0) {
+    int status;
+    waitpid(pid, &status, 0); /* the worker exits after reporting */
+  }
+  close(sv[0]);
+  if (rc != 0) {
+    if (pidfd >= 0) close(pidfd);
+    return rc;
+  }
+  *pidp = pid;
+  *pidfdp = pidfd;
+  return 0;
 }
 
 static void worker_reply(int sock, int rc, const char *msg) {

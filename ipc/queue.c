@@ -657,6 +657,9 @@ enum { TAKE_INTO, TAKE_MALLOC, TAKE_MSG };
 /* Take the next item. INTO: copy into buf (cap bytes). MALLOC: into a new
  * buffer (*out). MSG: fill *msg (in place for a block, scratch copy for
  * an inline item). */
+/* Kept in one body (about 100 lines): its journal stores, commit and crash
+ * points must be read in the order a SIGKILL can cut them, which is the
+ * order of this function; put_commit is written the same way. */
 static int take(mpx_queue_t *q, int mode, void *buf, size_t cap, void **out,
                 size_t *lenp, mpx_queue_msg_t *msg, double timeout) {
   qhdr_t *h = q->h;

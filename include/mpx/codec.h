@@ -49,10 +49,13 @@ typedef struct mpx_wbuf_s {
   int fixed;  /* 1: caller's memory, never reallocated or freed */
 } mpx_wbuf_t;
 
+/* Own: b's memory (b->data) is yours: mpx_wbuf_free. */
 MPX_API void mpx_wbuf_init(mpx_wbuf_t *b);
+/* Own: keeps mem until b is reset or freed; mem stays yours (never freed). */
 MPX_API void mpx_wbuf_init_fixed(mpx_wbuf_t *b, void *mem, size_t cap);
 /* Make room for n more bytes: 0, MPX_ENOMEM, or MPX_ENOBUFS (fixed). */
 MPX_API int mpx_wbuf_reserve(mpx_wbuf_t *b, size_t n);
+/* Own: copies p. */
 MPX_API int mpx_wbuf_append(mpx_wbuf_t *b, const void *p, size_t n);
 /* Forget the contents, keep the memory. */
 MPX_API void mpx_wbuf_reset(mpx_wbuf_t *b);
@@ -159,15 +162,21 @@ MPX_API int mpx_codec_fail(mpx_codec_error_t *err, size_t offset,
  * would die of SIGBUS on it; or dlopen failed: its dlerror text),
  * MPX_ENOSYM (no mpx_codec_descriptor), MPX_EABI (bad magic, other
  * ABI major, struct too small), MPX_EPLUGIN (a required callback or the
- * name is missing, or the name differs from the one asked for). */
+ * name is missing, or the name differs from the one asked for).
+ * Own: *out is borrowed until the process ends (never unloaded, never
+ * freed); borrows name for the call. */
 MPX_API int mpx_codec_load(const mpx_codec_t **out, const char *name);
 
 /* Check a descriptor (as the loader does): 0 or MPX_EABI / MPX_EPLUGIN
- * with a message naming `where`. For codecs linked into the program. */
+ * with a message naming `where`. For codecs linked into the program.
+ * Own: borrows c and where for the call. */
 MPX_API int mpx_codec_check(const mpx_codec_t *c, const char *where);
 
 /* Encode / decode through a codec, turning its error into
- * mpx_last_error() ("json: byte 12: invalid escape"). opts may be NULL. */
+ * mpx_last_error() ("json: byte 12: invalid escape"). opts may be NULL.
+ * Own: encode borrows obj and appends to out (out stays yours); decode
+ * borrows data for the call (until *out is released with
+ * MPX_DECODE_BORROW) and *out is yours: mpx_obj_release. */
 MPX_API int mpx_codec_encode(const mpx_codec_t *c, const mpx_obj_t *obj,
                              mpx_wbuf_t *out, const mpx_encode_opts_t *opts);
 MPX_API int mpx_codec_decode(const mpx_codec_t *c, const void *data,

@@ -118,14 +118,16 @@ extern "C" {
 /* Python's Pipe(duplex). duplex: an AF_UNIX SOCK_STREAM socketpair, both
  * ends read and write. Simplex: a pipe; *c1 only receives and *c2 only
  * sends (Python's order). Both handles are the caller's: release each
- * with mpx_conn_free(). */
+ * with mpx_conn_free().
+ * Own: *c1 and *c2 are yours: mpx_conn_free. */
 MPX_API int mpx_pipe(mpx_conn_t **c1, mpx_conn_t **c2, bool duplex);
 
 /* Wraps a connected stream descriptor (a socket, a pipe end, a FIFO).
  * flags: MPX_CONN_READABLE | MPX_CONN_WRITABLE, 0 for both. On success
  * the handle owns fd and closes it; on failure fd stays the caller's.
  * MPX_EBADF for a descriptor that is not open, MPX_EINVAL for unknown
- * flags. */
+ * flags.
+ * Own: *c is yours: mpx_conn_free; takes fd on success only. */
 MPX_API int mpx_conn_from_fd(mpx_conn_t **c, int fd, unsigned flags);
 
 /* ---- sending ------------------------------------------------------------- */
@@ -133,13 +135,15 @@ MPX_API int mpx_conn_from_fd(mpx_conn_t **c, int fd, unsigned flags);
 /* Sends len bytes at buf as one message. 0 (sent, or committed as
  * described above), MPX_ETIMEDOUT (nothing of it sent), MPX_EPIPE (the
  * peer is gone), MPX_EBADF (the connection is read-only), MPX_ECLOSED,
- * or another -errno of the write. buf is only read during the call. */
+ * or another -errno of the write. buf is only read during the call.
+ * Own: borrows buf for the call (a committed tail is copied). */
 MPX_API int mpx_conn_send_bytes(mpx_conn_t *c, const void *buf, size_t len,
                                 double timeout);
 
 /* Python's send_bytes(buf, offset, size) over a buffer of buflen bytes:
  * sends `size` bytes from buf + offset, size MPX_CONN_REST for all the
- * rest. MPX_EINVAL when offset or offset + size lies beyond buflen. */
+ * rest. MPX_EINVAL when offset or offset + size lies beyond buflen.
+ * Own: borrows buf for the call, as mpx_conn_send_bytes. */
 MPX_API int mpx_conn_send_bytes_at(mpx_conn_t *c, const void *buf,
                                    size_t buflen, size_t offset, size_t size,
                                    double timeout);
@@ -148,14 +152,17 @@ MPX_API int mpx_conn_send_bytes_at(mpx_conn_t *c, const void *buf,
  * the kernel allows (up to 511 messages per call). *n_sent (may be NULL)
  * receives the number of messages sent or committed, in order: n on
  * success; on MPX_ETIMEDOUT or an error, the first *n_sent went out and
- * the others did not. */
+ * the others did not.
+ * Own: borrows msgs and their data for the call (a committed tail is
+ * copied). */
 MPX_API int mpx_conn_send_batch(mpx_conn_t *c, const mpx_conn_buf_t *msgs,
                                 size_t n, size_t *n_sent, double timeout);
 
 /* Encodes obj with codec and sends the encoding as one message. A codec
  * error (MPX_ECODEC, the codec's message in mpx_last_error()) or
  * MPX_ENOMEM is returned before anything is written. The object stays the
- * caller's. */
+ * caller's.
+ * Own: borrows codec and obj for the call. */
 MPX_API int mpx_conn_send_obj(mpx_conn_t *c, const mpx_codec_t *codec,
                               const mpx_obj_t *obj, double timeout);
 
@@ -171,7 +178,9 @@ MPX_API int mpx_conn_send_obj(mpx_conn_t *c, const mpx_codec_t *codec,
  * dies first, mpx_arena_reclaim(sender) frees it and the receiver gets
  * MPX_ESTALE: the one message in flight is lost, and detected.
  * MPX_EINVAL for a reference that is not a live block of `a` or a len
- * beyond it. */
+ * beyond it.
+ * Own: on success the block is no longer yours (the receiver takes it);
+ * on failure it stays yours. Borrows a for the call. */
 MPX_API int mpx_conn_send_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t ref,
                               size_t len, double timeout);
 
@@ -180,7 +189,9 @@ MPX_API int mpx_conn_send_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t ref,
  * block now belongs to the calling process (mpx_arena_give): read it in
  * place, then mpx_arena_release(a, *ref). MPX_EPROTO for a message that is
  * not a reference (it is consumed), MPX_ESTALE for a block that was freed
- * in flight; otherwise as mpx_conn_recv_bytes(). */
+ * in flight; otherwise as mpx_conn_recv_bytes().
+ * Own: the block *ref is yours: mpx_arena_release(a, *ref); *data is
+ * borrowed until that release. */
 MPX_API int mpx_conn_recv_ref(mpx_conn_t *c, mpx_arena_t *a, mpx_ref_t *ref,
                               const void **data, size_t *len, double timeout);
 
@@ -198,7 +209,8 @@ MPX_API int mpx_conn_flush(mpx_conn_t *c, double timeout);
  * a longer one is MPX_EMSGSIZE with *len set to its length and the
  * message left in place. Other results: MPX_ETIMEDOUT, MPX_EPIPE (end of
  * file), MPX_EPROTO (bad header), MPX_EBADF (write-only), MPX_ECLOSED,
- * MPX_ENOMEM (the message stays in place); on every error *buf is NULL. */
+ * MPX_ENOMEM (the message stays in place); on every error *buf is NULL.
+ * Own: *buf is yours: free. */
 MPX_API int mpx_conn_recv_bytes(mpx_conn_t *c, void **buf, size_t *len,
                                 size_t maxlength, double timeout);
 
@@ -206,14 +218,16 @@ MPX_API int mpx_conn_recv_bytes(mpx_conn_t *c, void **buf, size_t *len,
  * *len to its length. A message longer than cap is MPX_ETOOSHORT with
  * *len set to the size needed, and the message stays in place for the
  * next receive (with a bigger buffer, or mpx_conn_recv_bytes). Otherwise
- * as mpx_conn_recv_bytes(). */
+ * as mpx_conn_recv_bytes().
+ * Own: borrows buf for the call (it stays yours). */
 MPX_API int mpx_conn_recv_bytes_into(mpx_conn_t *c, void *buf, size_t cap,
                                      size_t *len, double timeout);
 
 /* Receives one message and decodes it with codec: *obj is a new reference
  * (release it with mpx_obj_release). A message the codec rejects is
  * consumed and returned as MPX_ECODEC (the connection stays usable);
- * otherwise as mpx_conn_recv_bytes() without a length limit. */
+ * otherwise as mpx_conn_recv_bytes() without a length limit.
+ * Own: *obj is yours: mpx_obj_release. */
 MPX_API int mpx_conn_recv_obj(mpx_conn_t *c, const mpx_codec_t *codec,
                               mpx_obj_t **obj, double timeout);
 
@@ -225,7 +239,8 @@ MPX_API int mpx_conn_poll(mpx_conn_t *c, double timeout);
 
 /* ---- the handle ---------------------------------------------------------- */
 
-/* The descriptor (owned by the handle: do not close it), or MPX_ECLOSED. */
+/* The descriptor (owned by the handle: do not close it), or MPX_ECLOSED.
+ * Own: the descriptor is borrowed until mpx_conn_close / mpx_conn_free. */
 MPX_API int mpx_conn_fileno(const mpx_conn_t *c);
 /* Whether the connection was opened for reading / writing (false once
  * closed), and whether it is closed. */
@@ -285,7 +300,8 @@ static inline mpx_wait_item_t mpx_wait_fd(int fd) {
  * (an unknown kind, a NULL handle, a NaN timeout), MPX_ECLOSED (a closed
  * connection), MPX_ESTATE (a process not started or already closed),
  * MPX_EBADF (a descriptor that is not open); mpx_last_error() names the
- * item. The items are only read; the handles stay the caller's. */
+ * item. The items are only read; the handles stay the caller's.
+ * Own: borrows items (and their handles) and ready for the call. */
 MPX_API int mpx_conn_wait(const mpx_wait_item_t *items, size_t n,
                           double timeout, size_t *ready, size_t *n_ready);
 

@@ -108,16 +108,20 @@ extern "C" {
 #endif
 
 /* A short message for an error code ("timed out"). Never NULL; an unknown
- * code gives "unknown error". The string is static: do not free it. */
+ * code gives "unknown error". The string is static: do not free it.
+ * Own: returns a static string, borrowed until the process ends. */
 MPX_API const char *mpx_strerror(int rc);
 
-/* The code's name without the MPX_ prefix ("ETIMEDOUT", "EWORKER"); static. */
+/* The code's name without the MPX_ prefix ("ETIMEDOUT", "EWORKER"); static.
+ * Own: returns a static string, borrowed until the process ends. */
 MPX_API const char *mpx_err_name(int rc);
 
 /* The detail message left by the last mpx call that failed in this thread,
  * e.g. "spawn: cannot load 'libx.so': libx.so: cannot open shared object
  * file". An empty string when no call has failed yet. Valid until the next
- * mpx call in the same thread; a successful call does not clear it. */
+ * mpx call in the same thread; a successful call does not clear it.
+ * Own: returns a per-thread buffer, borrowed until the next mpx call in this
+ * thread. */
 MPX_API const char *mpx_last_error(void);
 
 #ifdef __cplusplus

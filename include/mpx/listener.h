@@ -76,17 +76,20 @@ typedef struct {
  * and accepts no connection (left by a dead listener) is replaced; one
  * that a live listener holds, or a file that is no socket, is
  * MPX_EADDRINUSE (and left alone). The key is copied. opts may be NULL.
- * On success *l is the caller's, to free with mpx_listener_free(). */
+ * On success *l is the caller's, to free with mpx_listener_free().
+ * Own: *l is yours: mpx_listener_free; copies address and authkey. */
 MPX_API int mpx_listener_new(mpx_listener_t **l, const char *address,
                              const void *authkey, size_t authkey_len,
                              const mpx_listener_opts_t *opts);
 
 /* The address actually bound, in the same syntax ("tcp://127.0.0.1:41235"
- * when port 0 was asked for). Owned by the listener. */
+ * when port 0 was asked for). Owned by the listener.
+ * Own: returns a string borrowed until mpx_listener_free. */
 MPX_API const char *mpx_listener_address(const mpx_listener_t *l);
 
 /* The listening socket, for a poll loop: readable when accept would not
- * block. Owned by the listener. */
+ * block. Owned by the listener.
+ * Own: the descriptor is borrowed until mpx_listener_free. */
 MPX_API int mpx_listener_fileno(const mpx_listener_t *l);
 
 /* Accepts one connection and runs the challenge on it (the wait for a
@@ -96,7 +99,8 @@ MPX_API int mpx_listener_fileno(const mpx_listener_t *l);
  * failure the peer's connection is closed and the listener goes on
  * serving others: MPX_EAUTH, the peer failed (or refused) the challenge;
  * MPX_EPIPE, it hung up mid-handshake; MPX_ETIMEDOUT, no peer, or the
- * peer went quiet mid-handshake. */
+ * peer went quiet mid-handshake.
+ * Own: *c is yours: mpx_conn_free. */
 MPX_API int mpx_listener_accept(mpx_listener_t *l, mpx_conn_t **c,
                                 double timeout);
 
@@ -111,7 +115,9 @@ MPX_API void mpx_listener_free(mpx_listener_t *l);
  * forever). On success *c is the caller's. MPX_ECONNREFUSED: nobody
  * listens (a "unix:PATH" that does not exist too); MPX_EAUTH: wrong key
  * on either side; MPX_EPIPE: the server hung up before its challenge;
- * MPX_ETIMEDOUT. flags: MPX_AUTH_* for the challenge this side sends. */
+ * MPX_ETIMEDOUT. flags: MPX_AUTH_* for the challenge this side sends.
+ * Own: *c is yours: mpx_conn_free; borrows address and authkey for the
+ * call. */
 MPX_API int mpx_client(mpx_conn_t **c, const char *address,
                        const void *authkey, size_t authkey_len,
                        unsigned flags, double timeout);
@@ -120,7 +126,8 @@ MPX_API int mpx_client(mpx_conn_t **c, const char *address,
  * deliver_challenge / answer_challenge). 0 or MPX_EAUTH (the connection
  * is then closed: later calls on it return MPX_ECLOSED; free it as
  * usual), or the connection's error (MPX_EPIPE, MPX_ETIMEDOUT). The
- * connection stays the caller's. */
+ * connection stays the caller's.
+ * Own: borrows c and authkey for the call. */
 MPX_API int mpx_conn_deliver_challenge(mpx_conn_t *c, const void *authkey,
                                        size_t authkey_len, unsigned flags,
                                        double timeout);

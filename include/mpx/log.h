@@ -38,11 +38,13 @@ MPX_API void mpx_log_set_level(mpx_log_level_t level);
 MPX_API mpx_log_level_t mpx_log_get_level(void);
 
 /* Parses "error", "warn", "info", "debug", "trace", "off" (or 0..5).
- * Returns 0 and sets *level, or MPX_EINVAL. */
+ * Returns 0 and sets *level, or MPX_EINVAL.
+ * Own: borrows s for the call. */
 MPX_API int mpx_log_parse_level(const char *s, mpx_log_level_t *level);
 
 /* Routes lines to fn instead of stderr; fn == NULL restores stderr. The
- * setting is inherited by fork children, not by spawn or forkserver ones. */
+ * setting is inherited by fork children, not by spawn or forkserver ones.
+ * Own: keeps user (not copied) until the next mpx_log_set_handler. */
 MPX_API void mpx_log_set_handler(mpx_log_fn fn, void *user);
 
 /* Logs a printf-style message at the given level, if enabled. */

@@ -104,10 +104,13 @@ typedef struct {
  * BoundedSemaphore, Event, Condition, Barrier, Namespace. With opts->loop
  * the server's handles live on that loop (run it; all later calls on this
  * manager from that loop's thread); otherwise on a thread of its own.
- * On success *m is the caller's, to free with mpx_manager_free(). */
+ * On success *m is the caller's, to free with mpx_manager_free().
+ * Own: *m is yours: mpx_manager_free; copies address and authkey; keeps
+ * opts->loop until the manager is freed (the loop stays yours). */
 MPX_API int mpx_manager_new(mpx_manager_t **m, const mpx_manager_opts_t *opts);
 
-/* The bound address ("tcp://127.0.0.1:41235"). Owned by the manager. */
+/* The bound address ("tcp://127.0.0.1:41235"). Owned by the manager.
+ * Own: returns a string borrowed until mpx_manager_free. */
 MPX_API const char *mpx_manager_address(const mpx_manager_t *m);
 
 /* Publishes one object under a typeid of its own, as Python's
@@ -115,7 +118,8 @@ MPX_API const char *mpx_manager_address(const mpx_manager_t *m);
  * any client returns this same object (a new reference each time), and
  * the server keeps one reference itself, so it lives until the manager
  * goes. `type` is one of the shipped typeids; args/kwds (a tuple and a
- * map, or NULL) are its constructor's. */
+ * map, or NULL) are its constructor's.
+ * Own: copies typeid; borrows type, args and kwds for the call. */
 MPX_API int mpx_manager_expose(mpx_manager_t *m, const char *typeid,
                                const char *type, const mpx_obj_t *args,
                                const mpx_obj_t *kwds);
@@ -165,7 +169,8 @@ typedef struct {
  * is the caller's. Each proxy holds the client too: freeing the client
  * before its proxies is allowed, the connection then closes with the last
  * proxy. MPX_EAUTH (wrong key), MPX_ECONNREFUSED (nobody listens),
- * MPX_ENOTSUP (codec "msgpack" with a CPython server), MPX_ETIMEDOUT. */
+ * MPX_ENOTSUP (codec "msgpack" with a CPython server), MPX_ETIMEDOUT.
+ * Own: *c is yours: mpx_mclient_free; copies address and authkey. */
 MPX_API int mpx_mclient_connect(mpx_mclient_t **c, const char *address,
                                 const void *authkey, size_t authkey_len,
                                 const mpx_mclient_opts_t *opts);
@@ -175,13 +180,17 @@ MPX_API bool mpx_mclient_is_mpx(const mpx_mclient_t *c);
 
 /* Calls a server method (ident None): "dummy", "number_of_objects",
  * "debug_info", "shutdown", ... args a tuple or NULL. *result (may be
- * NULL) is the caller's. Errors as for mpx_proxy_call(). */
+ * NULL) is the caller's. Errors as for mpx_proxy_call().
+ * Own: borrows method and args for the call; *result is yours:
+ * mpx_obj_release. */
 MPX_API int mpx_mclient_server_call(mpx_mclient_t *c, const char *method,
                                     const mpx_obj_t *args, mpx_obj_t **result);
 
 /* Creates an object of `typeid` on the server (or gets a published
  * one), with constructor args (tuple or NULL) and kwds (map or NULL).
- * *p holds the one reference create leaves; it is the caller's. */
+ * *p holds the one reference create leaves; it is the caller's.
+ * Own: *p is yours: mpx_proxy_free; borrows typeid, args and kwds for the
+ * call. */
 MPX_API int mpx_mclient_create(mpx_mclient_t *c, mpx_proxy_t **p,
                                const char *typeid, const mpx_obj_t *args,
                                const mpx_obj_t *kwds);
@@ -189,6 +198,7 @@ MPX_API int mpx_mclient_create(mpx_mclient_t *c, mpx_proxy_t **p,
 /* Sends decref for the proxy's reference and frees it. NULL: no-op. */
 MPX_API void mpx_proxy_free(mpx_proxy_t *p);
 
+/* Own: both strings are borrowed until mpx_proxy_free. */
 MPX_API const char *mpx_proxy_typeid(const mpx_proxy_t *p);
 MPX_API const char *mpx_proxy_ident(const mpx_proxy_t *p);
 /* Whether `method` is in the object's exposed list. */
@@ -203,14 +213,18 @@ MPX_API bool mpx_proxy_exposes(const mpx_proxy_t *p, const char *method);
  *   MPX_EPROTO    "#TRACEBACK" / "#UNSERIALIZABLE" (unknown or
  *                 non-exposed method, freed id): mpx_last_error() has
  *                 the server's text;
- *   MPX_EPIPE     the connection is gone; MPX_ETIMEDOUT past opts.timeout. */
+ *   MPX_EPIPE     the connection is gone; MPX_ETIMEDOUT past opts.timeout.
+ * Own: borrows method, args and kwds for the call; *result is yours
+ * (mpx_obj_release), *proxy_result is yours (mpx_proxy_free). */
 MPX_API int mpx_proxy_call(mpx_proxy_t *p, const char *method,
                            const mpx_obj_t *args, const mpx_obj_t *kwds,
                            mpx_obj_t **result, mpx_proxy_t **proxy_result);
 
 /* Typed calls for the shipped types. Objects passed in stay the caller's;
  * objects returned are the caller's. A timeout < 0 blocks (block=True,
- * timeout=None), 0 does not block, > 0 is Python's timeout. */
+ * timeout=None), 0 does not block, > 0 is Python's timeout.
+ * Own (every typed call): borrows the objects passed in for the call;
+ * an object returned through an out-pointer is yours: mpx_obj_release. */
 MPX_API int mpx_proxy_queue_put(mpx_proxy_t *q, const mpx_obj_t *item,
                                 double timeout);  /* MPX_EAGAIN: queue.Full */
 MPX_API int mpx_proxy_queue_get(mpx_proxy_t *q, mpx_obj_t **item,

@@ -55,22 +55,27 @@ typedef enum {
 typedef struct mpx_obj_s mpx_obj_t;
 
 /* ---- constructors: each returns a new reference ------------------------ */
+/* Own (every constructor): the result is yours: mpx_obj_release. */
 
 MPX_API mpx_obj_t *mpx_obj_null(void);
 MPX_API mpx_obj_t *mpx_obj_bool(int v);
 MPX_API mpx_obj_t *mpx_obj_int(int64_t v);
 /* From n bytes of two's-complement little-endian (n >= 1). Normalised: a
  * value that fits int64 becomes an MPX_OBJ_INT; otherwise redundant sign
- * bytes are dropped. */
+ * bytes are dropped.
+ * Own: copies le. */
 MPX_API mpx_obj_t *mpx_obj_bigint(const void *le, size_t n);
 MPX_API mpx_obj_t *mpx_obj_float(double v);
 /* Copies len bytes (len == SIZE_MAX: strlen). No UTF-8 check: see
- * mpx_utf8_valid(). */
+ * mpx_utf8_valid().
+ * Own: copies s (mpx_obj_bytes: copies p). */
 MPX_API mpx_obj_t *mpx_obj_str(const char *s, size_t len);
 MPX_API mpx_obj_t *mpx_obj_bytes(const void *p, size_t len);
 /* Zero-copy: the object points at p without copying; release(ctx) is
  * called (if not NULL) when the object dies. The memory must stay valid
- * and unchanged until then. */
+ * and unchanged until then.
+ * Own: keeps s / p until release(ctx) runs; on failure (NULL) release is
+ * not called and the memory stays yours. */
 MPX_API mpx_obj_t *mpx_obj_str_external(const char *s, size_t len,
                                         void (*release)(void *ctx),
                                         void *ctx);
@@ -84,7 +89,8 @@ MPX_API mpx_obj_t *mpx_obj_tuple(size_t cap);
 MPX_API mpx_obj_t *mpx_obj_map(size_t cap);
 /* An opaque object. Copies module and name (C strings); steals args (may
  * be NULL: none) and state (NULL: none), even when it fails. The null
- * object given as args or state is stored as NULL. */
+ * object given as args or state is stored as NULL.
+ * Own: copies module and name; takes args and state, also on failure. */
 MPX_API mpx_obj_t *mpx_obj_opaque(mpx_opaque_kind_t kind, const char *module,
                                   const char *name, mpx_obj_t *args,
                                   mpx_obj_t *state);
@@ -92,22 +98,32 @@ MPX_API mpx_obj_t *mpx_obj_opaque(mpx_opaque_kind_t kind, const char *module,
 /* ---- containers ------------------------------------------------------- */
 
 /* Append to an array or tuple; steals item. 0, MPX_EINVAL (not an array,
- * item NULL), MPX_ENOMEM. */
+ * item NULL), MPX_ENOMEM.
+ * Own: takes item, also on failure. */
 MPX_API int mpx_obj_append(mpx_obj_t *seq, mpx_obj_t *item);
 /* Set key -> value in a map; steals both. A key already present (equal by
- * mpx_obj_equal) keeps its position and gets the new value. */
+ * mpx_obj_equal) keeps its position and gets the new value.
+ * Own: takes key and val, also on failure (a key already present is
+ * released, the old value too). */
 MPX_API int mpx_obj_map_set(mpx_obj_t *map, mpx_obj_t *key, mpx_obj_t *val);
-/* Convenience: a str key. */
+/* Convenience: a str key.
+ * Own: copies key; takes val, also on failure. */
 MPX_API int mpx_obj_map_set_str(mpx_obj_t *map, const char *key,
                                 mpx_obj_t *val);
 
 /* ---- reference counting ------------------------------------------------- */
 
-/* Returns o. Both accept NULL and do nothing with it. */
+/* Returns o. Both accept NULL and do nothing with it.
+ * Own: retain gives you one more reference (the result is yours:
+ * mpx_obj_release); release takes one of yours. */
 MPX_API mpx_obj_t *mpx_obj_retain(mpx_obj_t *o);
 MPX_API void mpx_obj_release(mpx_obj_t *o);
 
 /* ---- accessors (borrowed results; wrong type gives 0 / NULL) ------------ */
+/* Own (every accessor): a returned pointer (payload, item, key, value,
+ * module, name, args, state) is borrowed until the object is released or,
+ * for an item or value, replaced; retain it to keep it longer.
+ * mpx_obj_type_name's string is static, borrowed until the process ends. */
 
 MPX_API mpx_obj_type_t mpx_obj_type(const mpx_obj_t *o);
 MPX_API const char *mpx_obj_type_name(mpx_obj_type_t t);
@@ -145,7 +161,8 @@ MPX_API uint64_t mpx_obj_hash(const mpx_obj_t *o);
 /* A readable one-line rendering in Python's repr style, for logs: None,
  * True, 12, 1.5, 'text', b'\x00', [1, 2], (1,), {'k': 1},
  * <module.name(args) state>. Writes at most n bytes (NUL included) and
- * returns the full length, like snprintf; long payloads are elided. */
+ * returns the full length, like snprintf; long payloads are elided.
+ * Own: borrows buf for the call (it stays yours). */
 MPX_API size_t mpx_obj_dump(const mpx_obj_t *o, char *buf, size_t n);
 
 /* 1 when s[0..len) is valid UTF-8 (no surrogates, no overlongs). */

@@ -97,7 +97,9 @@ extern "C" {
  * signal stopped it (after what was in workers finished, for a first
  * SIGINT); another negative code
  * for a runtime failure (a broken pool: the cause in mpx_last_error()).
- * st may be NULL. */
+ * st may be NULL.
+ * Own: borrows o (and its strings) for the call; fills st in place (it
+ * stays yours). */
 MPX_API int mpx_pipeline_run(const mpx_pipeline_opts_t *o,
                              mpx_pipeline_stats_t *st);
 

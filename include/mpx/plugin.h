@@ -153,7 +153,8 @@ extern "C" {
 #endif
 
 /* "source", "map", "sink", "reduce" / "int", "float", "bool", "string";
- * "?" for anything else. */
+ * "?" for anything else.
+ * Own: both return static strings, borrowed until the process ends. */
 MPX_API const char *mpx_plugin_kind_name(mpx_plugin_kind_t kind);
 MPX_API const char *mpx_param_type_name(mpx_param_type_t type);
 
@@ -161,15 +162,19 @@ MPX_API const char *mpx_param_type_name(mpx_param_type_t type);
 
 /* Emit one output item (copied). From generate, process, flush, merge.
  * 0, or a negative code to return from the callback as it is (e.g.
- * MPX_ESTATE from a sink, which emits nothing). */
+ * MPX_ESTATE from a sink, which emits nothing).
+ * Own: copies data. */
 MPX_API int mpx_emit(mpx_plugin_ctx_t *ctx, const void *data, size_t len);
 /* Emit an object, encoded with the stage's codec (MPX_ESTATE when the
- * stage has none). */
+ * stage has none).
+ * Own: borrows obj for the call (its encoding is emitted). */
 MPX_API int mpx_emit_obj(mpx_plugin_ctx_t *ctx, const mpx_obj_t *obj);
 /* Zero-copy: room for an output of up to len bytes, written in place and
  * then committed with mpx_emit_commit(ctx, used) (used <= len), before any
  * other emit. NULL when out of memory, from a sink, or while another
- * reservation is open. */
+ * reservation is open.
+ * Own: returns room borrowed until mpx_emit_commit (mpx's memory: the
+ * plugin writes it, never frees it). */
 MPX_API void *mpx_emit_reserve(mpx_plugin_ctx_t *ctx, size_t len);
 MPX_API int mpx_emit_commit(mpx_plugin_ctx_t *ctx, size_t used);
 
@@ -180,7 +185,8 @@ MPX_API int mpx_emit_commit(mpx_plugin_ctx_t *ctx, size_t used);
 MPX_API int64_t mpx_param_int(mpx_plugin_ctx_t *ctx, const char *name);
 MPX_API double mpx_param_float(mpx_plugin_ctx_t *ctx, const char *name);
 MPX_API bool mpx_param_bool(mpx_plugin_ctx_t *ctx, const char *name);
-/* Borrowed, valid for the instance's life; "" when unset. */
+/* Borrowed, valid for the instance's life; "" when unset.
+ * Own: returns a string borrowed until the instance ends. */
 MPX_API const char *mpx_param_str(mpx_plugin_ctx_t *ctx, const char *name);
 /* Whether the parameter was given (or has a default). */
 MPX_API bool mpx_param_has(mpx_plugin_ctx_t *ctx, const char *name);
@@ -216,7 +222,9 @@ MPX_API void mpx_plugin_log(mpx_plugin_ctx_t *ctx, mpx_log_level_t level,
 
 /* The plugins (what: 1) and codecs (2) on the search path, for `mpx
  * plugins`: cb(arg, kind, name, path, description, error) once each,
- * sorted by name; error is why a file cannot be used, or NULL. */
+ * sorted by name; error is why a file cannot be used, or NULL.
+ * Own: the strings given to cb are borrowed for the callback only (copy
+ * what you keep); mpx_plugin_list borrows arg for the call. */
 typedef void (*mpx_plugin_list_fn)(void *arg, const char *kind,
                                    const char *name, const char *path,
                                    const char *description, const char *error);
@@ -224,11 +232,14 @@ MPX_API int mpx_plugin_list(unsigned what, mpx_plugin_list_fn cb, void *arg);
 /* The directories searched for task plugins and codecs, in the order
  * they are searched ($MPX_PLUGIN_PATH's, next to libmpx, the install
  * prefix's), each followed by a '\n', into buf (cap bytes, always
- * NUL-terminated when cap > 0; directories that do not fit are left out). */
+ * NUL-terminated when cap > 0; directories that do not fit are left out).
+ * Own: borrows buf for the call (it stays yours). */
 MPX_API void mpx_plugin_search_path(char *buf, size_t cap);
 
 /* Loads a task plugin by name or path (as a pipeline does) and returns its
- * descriptor and file (borrowed, for the process's life). */
+ * descriptor and file (borrowed, for the process's life).
+ * Own: *desc and *path are borrowed until the process ends (the plugin
+ * is never unloaded); borrows name_or_path for the call. */
 MPX_API int mpx_plugin_find(const char *name_or_path, const mpx_plugin_t **desc,
                             const char **path);
 

@@ -156,13 +156,16 @@ typedef struct {
 #define MPX_FUNC(f) ((mpx_func_t){.fn = (f), .spec = NULL})
 #define MPX_FUNC_SPEC(s) ((mpx_func_t){.fn = NULL, .spec = (s)})
 
-/* Set the task's result (copied; a later call replaces it). */
+/* Set the task's result (copied; a later call replaces it).
+ * Own: copies data. */
 MPX_API int mpx_task_result(mpx_task_t *t, const void *data, size_t len);
 /* Room for a result of len bytes, to write in place (replaces any result
  * set before); NULL when out of memory. Above MPX_POOL_ARENA_THRESHOLD it
  * is a block of the pool's arena when there is room (the zero-copy path:
  * the caller reads what the task wrote there), else the answer's buffer.
- * Valid until the task returns or sets another result. */
+ * Valid until the task returns or sets another result.
+ * Own: returns room borrowed until the task returns or sets another
+ * result. */
 MPX_API void *mpx_task_result_buf(mpx_task_t *t, size_t len);
 /* Fail the task with a message; returns MPX_ETASK (return it). */
 MPX_API int mpx_task_fail(mpx_task_t *t, const char *fmt, ...)
@@ -170,14 +173,16 @@ MPX_API int mpx_task_fail(mpx_task_t *t, const char *fmt, ...)
 /* The worker's index (0..processes-1) and the pool's worker count. */
 MPX_API unsigned mpx_task_worker(const mpx_task_t *t);
 MPX_API unsigned mpx_task_workers(const mpx_task_t *t);
-/* What the initializer stored with mpx_task_set_state() in this worker. */
+/* What the initializer stored with mpx_task_set_state() in this worker.
+ * Own: returns the pointer given to mpx_task_set_state (yours, not mpx's). */
 MPX_API void *mpx_task_state(const mpx_task_t *t);
 
 /* A worker initializer: runs once in each worker before its first task,
  * with the pool's initargs. Non-zero: the worker exits with that code (a
  * failed start, counted by the restart intensity). */
 typedef int (*mpx_pool_init_fn)(const void *args, size_t len);
-/* From an initializer: per-worker state for mpx_task_state(). */
+/* From an initializer: per-worker state for mpx_task_state().
+ * Own: keeps state (not copied) for the worker's life; it stays yours. */
 MPX_API void mpx_task_set_state(void *state);
 /* In a worker process (its initializer or a task): the worker's index and
  * the pool's worker count; 0 and 0 outside a pool worker. */
@@ -237,7 +242,10 @@ extern "C" {
  * pool past the intensity; mpx_pool_new itself fails only for bad
  * options or resources (MPX_EINVAL, MPX_ENOMEM, MPX_ENOTSUP for a
  * transport the kernel refuses, an arena that cannot be created). With
- * opts.loop: call it on the loop's thread or before the loop runs. */
+ * opts.loop: call it on the loop's thread or before the loop runs.
+ * Own: *out is yours: mpx_pool_free; copies name (up to the pool's name
+ * buffer), initializer_spec and initargs; keeps opts->loop until the pool
+ * is freed (the loop stays yours). */
 MPX_API int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts);
 
 /* ---- one task -------------------------------------------------------------- */
@@ -248,7 +256,8 @@ MPX_API int mpx_pool_new(mpx_pool_t **out, const mpx_pool_opts_t *opts);
  * timeout) with the message in mpx_last_error(), MPX_ETIMEDOUT when
  * `timeout` (the caller's wait) ran out (the task is cancelled),
  * MPX_EINTR, MPX_EBROKEN, MPX_ECLOSED (pool closed), MPX_ECANCELED,
- * MPX_EDEADLK on the loop's thread. */
+ * MPX_EDEADLK on the loop's thread.
+ * Own: *out is yours: free; borrows in for the call; copies f.spec. */
 MPX_API int mpx_pool_apply(mpx_pool_t *p, mpx_func_t f, const void *in,
                            size_t len, void **out, size_t *out_len,
                            double timeout);
@@ -260,7 +269,9 @@ typedef void (*mpx_async_cb)(mpx_async_t *a, void *arg);
  * come before the result: the result is then dropped). callback (success)
  * or error_callback (failure) is called once, on the loop's thread, when
  * the task ends; both may be NULL. MPX_E2BIG for an argument of 2 GiB or
- * more that the arena cannot take. */
+ * more that the arena cannot take.
+ * Own: *out is yours: mpx_async_free; copies in and f.spec; keeps arg
+ * (not copied) until the callback has run or the handle is freed. */
 MPX_API int mpx_pool_apply_async(mpx_pool_t *p, mpx_func_t f, const void *in,
                                  size_t len, mpx_async_cb callback,
                                  mpx_async_cb error_callback, void *arg,
@@ -278,20 +289,25 @@ typedef struct {
 /* Lends len bytes of the arena (never waits). MPX_ENOTSUP: the pool has no
  * arena; MPX_ENOBUFS: no room now (use mpx_pool_apply_async, which copies,
  * or wait for results to come back). On 0 the loan is the caller's until
- * submitted or cancelled. */
+ * submitted or cancelled.
+ * Own: the block in *loan is yours until mpx_pool_apply_async_loan or
+ * mpx_pool_loan_cancel; loan->data is borrowed until then. */
 MPX_API int mpx_pool_loan(mpx_pool_t *p, size_t len, mpx_pool_loan_t *loan);
 /* Gives an unsubmitted loan back; a no-op for an empty one. */
 MPX_API void mpx_pool_loan_cancel(mpx_pool_t *p, mpx_pool_loan_t *loan);
 /* As mpx_pool_apply_async with the first `used` bytes of the loan as the
  * argument. Takes the loan (empties *loan), also when it fails. The
- * argument stays readable with mpx_async_arg() until mpx_async_free. */
+ * argument stays readable with mpx_async_arg() until mpx_async_free.
+ * Own: takes the loan, also on failure; *out and arg as
+ * mpx_pool_apply_async. */
 MPX_API int mpx_pool_apply_async_loan(mpx_pool_t *p, mpx_func_t f,
                                       mpx_pool_loan_t *loan, size_t used,
                                       mpx_async_cb callback,
                                       mpx_async_cb error_callback, void *arg,
                                       mpx_async_t **out);
 /* The argument of an apply_async (or _loan) handle, borrowed until
- * mpx_async_free: to retry it elsewhere or report it after a failure. */
+ * mpx_async_free: to retry it elsewhere or report it after a failure.
+ * Own: *data is borrowed until mpx_async_free. */
 MPX_API int mpx_async_arg(const mpx_async_t *a, const void **data, size_t *len);
 
 /* Waits for the result: 0 when ready, MPX_ETIMEDOUT, MPX_EINTR, MPX_EDEADLK
@@ -300,13 +316,16 @@ MPX_API int mpx_async_wait(mpx_async_t *a, double timeout);
 /* The result, borrowed from the handle (valid until mpx_async_free; a
  * large result is the arena block the worker wrote, not a copy).
  * Returns 0 or the task's failure as mpx_pool_apply, MPX_ETIMEDOUT if not
- * ready within timeout, MPX_EDEADLK as mpx_async_wait. */
+ * ready within timeout, MPX_EDEADLK as mpx_async_wait.
+ * Own: *data is borrowed until mpx_async_free. */
 MPX_API int mpx_async_get(mpx_async_t *a, const void **data, size_t *len,
                           double timeout);
 MPX_API bool mpx_async_ready(const mpx_async_t *a);
 /* Ready and succeeded. */
 MPX_API bool mpx_async_successful(const mpx_async_t *a);
-/* The failure's message ("" while pending or after a success). */
+/* The failure's message ("" while pending or after a success).
+ * Own: returns a string borrowed until mpx_async_free (the pool's, the
+ * handle's or a static one; never free it). */
 MPX_API const char *mpx_async_error(const mpx_async_t *a);
 MPX_API void mpx_async_free(mpx_async_t *a);
 
@@ -327,7 +346,9 @@ typedef struct {
  * time (automatic: about four messages per worker, at most 64 KiB of
  * arguments each). Returns 0 when every task succeeded, else the first
  * failure's code (every out[i] still has its own rc and error), or
- * MPX_ETIMEDOUT / MPX_EINTR / MPX_EBROKEN / MPX_ECLOSED for the call. */
+ * MPX_ETIMEDOUT / MPX_EINTR / MPX_EBROKEN / MPX_ECLOSED for the call.
+ * Own: borrows in for the call; out[i].data and out[i].error are yours:
+ * mpx_pool_results_free (or free each). */
 MPX_API int mpx_pool_map(mpx_pool_t *p, mpx_func_t f, const mpx_conn_buf_t *in,
                          size_t n, mpx_pool_result_t *out, double timeout);
 /* mpx_pool_map without waiting: in and out must stay valid until the
@@ -335,7 +356,9 @@ MPX_API int mpx_pool_map(mpx_pool_t *p, mpx_func_t f, const mpx_conn_buf_t *in,
  * thread when every task has ended (error_callback when one failed).
  * mpx_async_get / _wait report the call's outcome (no data). Freeing the
  * handle before it is ready cancels the rest of the map: nothing is
- * written into out after mpx_async_free returns. */
+ * written into out after mpx_async_free returns.
+ * Own: *handle is yours: mpx_async_free; keeps in and out until the
+ * handle is ready or freed; out[i] as mpx_pool_map. */
 MPX_API int mpx_pool_map_async(mpx_pool_t *p, mpx_func_t f,
                                const mpx_conn_buf_t *in, size_t n,
                                mpx_pool_result_t *out, mpx_async_cb callback,
@@ -349,7 +372,8 @@ MPX_API void mpx_pool_results_free(mpx_pool_result_t *out, size_t n);
  * in + i*in_size, and its result (at most out_size bytes; a longer one
  * fails the task) is written at out + i*out_size. rc, when not NULL,
  * receives each task's status (0 or its failure code). Returns as
- * mpx_pool_map. */
+ * mpx_pool_map.
+ * Own: borrows in, out and rc for the call. */
 MPX_API int mpx_pool_map_fixed(mpx_pool_t *p, mpx_func_t f, const void *in,
                                size_t in_size, size_t n, void *out,
                                size_t out_size, int *rc, double timeout);
@@ -365,7 +389,9 @@ typedef int (*mpx_iter_fn)(void *arg, const void **data, size_t *len);
  * each ... Python 3.15's buffersize), so an
  * endless input uses bounded memory. ordered: results in input order
  * (imap), else in completion order (imap_unordered). The handle is the
- * caller's: mpx_imap_free stops pulling input and drops what is left. */
+ * caller's: mpx_imap_free stops pulling input and drops what is left.
+ * Own: *out is yours: mpx_imap_free; keeps arg (not copied) until then;
+ * each item next gives is copied. */
 MPX_API int mpx_pool_imap(mpx_pool_t *p, mpx_func_t f, mpx_iter_fn next,
                           void *arg, bool ordered, size_t window,
                           mpx_imap_t **out);
@@ -374,7 +400,8 @@ MPX_API int mpx_pool_imap(mpx_pool_t *p, mpx_func_t f, mpx_iter_fn next,
  * position; may be NULL); 0 at the end; or a negative code: the task's
  * failure (the imap goes on: call again for the next), or MPX_ETIMEDOUT /
  * MPX_EINTR / MPX_EBROKEN for the call, MPX_EDEADLK on the loop's thread
- * with a timeout other than 0. */
+ * with a timeout other than 0.
+ * Own: *data is borrowed until the next mpx_imap_next or mpx_imap_free. */
 MPX_API int mpx_imap_next(mpx_imap_t *it, const void **data, size_t *len,
                           size_t *index, double timeout);
 MPX_API void mpx_imap_free(mpx_imap_t *it);
@@ -382,13 +409,17 @@ MPX_API void mpx_imap_free(mpx_imap_t *it);
 /* ---- objects ------------------------------------------------------------------------------ */
 
 /* apply with an mpx_obj argument and result, encoded with codec (the
- * worker's task sees the encoding and answers with one). */
+ * worker's task sees the encoding and answers with one).
+ * Own: borrows codec and arg for the call; *result is yours:
+ * mpx_obj_release. */
 MPX_API int mpx_pool_apply_obj(mpx_pool_t *p, mpx_func_t f,
                                const mpx_codec_t *codec, const mpx_obj_t *arg,
                                mpx_obj_t **result, double timeout);
 /* Python's starmap: each element of args (an array of argument tuples,
  * any mpx_obj sequence) is encoded with codec and passed to f; results
- * decoded into *results (a new array, the caller's). */
+ * decoded into *results (a new array, the caller's).
+ * Own: borrows codec and args for the call; *results is yours:
+ * mpx_obj_release. */
 MPX_API int mpx_pool_starmap(mpx_pool_t *p, mpx_func_t f,
                              const mpx_codec_t *codec, const mpx_obj_t *args,
                              mpx_obj_t **results, double timeout);
@@ -414,7 +445,8 @@ typedef void (*mpx_pool_shutdown_cb)(mpx_pool_t *p, void *arg);
  * may be called from cb or later from any thread; mpx_pool_stats and
  * mpx_async_* still work until then. MPX_ESTATE when a shutdown was
  * already started. With the pool's own thread it works too (cb runs on
- * that thread). */
+ * that thread).
+ * Own: keeps arg (not copied) until cb has run. */
 MPX_API int mpx_pool_shutdown(mpx_pool_t *p, mpx_pool_shutdown_cb cb,
                               void *arg);
 

@@ -87,7 +87,9 @@ extern "C" {
 
 /* Creates an unstarted process. Copies everything it needs from opts.
  * On success *p is owned by the caller: release it with mpx_process_free().
- * MPX_EINVAL when opts name no target or both kinds of target. */
+ * MPX_EINVAL when opts name no target or both kinds of target.
+ * Own: *p is yours: mpx_process_free; copies name, target_spec, args and
+ * the pass_fds array (the descriptors stay yours: not dup'd, not closed). */
 MPX_API int mpx_process_new(mpx_process_t **p, const mpx_process_opts_t *opts);
 
 /* Starts the child; allowed once (MPX_ESTATE after that). For spawn (and
@@ -125,10 +127,12 @@ MPX_API pid_t mpx_process_pid(const mpx_process_t *p);
 
 /* A descriptor that becomes readable when the child exits: a pidfd, usable
  * with poll, epoll and uv_poll. Owned by the handle (do not close it); it
- * stays valid until mpx_process_close() or _free(). MPX_ESTATE before start. */
+ * stays valid until mpx_process_close() or _free(). MPX_ESTATE before start.
+ * Own: the descriptor is borrowed until mpx_process_close / _free. */
 MPX_API int mpx_process_sentinel(const mpx_process_t *p);
 
-/* Name (owned by the handle), daemon flag and start method actually used. */
+/* Name (owned by the handle), daemon flag and start method actually used.
+ * Own: the name is borrowed until mpx_process_free. */
 MPX_API const char *mpx_process_name(const mpx_process_t *p);
 MPX_API bool mpx_process_daemon(const mpx_process_t *p);
 MPX_API mpx_start_method_t mpx_process_start_method(const mpx_process_t *p);
@@ -145,17 +149,23 @@ MPX_API void mpx_process_free(mpx_process_t *p);
 /* Reaps every child that has exited, then stores up to `max` handles of the
  * children still running in out[] (borrowed: valid until their owner frees
  * them) and returns how many are running (which may exceed max). out may be
- * NULL when max is 0. */
+ * NULL when max is 0.
+ * Own: the handles in out[] are borrowed until their owner frees them;
+ * out itself stays yours. */
 MPX_API int mpx_active_children(mpx_process_t **out, size_t max);
 
 /* The calling process: a borrowed handle with the name, pid and daemon flag
  * (join, start and signals return MPX_ESTATE on it). The main process is
- * called "MainProcess". */
+ * called "MainProcess".
+ * Own: returns a static handle, borrowed until the process ends; never
+ * free it. */
 MPX_API mpx_process_t *mpx_current_process(void);
 
 /* The process that started this one (through mpx), or NULL in a process
  * mpx did not start. Borrowed. mpx_process_is_alive() and the sentinel work
- * on it: the sentinel becomes readable when the parent dies. */
+ * on it: the sentinel becomes readable when the parent dies.
+ * Own: returns a static handle, borrowed until the process ends; never
+ * free it. */
 MPX_API mpx_process_t *mpx_parent_process(void);
 
 /* The number of CPUs this process may run on (its affinity mask), or the
@@ -168,8 +178,10 @@ MPX_API int mpx_cpu_count(void);
  * says otherwise. */
 MPX_API mpx_start_method_t mpx_get_start_method(void);
 MPX_API int mpx_set_start_method(mpx_start_method_t method);
+/* Own: returns a static string, borrowed until the process ends. */
 MPX_API const char *mpx_start_method_name(mpx_start_method_t method);
-/* Parses "fork", "forkserver" or "spawn"; MPX_EINVAL otherwise. */
+/* Parses "fork", "forkserver" or "spawn"; MPX_EINVAL otherwise.
+ * Own: borrows s for the call. */
 MPX_API int mpx_start_method_parse(const char *s, mpx_start_method_t *method);
 
 /* Starts the forkserver now rather than on first use, e.g. before the

@@ -135,15 +135,21 @@ extern "C" {
 /* A new queue. opts may be NULL (unbounded, defaults). The handle is the
  * caller's (mpx_queue_free) and holds a reference on the queue.
  * MPX_EINVAL for options out of range, MPX_ENOSPC / MPX_E2BIG when the
- * arena has no room for the queue's first chunk. */
+ * arena has no room for the queue's first chunk.
+ * Own: *out is yours: mpx_queue_free; keeps opts->arena until the handle
+ * is freed (the arena stays yours). */
 MPX_API int mpx_queue_new(mpx_queue_t **out, const mpx_queue_opts_t *opts);
 
 /* A handle on an existing queue in `arena` (borrowed, as above) from its
  * reference. Takes a reference on the queue. MPX_ESTALE / MPX_EINVAL when
- * ref is not a live queue. */
+ * ref is not a live queue.
+ * Own: *out is yours: mpx_queue_free; keeps arena until the handle is
+ * freed (the arena stays yours). */
 MPX_API int mpx_queue_attach(mpx_queue_t **out, mpx_arena_t *arena,
                              mpx_ref_t ref);
 MPX_API mpx_ref_t mpx_queue_ref(const mpx_queue_t *q);
+/* Own: returns the arena given at creation (or the shared heap), borrowed
+ * while the handle lives; never free it through this pointer. */
 MPX_API mpx_arena_t *mpx_queue_arena(const mpx_queue_t *q);
 
 /* Releases the handle. In the process that created or attached it, also
@@ -157,12 +163,14 @@ MPX_API void mpx_queue_free(mpx_queue_t *q);
 /* Copies len bytes at data into the queue. 0, MPX_EAGAIN / MPX_ETIMEDOUT
  * (full), MPX_ECLOSED (this handle was closed, or the queue shut down),
  * MPX_ENOSPC (no arena space within the timeout), MPX_E2BIG (larger than
- * the arena could ever hold). */
+ * the arena could ever hold).
+ * Own: copies data. */
 MPX_API int mpx_queue_put(mpx_queue_t *q, const void *data, size_t len,
                           double timeout);
 
 /* Encodes obj with codec (in the caller) and puts the encoding. A codec
- * error is returned as it is (MPX_ECODEC, ...) and nothing is queued. */
+ * error is returned as it is (MPX_ECODEC, ...) and nothing is queued.
+ * Own: borrows codec and obj for the call (the encoding is copied). */
 MPX_API int mpx_queue_put_obj(mpx_queue_t *q, const mpx_codec_t *codec,
                               const mpx_obj_t *obj, double timeout);
 
@@ -171,24 +179,31 @@ MPX_API int mpx_queue_put_obj(mpx_queue_t *q, const mpx_codec_t *codec,
 /* Copies the next item into buf (cap bytes) and its length into *len.
  * MPX_ETOOSHORT when it does not fit: *len is its length and the item
  * stays first in the queue. MPX_EAGAIN / MPX_ETIMEDOUT (empty),
- * MPX_ECLOSED (shut down and empty). */
+ * MPX_ECLOSED (shut down and empty).
+ * Own: borrows buf for the call (it stays yours). */
 MPX_API int mpx_queue_get_into(mpx_queue_t *q, void *buf, size_t cap,
                                size_t *len, double timeout);
 
 /* The next item in a malloc'd buffer (*data, the caller's to free; NULL
- * for an empty item) and its length. Errors as get_into. */
+ * for an empty item) and its length. Errors as get_into.
+ * Own: *data is yours: free. */
 MPX_API int mpx_queue_get(mpx_queue_t *q, void **data, size_t *len,
                           double timeout);
 
 /* The next item without copying a block-stored payload (see
- * mpx_queue_msg_t). Release it with mpx_queue_msg_release(). */
+ * mpx_queue_msg_t). Release it with mpx_queue_msg_release().
+ * Own: *msg is yours: mpx_queue_msg_release; msg->data is borrowed until
+ * that release (an inline item's also only until the next get_msg or
+ * get_obj on this handle, which reuse its scratch buffer). */
 MPX_API int mpx_queue_get_msg(mpx_queue_t *q, mpx_queue_msg_t *msg,
                               double timeout);
 MPX_API void mpx_queue_msg_release(mpx_queue_t *q, mpx_queue_msg_t *msg);
 
 /* The next item decoded with codec (decoded in place from shared
  * memory). A decode error consumes the item (it is returned, not
- * retried) and says so in mpx_last_error(). *obj is the caller's. */
+ * retried) and says so in mpx_last_error(). *obj is the caller's.
+ * Own: *obj is yours: mpx_obj_release (it copies, never points into the
+ * queue); borrows codec for the call. */
 MPX_API int mpx_queue_get_obj(mpx_queue_t *q, const mpx_codec_t *codec,
                               mpx_obj_t **obj, double timeout);
 
@@ -197,13 +212,17 @@ MPX_API int mpx_queue_get_obj(mpx_queue_t *q, const mpx_codec_t *codec,
 /* Borrows a block of at least size bytes from the queue's arena (waiting
  * up to timeout for space). The block belongs to the calling process
  * until it is published: if the process dies first, reclaim(pid) frees
- * it. */
+ * it.
+ * Own: the block in *loan is yours until mpx_queue_publish or
+ * mpx_queue_loan_cancel; loan->data is borrowed until then. */
 MPX_API int mpx_queue_loan(mpx_queue_t *q, size_t size, mpx_queue_loan_t *loan,
                            double timeout);
 /* Queues the first len bytes (len <= cap) of the loaned block without
  * copying them; the loan is used up on success (on error it is still
  * the caller's: publish again or cancel). Errors as mpx_queue_put. A
- * consumer receives it with mpx_queue_get_msg() in place. */
+ * consumer receives it with mpx_queue_get_msg() in place.
+ * Own: takes the loaned block on success only; on error it stays yours.
+ * mpx_queue_loan_cancel takes it back into the arena. */
 MPX_API int mpx_queue_publish(mpx_queue_t *q, mpx_queue_loan_t *loan,
                               size_t len, double timeout);
 MPX_API void mpx_queue_loan_cancel(mpx_queue_t *q, mpx_queue_loan_t *loan);

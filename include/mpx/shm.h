@@ -59,16 +59,20 @@ typedef struct {
 
 /* MPX_EINVAL for size 0 or unknown flags, MPX_EOVERFLOW when the size
  * cannot be rounded up; else the failing system call's code, named in
- * mpx_last_error(). */
+ * mpx_last_error().
+ * Own: *out is yours: mpx_segment_free; borrows opts->name for the call. */
 MPX_API int mpx_segment_new(mpx_segment_t **out, const mpx_segment_opts_t *opts);
 /* Map an existing segment descriptor (e.g. received from another process).
  * The descriptor is duplicated: the caller keeps its own. flags: PREFAULT
  * maps the pages now (the others are ignored: the memfd decides its page
  * size). MPX_EINVAL when fd is not a memfd (a pipe, a file with a path,
- * /dev/shm included) or is empty. */
+ * /dev/shm included) or is empty.
+ * Own: *out is yours: mpx_segment_free; copies fd (a dup), fd stays yours. */
 MPX_API int mpx_segment_attach(mpx_segment_t **out, int fd, unsigned flags);
 /* The mapping in this process, its size, and its descriptor (owned by the
- * segment: dup it to keep it past mpx_segment_free). */
+ * segment: dup it to keep it past mpx_segment_free).
+ * Own: the mapping and the descriptor are borrowed until
+ * mpx_segment_free. */
 MPX_API void *mpx_segment_base(const mpx_segment_t *s);
 MPX_API size_t mpx_segment_size(const mpx_segment_t *s);
 MPX_API int mpx_segment_fd(const mpx_segment_t *s);
@@ -79,7 +83,9 @@ MPX_API unsigned mpx_segment_flags(const mpx_segment_t *s);
 MPX_API int mpx_segment_prefault(mpx_segment_t *s, size_t off, size_t len);
 /* Send the segment's descriptor and size over a Unix socket (SCM_RIGHTS) /
  * receive them and attach. recv: MPX_EPROTO when the message is not a
- * segment or the sizes disagree, MPX_EPIPE when the peer has closed. */
+ * segment or the sizes disagree, MPX_EPIPE when the peer has closed.
+ * Own: send borrows s for the call (the receiver gets its own
+ * descriptor); recv's *out is yours: mpx_segment_free. */
 MPX_API int mpx_segment_send(int sock, const mpx_segment_t *s);
 MPX_API int mpx_segment_recv(int sock, mpx_segment_t **out, unsigned flags);
 /* Unmap and close. Other processes' mappings are unaffected. */
@@ -125,24 +131,31 @@ typedef struct {
 } mpx_arena_stats_t;
 
 /* A new arena in a new segment of its own (send mpx_arena_segment() to
- * other processes; fork children inherit it). */
+ * other processes; fork children inherit it).
+ * Own: *out is yours: mpx_arena_free (which also frees its own segment). */
 MPX_API int mpx_arena_new(mpx_arena_t **out, const mpx_arena_opts_t *opts);
 /* Format a new arena in [offset, offset+size) of an existing segment
  * (size 0: the rest of the segment), or attach to one formatted there
  * before. The segment is borrowed: it must outlive the arena handle.
- * offset: 64-byte aligned. */
+ * offset: 64-byte aligned.
+ * Own: *out is yours: mpx_arena_free; keeps seg until then (seg stays
+ * yours: mpx_arena_free does not free it). */
 MPX_API int mpx_arena_format(mpx_arena_t **out, mpx_segment_t *seg,
                              size_t offset, size_t size);
 MPX_API int mpx_arena_attach(mpx_arena_t **out, mpx_segment_t *seg,
                              size_t offset);
+/* Own: returns a segment borrowed until mpx_arena_free (for a, or the
+ * caller's segment given to format/attach). */
 MPX_API mpx_segment_t *mpx_arena_segment(const mpx_arena_t *a);
 /* Allocate `size` bytes (16-byte aligned, refcount 1, owned by the caller's
  * pid). A full arena waits up to `timeout` for space: MPX_ENOSPC when there
- * still is none, MPX_E2BIG when the request could never fit. */
+ * still is none, MPX_E2BIG when the request could never fit.
+ * Own: the block *out is yours: mpx_arena_release. */
 MPX_API int mpx_arena_alloc(mpx_arena_t *a, size_t size, double timeout,
                             mpx_ref_t *out);
 /* The block's memory in this process, or NULL for a reference that is not
- * a live block. The pointer is valid while the caller holds a reference. */
+ * a live block. The pointer is valid while the caller holds a reference.
+ * Own: returns memory borrowed until your last reference is released. */
 MPX_API void *mpx_arena_ptr(const mpx_arena_t *a, mpx_ref_t ref);
 /* Usable bytes of a live block (>= the size asked for), 0 if not live. */
 MPX_API size_t mpx_arena_block_size(const mpx_arena_t *a, mpx_ref_t ref);
@@ -176,7 +189,9 @@ MPX_API void mpx_arena_free(mpx_arena_t *a);
  * in place: takes a reference on the block (mpx_arena_retain) and drops it
  * when the object dies. A new reference to the object; the arena handle
  * must outlive it. NULL (MPX_ERANGE / MPX_ESTALE in mpx_last_error) when
- * the range or the reference is not valid. */
+ * the range or the reference is not valid.
+ * Own: the result is yours: mpx_obj_release; keeps a until the object
+ * dies; your own reference on the block stays yours. */
 MPX_API mpx_obj_t *mpx_obj_bytes_arena(mpx_arena_t *a, mpx_ref_t ref,
                                        size_t off, size_t len);
 
@@ -191,6 +206,8 @@ typedef enum {
 
 /* Bytes per element (0 for an unknown type), the C name ("int64"...). */
 MPX_API size_t mpx_ctype_size(mpx_ctype_t t);
+/* Own: mpx_ctype_name returns a static string, borrowed until the process
+ * ends. */
 MPX_API const char *mpx_ctype_name(mpx_ctype_t t);
 /* Python's array/ctypes typecodes: b B h H i I l L q Q f d c. 0 if unknown. */
 MPX_API mpx_ctype_t mpx_ctype_from_code(char code);
@@ -205,7 +222,8 @@ typedef enum {
 /* The process's default shared heap: an arena created on first use
  * (MPX_HEAP_SIZE bytes from the environment, default 64 MiB), inherited
  * by fork children. Borrowed: never free it. Send its segment to let
- * unrelated processes attach values by reference. */
+ * unrelated processes attach values by reference.
+ * Own: *out is borrowed until the process ends; never free it. */
 MPX_API int mpx_shared_heap(mpx_arena_t **out);
 
 typedef struct {
@@ -220,22 +238,27 @@ typedef struct {
 typedef struct mpx_shared_value_s mpx_shared_value_t;
 typedef struct mpx_shared_array_s mpx_shared_array_t;
 
-/* A scalar in shared memory, initialised from *init (NULL: zero). */
+/* A scalar in shared memory, initialised from *init (NULL: zero).
+ * Own: *out is yours: mpx_shared_value_free; copies init; keeps
+ * opts->arena and opts->lock until the value is freed (both stay yours). */
 MPX_API int mpx_shared_value_new(mpx_shared_value_t **out, mpx_ctype_t type,
                                  const void *init,
                                  const mpx_shared_opts_t *opts);
 /* Attach in a process that did not inherit it: the arena and the value's
  * reference (mpx_shared_value_ref). Needs the lock to live in the value's
- * block (not MPX_SHARED_USER_LOCK). */
+ * block (not MPX_SHARED_USER_LOCK).
+ * Own: *out is yours: mpx_shared_value_free; keeps arena until then. */
 MPX_API int mpx_shared_value_attach(mpx_shared_value_t **out,
                                     mpx_arena_t *arena, mpx_ref_t ref);
 MPX_API mpx_ref_t mpx_shared_value_ref(const mpx_shared_value_t *v);
 MPX_API mpx_ctype_t mpx_shared_value_type(const mpx_shared_value_t *v);
 /* The value's memory (lock it yourself for read-modify-write: `+= 1` is
- * never atomic on its own) and its lock (NULL when raw). */
+ * never atomic on its own) and its lock (NULL when raw).
+ * Own: both borrowed until mpx_shared_value_free. */
 MPX_API void *mpx_shared_value_ptr(mpx_shared_value_t *v);
 MPX_API mpx_lock_t *mpx_shared_value_lock(mpx_shared_value_t *v);
-/* Copy the value out / in under the lock. */
+/* Copy the value out / in under the lock.
+ * Own: borrows out / copies in. */
 MPX_API int mpx_shared_value_get(mpx_shared_value_t *v, void *out);
 MPX_API int mpx_shared_value_set(mpx_shared_value_t *v, const void *in);
 /* Drop this handle's reference; the block is freed with the last one. A
@@ -244,7 +267,11 @@ MPX_API int mpx_shared_value_set(mpx_shared_value_t *v, const void *in);
  * only the copy and never the parent's value. */
 MPX_API void mpx_shared_value_free(mpx_shared_value_t *v);
 
-/* An array of `len` elements, initialised from init[0..len) (NULL: zero). */
+/* An array of `len` elements, initialised from init[0..len) (NULL: zero).
+ * Own: as mpx_shared_value_new / _attach, _ptr, _lock, _get / _set:
+ * *out is yours (mpx_shared_array_free), init copied, arena and user lock
+ * kept, ptr and lock borrowed until free, read borrows its buffer, write
+ * copies. */
 MPX_API int mpx_shared_array_new(mpx_shared_array_t **out, mpx_ctype_t type,
                                  size_t len, const void *init,
                                  const mpx_shared_opts_t *opts);
@@ -286,12 +313,16 @@ enum {
  * when the name exists, MPX_EINVAL for size 0 or a bad name,
  * MPX_ENAMETOOLONG past 250 bytes. MPX_ENOSPC when the installed registry
  * is full (and the create is tracked): then nothing is created, so no
- * untracked name ever exists. */
+ * untracked name ever exists.
+ * Own: *out is yours: mpx_shm_close; copies name. */
 MPX_API int mpx_shm_create(mpx_shm_t **out, const char *name, size_t size,
                            unsigned flags);
-/* MPX_ENOENT when there is no such name. The size is the object's. */
+/* MPX_ENOENT when there is no such name. The size is the object's.
+ * Own: *out is yours: mpx_shm_close; copies name. */
 MPX_API int mpx_shm_attach(mpx_shm_t **out, const char *name, unsigned flags);
-/* The name without the leading '/' (owned by the handle). */
+/* The name without the leading '/' (owned by the handle).
+ * Own: the name and the mapping (mpx_shm_buf) are borrowed until
+ * mpx_shm_close. */
 MPX_API const char *mpx_shm_name(const mpx_shm_t *m);
 MPX_API void *mpx_shm_buf(const mpx_shm_t *m);
 MPX_API size_t mpx_shm_size(const mpx_shm_t *m);
@@ -312,13 +343,17 @@ MPX_API int mpx_shm_unlink(const char *name);
  * nothing that a reap of its pid misses. */
 typedef struct mpx_shm_registry_s mpx_shm_registry_t;
 
-/* capacity: entries (default 1024 when 0, at most INT32_MAX). */
+/* capacity: entries (default 1024 when 0, at most INT32_MAX).
+ * Own: *out is yours: mpx_shm_registry_free. */
 MPX_API int mpx_shm_registry_new(mpx_shm_registry_t **out, size_t capacity);
-/* MPX_EINVAL when fd is not a registry segment. */
+/* MPX_EINVAL when fd is not a registry segment.
+ * Own: *out is yours: mpx_shm_registry_free; copies fd (a dup), fd stays
+ * yours. mpx_shm_registry_fd's descriptor is borrowed until that free. */
 MPX_API int mpx_shm_registry_attach(mpx_shm_registry_t **out, int fd);
 MPX_API int mpx_shm_registry_fd(const mpx_shm_registry_t *r);
 /* Make it this process's registry (NULL: none). The handle is borrowed and
- * must stay alive while installed. */
+ * must stay alive while installed.
+ * Own: keeps r until another install or mpx_shm_registry_free(r). */
 MPX_API void mpx_shm_registry_install(mpx_shm_registry_t *r);
 /* Unlink every name recorded for `pid` (every name when pid is 0) and drop
  * the entries. Returns how many names it removed: a name already gone

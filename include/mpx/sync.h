@@ -127,9 +127,11 @@ typedef struct mpx_cond_s {
 
 /* lock: NULL for a recursive lock of the condition's own (Python's
  * default), or a Lock/RLock that lives in the same mapping as the
- * condition (it is stored as a distance, not a pointer). */
+ * condition (it is stored as a distance, not a pointer).
+ * Own: keeps lock (not copied) until mpx_cond_destroy; lock stays yours. */
 MPX_API int mpx_cond_init(mpx_cond_t *c, mpx_lock_t *lock);
-/* The condition's lock, as mapped in this process. */
+/* The condition's lock, as mapped in this process.
+ * Own: returns a lock borrowed until mpx_cond_destroy. */
 MPX_API mpx_lock_t *mpx_cond_lock(mpx_cond_t *c);
 MPX_API int mpx_cond_acquire(mpx_cond_t *c, double timeout);
 MPX_API int mpx_cond_release(mpx_cond_t *c);
@@ -142,7 +144,8 @@ MPX_API int mpx_cond_release(mpx_cond_t *c);
 MPX_API int mpx_cond_wait(mpx_cond_t *c, double timeout);
 /* Wait until pred(arg) returns nonzero (checked first under the lock, then
  * after each wake-up). 0 when it holds, MPX_ETIMEDOUT when the timeout ran
- * out with it still false. */
+ * out with it still false.
+ * Own: borrows arg for the call. */
 MPX_API int mpx_cond_wait_for(mpx_cond_t *c, int (*pred)(void *arg),
                               void *arg, double timeout);
 /* Wake up to n waiters / all of them. The caller must hold the lock
@@ -165,7 +168,8 @@ typedef struct mpx_barrier_s {
  * act on the index. */
 typedef int (*mpx_barrier_action_t)(void *arg);
 
-/* parties >= 1. action may be NULL. */
+/* parties >= 1. action may be NULL.
+ * Own: keeps arg (not copied) until mpx_barrier_destroy; arg stays yours. */
 MPX_API int mpx_barrier_init(mpx_barrier_t *b, unsigned parties,
                              mpx_barrier_action_t action, void *arg);
 /* Wait until `parties` processes/threads have called wait. 0 with *index

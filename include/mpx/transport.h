@@ -135,11 +135,13 @@ extern "C" {
 
 /* ---- kinds ---------------------------------------------------------------- */
 
-/* "auto", "pipe", "uring"; "unknown" for anything else. Static. */
+/* "auto", "pipe", "uring"; "unknown" for anything else. Static.
+ * Own: returns a static string, borrowed until the process ends. */
 MPX_API const char *mpx_transport_name(mpx_transport_t kind);
 
 /* Parses "auto", "pipe" or "uring" (case-insensitive) into *out.
- * MPX_EINVAL for NULL or anything else. */
+ * MPX_EINVAL for NULL or anything else.
+ * Own: borrows s for the call. */
 MPX_API int mpx_transport_parse(const char *s, mpx_transport_t *out);
 
 /* The implementation `want` stands for on this machine, in *got (PIPE or
@@ -157,7 +159,9 @@ MPX_API int mpx_transport_resolve(mpx_transport_t want, mpx_transport_t *got);
 
 /* Creates a hub on loop, which stays the caller's (the hub adds handles to
  * it and never runs it). kind is resolved as by mpx_transport_resolve().
- * The caller owns *out: release it with mpx_hub_free(). */
+ * The caller owns *out: release it with mpx_hub_free().
+ * Own: *out is yours: mpx_hub_free; keeps loop until the hub's handles
+ * have closed (loop stays yours). */
 MPX_API int mpx_hub_new(mpx_hub_t **out, uv_loop_t *loop,
                         mpx_transport_t kind);
 
@@ -172,7 +176,9 @@ MPX_API mpx_transport_t mpx_hub_transport(const mpx_hub_t *h);
  * (NULL hub or callback, a socket that is not a stream socket), MPX_ENOTSOCK,
  * MPX_ENOTCONN, MPX_EBADF, MPX_ENOMEM, MPX_ESTATE (the hub is being freed).
  * TCP sockets get TCP_NODELAY; a uring hub clears O_NONBLOCK on fd, a pipe
- * hub sets it. */
+ * hub sets it.
+ * Own: takes fd on success only; *out is borrowed until mpx_link_close
+ * or the close callback returns; keeps arg (not copied) until then. */
 MPX_API int mpx_hub_add(mpx_hub_t *h, int fd, mpx_link_msg_cb on_msg,
                         mpx_link_close_cb on_close, void *arg,
                         mpx_link_t **out);
@@ -182,11 +188,13 @@ MPX_API int mpx_hub_add(mpx_hub_t *h, int fd, mpx_link_msg_cb on_msg,
  * in batches, at the latest when the loop next iterates. 0, MPX_EINVAL,
  * MPX_ECLOSED (the link was closed), MPX_EPIPE (the peer is known to be
  * gone; the close callback follows), MPX_ENOMEM. Messages are written in
- * the order they were queued. Use mpx_link_pending() for backpressure. */
+ * the order they were queued. Use mpx_link_pending() for backpressure.
+ * Own: copies data. */
 MPX_API int mpx_link_send(mpx_link_t *l, const void *data, size_t len);
 
 /* Queues n messages, each framed on its own: all of them or, on an error,
- * none. The buffers are only read during the call. */
+ * none. The buffers are only read during the call.
+ * Own: copies msgs' data. */
 MPX_API int mpx_link_send_batch(mpx_link_t *l, const mpx_conn_buf_t *msgs,
                                 size_t n);
 
@@ -229,7 +237,8 @@ MPX_API void mpx_hub_free(mpx_hub_t *h);
  * by mpx_transport_resolve(). On success the endpoint owns fd (closed by
  * mpx_endpoint_free) and the caller owns *out; on failure fd stays the
  * caller's. Errors as mpx_hub_add(); a uring endpoint clears O_NONBLOCK on
- * fd. */
+ * fd.
+ * Own: *out is yours: mpx_endpoint_free; takes fd on success only. */
 MPX_API int mpx_endpoint_open(mpx_endpoint_t **out, int fd,
                               mpx_transport_t kind);
 
@@ -242,13 +251,16 @@ MPX_API mpx_transport_t mpx_endpoint_transport(const mpx_endpoint_t *e);
  * committed (copied when it cannot be written in time) and goes out before
  * anything else, during the next send, receive or mpx_endpoint_flush().
  * 0, MPX_ETIMEDOUT, MPX_EPIPE (the peer is gone), MPX_EINVAL, MPX_ENOMEM.
- * data is only read during the call. */
+ * data is only read during the call.
+ * Own: borrows data for the call (a committed rest is copied). */
 MPX_API int mpx_endpoint_send(mpx_endpoint_t *e, const void *data, size_t len,
                               double timeout);
 
 /* Sends n messages, each framed on its own, in as few system calls as the
  * kernel allows; the batch is one unit as above (all committed, or nothing
- * sent and MPX_ETIMEDOUT). */
+ * sent and MPX_ETIMEDOUT).
+ * Own: borrows msgs and their data for the call (a committed rest is
+ * copied). */
 MPX_API int mpx_endpoint_send_batch(mpx_endpoint_t *e,
                                     const mpx_conn_buf_t *msgs, size_t n,
                                     double timeout);
@@ -263,7 +275,8 @@ MPX_API int mpx_endpoint_flush(mpx_endpoint_t *e, double timeout);
  * received is kept for the next call), MPX_EPIPE (the peer closed its end
  * or died, after every message that arrived whole; also for end of file
  * in the middle of a message), MPX_EPROTO (a header no mpx or Python peer
- * sends; the endpoint stays unreadable), MPX_ENOMEM, MPX_EINVAL. */
+ * sends; the endpoint stays unreadable), MPX_ENOMEM, MPX_EINVAL.
+ * Own: *data is borrowed until the next receive or mpx_endpoint_free. */
 MPX_API int mpx_endpoint_recv(mpx_endpoint_t *e, const void **data,
                               size_t *len, double timeout);
 

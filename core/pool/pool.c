@@ -49,7 +49,12 @@ static int take_opts(mpx_pool_t *p, const mpx_pool_opts_t *opts) {
     memcpy(c, o->initargs, o->initargs_len);
     o->initargs = c;
   }
-  if (o->initializer_spec) o->initializer_spec = strdup(o->initializer_spec);
+  if (o->initializer_spec && (o->initializer_spec = strdup(o->initializer_spec)) == NULL) {
+    /* Without it the workers would start with no initializer: fail. The
+     * caller frees only p, so the initargs copy goes here. */
+    if (o->initargs_len) free((void *)o->initargs);
+    return mpx__err(MPX_ENOMEM, "pool: out of memory");
+  }
   return 0;
 }
 

@@ -88,6 +88,18 @@ typedef struct {
   size_t n_params;
   mpx__cfg_opts_t opts;      /* resolved: the stage's own or the defaults' */
   unsigned line, col;        /* of the stage's mapping */
+  /* The graph (graph.h): `inputs: [STAGE, STAGE.PORT, ...]`, as written.
+   * n_inputs 0 and inputs_given false: it reads the stage before it. */
+  char **inputs;
+  mpx__cfg_pos_t *inputs_at; /* each entry's position */
+  size_t n_inputs;
+  bool inputs_given;
+  mpx__cfg_pos_t inputs_key_at;
+  /* `partition_by: key` (the only value today) and `partitions: N`
+   * (1..MPX__CFG_MAX_WORKERS; 0: the stage's workers). */
+  bool partitioned;
+  unsigned partitions;
+  mpx__cfg_pos_t partition_at, partitions_at;
 } mpx__cfg_stage_t;
 
 typedef struct {

@@ -53,6 +53,9 @@ typedef struct {
   mpx_progress_t progress;   /* to stderr */
   bool summary;              /* the per-stage table to stderr at the end */
   const char *stats_json;    /* write the figures there as JSON; NULL: no */
+  const char *graph_dot;     /* with check_only: once the file checks, write
+                              * its graph as Graphviz DOT there ("-":
+                              * stdout); NULL: no */
 } mpx_pipeline_opts_t;
 
 #define MPX_PIPELINE_MAX_STAGES 32

@@ -25,9 +25,11 @@
  *   reduce  process (R): fold one input into the instance state;
  *           flush (R): emit the state as one partial result and empty the
  *           state (the instance is reused for the next batch);
- *           merge (R): combine two partial results into one and emit it;
+ *           merge (R unless fold is given): combine two partial results into one and emit it;
  *           either may be empty (length 0, the empty partial, which merge
  *           treats as the identity). merge must not touch the state.
+ *           fold (o, ABI 1.2): the linear merge, below; with it, merge
+ *           is optional.
  *           Partials are opaque bytes only the plugin reads; the engine
  *           just carries them. The engine folds each batch of inputs into
  *           a fresh state and merges the partials, so a worker that dies
@@ -83,7 +85,7 @@
 
 #define MPX_PLUGIN_MAGIC 0x4c50584du /* "MXPL" little-endian */
 #define MPX_PLUGIN_ABI_MAJOR 1
-#define MPX_PLUGIN_ABI_MINOR 1
+#define MPX_PLUGIN_ABI_MINOR 2
 #define MPX_PLUGIN_SYMBOL "mpx_plugin_descriptor"
 
 #define MPX_PLUGIN_EXPORT __attribute__((visibility("default")))
@@ -139,6 +141,29 @@ typedef struct mpx_plugin_s {
                const void *b, size_t blen);
   /* ABI 1.1 (a 1.0 descriptor, without it, reads as 0). */
   uint32_t flags;       /* MPX_PLUGIN_SPLITS */
+  /* ABI 1.2 (an older descriptor reads these as NULL and 0). */
+  /* Named output ports, port 0 first: a map or reduce whose outputs go to
+   * different places (grep: "matched", "unmatched"). mpx_emit goes to
+   * port 0; mpx_emit_port to any. A pipeline stage reads another's port
+   * with `inputs: [STAGE.PORT]`; `inputs: [STAGE]` reads port 0. NULL:
+   * one port, "out". */
+  const char *const *ports;
+  size_t n_ports;
+  /* Instead of ports: ports named by the parameters (route). Called after
+   * the parameters are checked, before init, wherever an instance is
+   * made; it names each port with mpx_port_add, port 0 first. 0 or a
+   * negative code (a configuration error, with mpx_plugin_fail's message). */
+  int (*ports_fn)(mpx_plugin_ctx_t *ctx);
+  /* A reduce's linear merge (optional; merge is then not needed): fold
+   * one partial (as this plugin's non-final flush emits it) into the live
+   * state, which stays decoded. The engine then keeps one instance whose
+   * state is the running total, folds every partial into it, and calls
+   * its flush with mpx_reduce_final() true once at the end: work
+   * proportional to the partials, not to batches x total. A partitioned
+   * stage (`partition_by: key`) needs it: each partition folds its keys'
+   * partials into a state that lives in its worker. A fold that fails
+   * fails the run (a partial is not an input item: it has no retry). */
+  int (*fold)(mpx_plugin_ctx_t *ctx, void *state, const void *partial, size_t len);
 } mpx_plugin_t;
 
 /* flags: a source whose instances split the stream: instance i of n
@@ -177,6 +202,37 @@ MPX_API int mpx_emit_obj(mpx_plugin_ctx_t *ctx, const mpx_obj_t *obj);
  * plugin writes it, never frees it). */
 MPX_API void *mpx_emit_reserve(mpx_plugin_ctx_t *ctx, size_t len);
 MPX_API int mpx_emit_commit(mpx_plugin_ctx_t *ctx, size_t used);
+
+/* Emit to output port `port` (the descriptor's order; 0 is mpx_emit's).
+ * A port no stage reads drops its items. MPX_EINVAL for a port the plugin
+ * does not have.
+ * Own: copies data. */
+MPX_API int mpx_emit_port(mpx_plugin_ctx_t *ctx, unsigned port, const void *data,
+                          size_t len);
+/* Emit with a key (to port 0): a stage after it with `partition_by: key`
+ * gets each key in exactly one partition, the one mpx_key_hash(key) %
+ * partitions names. A reduce's non-final flush emits its keyed partials
+ * this way (one per key, or per group of keys with one key's hash). An
+ * item emitted without a key is keyed by all its bytes.
+ * Own: copies key and data. */
+MPX_API int mpx_emit_keyed(mpx_plugin_ctx_t *ctx, const void *key, size_t klen,
+                           const void *data, size_t len);
+/* Both: to a port, with a key (key NULL: none). */
+MPX_API int mpx_emit_to(mpx_plugin_ctx_t *ctx, unsigned port, const void *key,
+                        size_t klen, const void *data, size_t len);
+/* The stable hash that picks a key's partition: 32-bit FNV-1a of the
+ * bytes. The same on every machine and in every version of ABI 1.x. */
+MPX_API uint32_t mpx_key_hash(const void *key, size_t len);
+/* From ports_fn only: names the next port ([a-z0-9_-]+, 1..63 bytes,
+ * unique). 0, MPX_EINVAL (bad or repeated name), MPX_ESTATE (not in
+ * ports_fn), MPX_E2BIG (more than MPX_PLUGIN_MAX_PORTS).
+ * Own: copies name. */
+#define MPX_PLUGIN_MAX_PORTS 64
+MPX_API int mpx_port_add(mpx_plugin_ctx_t *ctx, const char *name);
+/* This instance's ports: how many, and the index of a name (MPX_ENOENT
+ * when it has none of that name). */
+MPX_API unsigned mpx_port_count(const mpx_plugin_ctx_t *ctx);
+MPX_API int mpx_port_index(const mpx_plugin_ctx_t *ctx, const char *name);
 
 /* Parameters, already validated against the descriptor (the engine
  * refuses unknown names and wrong types with file:line:column, and fills

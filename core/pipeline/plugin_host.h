@@ -119,6 +119,29 @@ const mpx_plugin_t *mpx__ctx_desc(const mpx_plugin_ctx_t *c);
 const char *mpx__ctx_stage(const mpx_plugin_ctx_t *c); /* owned by c */
 void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
                        void *emit_arg);
+/* Where an output goes, besides its bytes: its port and, when it has a
+ * key, the key's mpx_key_hash. */
+typedef struct {
+  uint32_t port;
+  bool keyed;
+  uint32_t hash;
+} mpx__tag_t;
+/* A tagged emit: when set, every emit of the context (mpx_emit, _obj,
+ * _port, _keyed, _to, a reservation's commit) goes through it, with its
+ * tag; plain emit is then not called. Without it, outputs to port 0 go to
+ * emit (the key is dropped) and outputs to another port are dropped. */
+typedef int (*mpx__emit_to_fn)(void *arg, mpx__tag_t tag, const void *data, size_t len);
+void mpx__ctx_set_emit_to(mpx_plugin_ctx_t *c, mpx__emit_to_fn fn, void *arg);
+/* The instance's ports (the descriptor's, or those its ports_fn named when
+ * the context was made; one, "out", when it declares none): how many, and
+ * their names, owned by the context (or the descriptor). */
+unsigned mpx__ctx_port_count(const mpx_plugin_ctx_t *c);
+const char *const *mpx__ctx_port_names(const mpx_plugin_ctx_t *c);
+/* Folds one partial into the state (the descriptor's fold). */
+int mpx__ctx_call_fold(mpx_plugin_ctx_t *c, void *state, const void *p, size_t len);
+/* Whether d has fold (ABI 1.2). */
+bool mpx__plugin_has_fold(const mpx_plugin_t *d);
+
 /* d's flags (MPX_PLUGIN_SPLITS), 0 for a descriptor from before ABI 1.1. */
 uint32_t mpx__plugin_flags(const mpx_plugin_t *d);
 

@@ -167,6 +167,9 @@ void mpx__cfg_free(mpx__cfg_t *c) {
       free(st->params[j].value);
     }
     free(st->params);
+    for (j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
+    free(st->inputs);
+    free(st->inputs_at);
     free(st->name);
     free(st->plugin);
     free(st->opts.codec);

@@ -32,8 +32,8 @@ static const char *const top_keys[] = {"name",           "defaults",
                                        "supervisor",     "dead_letter",
                                        NULL};
 static const char *const stage_keys[] = {
-    "plugin",  "params",  "workers", "codec", "transport",
-    "retries", "timeout", "ordered", "batch", "name",      NULL};
+    "plugin",  "params",  "workers", "codec",        "transport",  "retries", "timeout",
+    "ordered", "batch",   "name",    "inputs",       "partition_by", "partitions", NULL};
 
 static int key_index(const char *const *keys, const char *key) {
   int i;
@@ -187,6 +187,105 @@ static int do_params(check_t *x, mpx__cfg_stage_t *st, const node_t *m) {
   return 0;
 }
 
+/* ---- the graph keys of a stage: inputs, partition_by, partitions ---- */
+
+static const char input_desc[] =
+    "STAGE or STAGE.PORT (names of letters, digits, '_' or '-')";
+static const char inputs_empty[] =
+    "'inputs' is empty: expected at least one input (STAGE or STAGE.PORT)";
+static const char partitions_alone[] =
+    "'partitions' is only for a stage with 'partition_by: key'";
+
+/* Replaces st's inputs with the n names (copied) at their positions. 0 or
+ * MPX_ENOMEM (st unchanged). */
+static int put_inputs(mpx__cfg_stage_t *st, const char *const *names,
+                      const mpx__cfg_pos_t *at, size_t n, mpx__cfg_pos_t key_at) {
+  char **v = calloc(n ? n : 1, sizeof *v);
+  mpx__cfg_pos_t *p = malloc((n ? n : 1) * sizeof *p);
+  size_t i;
+  for (i = 0; v != NULL && p != NULL && i < n; i++)
+    if ((v[i] = strdup(names[i])) == NULL) break;
+  if (v == NULL || p == NULL || i < n) {
+    while (v != NULL && i-- > 0) free(v[i]);
+    free(v);
+    free(p);
+    return MPX_ENOMEM;
+  }
+  if (n) memcpy(p, at, n * sizeof *p);
+  for (i = 0; i < st->n_inputs; i++) free(st->inputs[i]);
+  free(st->inputs);
+  free(st->inputs_at);
+  st->inputs = v;
+  st->inputs_at = p;
+  st->n_inputs = n;
+  st->inputs_given = true;
+  st->inputs_key_at = key_at;
+  return 0;
+}
+
+/* `inputs:` a list of STAGE or STAGE.PORT, or one of them. */
+static int do_inputs(check_t *x, mpx__cfg_stage_t *st, const node_t *key,
+                     const node_t *v) {
+  const node_t *one[1] = {v};
+  const node_t *const *items = v->type == N_SEQ ? (const node_t *const *)v->kids : one;
+  size_t n = v->type == N_SEQ ? v->n : 1, i;
+  const char **names = NULL;
+  mpx__cfg_pos_t *at = NULL;
+  qbuf_t qb;
+  int rc = 0;
+  if (v->type == N_SEQ && n == 0) return verr(x, v, inputs_empty);
+  if (v->type == N_MAP || (v->type == N_SCALAR && v->null)) {
+    val_t vv = mpx__cfg_node_val(v);
+    return mpx__cfg_perr(x->file, v->line, v->col, "'inputs' must be a list of %s, got %s",
+                         input_desc, mpx__cfg_got(&qb, &vv));
+  }
+  for (i = 0; i < n; i++) {
+    val_t iv = mpx__cfg_node_val(items[i]);
+    if (mpx__cfg_scalar(&iv) == NULL || !mpx__cfg_input_ok(iv.s))
+      return mpx__cfg_perr(x->file, items[i]->line, items[i]->col,
+                           "an input must be %s, got %s", input_desc,
+                           mpx__cfg_got(&qb, &iv));
+  }
+  names = calloc(n, sizeof *names);
+  at = calloc(n, sizeof *at);
+  if (names != NULL && at != NULL) {
+    for (i = 0; i < n; i++) {
+      names[i] = items[i]->s;
+      at[i] = pos_of(items[i]);
+    }
+    rc = put_inputs(st, names, at, n, pos_of(key));
+  }
+  free(names);
+  free(at);
+  if (names == NULL || at == NULL || rc != 0)
+    return mpx__err(MPX_ENOMEM, "%s: out of memory", x->file);
+  return 0;
+}
+
+/* inputs, partition_by or partitions. */
+static int do_graph_key(check_t *x, mpx__cfg_stage_t *st, const node_t *key,
+                        const node_t *v) {
+  char why[320];
+  parsed_t p;
+  val_t vv = mpx__cfg_node_val(v);
+  if (strcmp(key->s, "inputs") == 0) return do_inputs(x, st, key, v);
+  if (strcmp(key->s, "partition_by") == 0) {
+    if (mpx__cfg_check_partition_by(&vv, why, sizeof why) != 0) return verr(x, v, why);
+    st->partitioned = true;
+    st->partition_at = pos_of(v);
+    return 0;
+  }
+  if (mpx__cfg_check_partitions(&vv, &p, why, sizeof why) != 0) return verr(x, v, why);
+  st->partitions = (unsigned)p.u;
+  st->partitions_at = pos_of(v);
+  return 0;
+}
+
+static bool graph_key(const char *key) {
+  return strcmp(key, "inputs") == 0 || strcmp(key, "partition_by") == 0 ||
+         strcmp(key, "partitions") == 0;
+}
+
 static const char plugin_desc[] =
     "a plugin name (up to 64 letters, digits, '_' or '-') or a path "
     "containing '/'";
@@ -247,6 +346,8 @@ static int do_stage(check_t *x, mpx__cfg_stage_t *st, size_t idx,
       if ((rc = want_map(x, v, "params", "parameter names to values")) != 0 ||
           (rc = do_params(x, st, v)) != 0)
         return rc;
+    } else if (graph_key(key->s)) {
+      if ((rc = do_graph_key(x, st, key, v)) != 0) return rc;
     } else {
       if ((rc = do_opts_entry(x, &st->opts, mpx__cfg_opt_index(key->s), v)) != 0)
         return rc;
@@ -256,6 +357,9 @@ static int do_stage(check_t *x, mpx__cfg_stage_t *st, size_t idx,
     return mpx__cfg_perr(x->file, m->line, m->col,
                 "missing key 'plugin' in %s (expected the plugin to run: a "
                 "name or a path)", label);
+  if (st->partitions_at.line > 0 && !st->partitioned)
+    return mpx__cfg_perr(x->file, st->partitions_at.line, st->partitions_at.col, "%s",
+                         partitions_alone);
   return 0;
 nomem:
   return mpx__err(MPX_ENOMEM, "%s: out of memory", x->file);
@@ -425,6 +529,72 @@ int mpx__cfg_check_tree(mpx__cfg_t *c, const char *file, const node_t *root) {
 
 /* ---- --set ---------------------------------------------------------------- */
 
+/* --set STAGE.inputs=a,b.port: the list, comma-separated (spaces around
+ * an entry do not count; an empty entry is an error). */
+static int set_inputs(mpx__cfg_t *c, unsigned idx, mpx__cfg_stage_t *st,
+                      const char *value) {
+  mpx__cfg_pos_t at = {0, idx};
+  size_t cap = strlen(value) + 1, n = 0;
+  char *copy = strdup(value), *tok, *next;
+  const char **names = calloc(cap, sizeof *names);
+  mpx__cfg_pos_t *pos = calloc(cap, sizeof *pos);
+  qbuf_t qb;
+  int rc = 0;
+  if (copy == NULL || names == NULL || pos == NULL) goto nomem;
+  if (*value == '\0') {
+    rc = mpx__cfg_error_at(c, 0, idx, "%s", inputs_empty);
+    goto out;
+  }
+  for (tok = copy; tok != NULL; tok = next) {
+    char *end;
+    if ((next = strchr(tok, ',')) != NULL) *next++ = '\0';
+    end = tok + strlen(tok);
+    while (*tok == ' ') tok++;
+    while (end > tok && end[-1] == ' ') *--end = '\0';
+    val_t v = mpx__cfg_text_val(tok);
+    if (!mpx__cfg_input_ok(tok)) {
+      rc = mpx__cfg_error_at(c, 0, idx, "an input must be %s, got %s", input_desc,
+                             mpx__cfg_got(&qb, &v));
+      goto out;
+    }
+    pos[n] = at;
+    names[n++] = tok;
+  }
+  if (put_inputs(st, names, pos, n, at) != 0) goto nomem;
+  goto out;
+nomem:
+  rc = mpx__err(MPX_ENOMEM, "--set: out of memory");
+out:
+  free(copy);
+  free(names);
+  free(pos);
+  return rc;
+}
+
+static int set_graph_key(mpx__cfg_t *c, unsigned idx, mpx__cfg_stage_t *st,
+                         const char *key, const char *value) {
+  mpx__cfg_pos_t at = {0, idx};
+  val_t v = mpx__cfg_text_val(value);
+  char why[320];
+  parsed_t p;
+  if (strcmp(key, "inputs") == 0) return set_inputs(c, idx, st, value);
+  if (strcmp(key, "partition_by") == 0) {
+    if (mpx__cfg_check_partition_by(&v, why, sizeof why) != 0)
+      return mpx__cfg_error_at(c, 0, idx, "%s", why);
+    st->partitioned = true;
+    st->partition_at = at;
+    return 0;
+  }
+  if (mpx__cfg_check_partitions(&v, &p, why, sizeof why) != 0)
+    return mpx__cfg_error_at(c, 0, idx, "%s", why);
+  if (!st->partitioned)
+    return mpx__cfg_error_at(c, 0, idx, "%s (set STAGE.partition_by=key first)",
+                             partitions_alone);
+  st->partitions = (unsigned)p.u;
+  st->partitions_at = at;
+  return 0;
+}
+
 static int set_stage(mpx__cfg_t *c, unsigned idx, mpx__cfg_stage_t *st,
                      const char *key, const char *value) {
   mpx__cfg_pos_t at = {0, idx};
@@ -448,6 +618,7 @@ static int set_stage(mpx__cfg_t *c, unsigned idx, mpx__cfg_stage_t *st,
     st->plugin_col = idx;
     return 0;
   }
+  if (graph_key(key)) return set_graph_key(c, idx, st, key, value);
   if ((k = mpx__cfg_opt_index(key)) >= 0) {
     if (mpx__cfg_check_opt((mpx__cfg_opt_t)k, &v, &p, why, sizeof why) != 0)
       return mpx__cfg_error_at(c, 0, idx, "%s", why);
@@ -460,8 +631,8 @@ static int set_stage(mpx__cfg_t *c, unsigned idx, mpx__cfg_stage_t *st,
   if (!param_name_ok(key))
     return mpx__cfg_error_at(c, 0, idx,
                              "unknown key '%s' for stage '%s' (expected a "
-                             "stage option, plugin, params.NAME or a "
-                             "parameter name: %s)", mpx__cfg_q(&qb, key), st->name,
+                             "stage option, plugin, inputs, partition_by, "
+                             "partitions, params.NAME or a parameter name: %s)", mpx__cfg_q(&qb, key), st->name,
                              param_name_desc);
   if (put_param(st, key, value, at, at) != 0) goto nomem;
   return 0;

@@ -79,6 +79,7 @@ int mpx__cfg_tree(const char *file, const void *data, size_t len,
 bool mpx__cfg_all_digits(const char *s);
 bool mpx__cfg_name_ok(const char *s);
 bool mpx__cfg_ref_ok(const char *s);
+bool mpx__cfg_input_ok(const char *s);
 bool mpx__cfg_stage_name_ok(const char *s);
 bool mpx__cfg_text_ok(const char *s, size_t max);
 const char *mpx__cfg_got(qbuf_t *qb, const val_t *v);
@@ -87,6 +88,8 @@ int mpx__cfg_apply_sup(mpx__cfg_t *c, unsigned *given, int k, const parsed_t *p,
                        char *why, size_t cap);
 int mpx__cfg_check_opt(mpx__cfg_opt_t k, const val_t *v, parsed_t *out,
                        char *why, size_t cap);
+int mpx__cfg_check_partition_by(const val_t *v, char *why, size_t cap);
+int mpx__cfg_check_partitions(const val_t *v, parsed_t *out, char *why, size_t cap);
 int mpx__cfg_check_sup(int k, const val_t *v, parsed_t *out, char *why,
                        size_t cap);
 int mpx__cfg_check_uint(const char *key, const val_t *v, bool allow_auto,

@@ -115,6 +115,17 @@ bool mpx__cfg_stage_name_ok(const char *s) {
   return mpx__cfg_name_ok(s) && !mpx__cfg_all_digits(s) && strcmp(s, "pipeline") != 0;
 }
 
+/* An entry of `inputs:`: STAGE or STAGE.PORT, both names. */
+bool mpx__cfg_input_ok(const char *s) {
+  const char *dot = strchr(s, '.');
+  char stage[MPX__CFG_MAX_NAME + 1];
+  size_t n = dot ? (size_t)(dot - s) : strlen(s);
+  if (n == 0 || n > MPX__CFG_MAX_NAME) return false;
+  memcpy(stage, s, n);
+  stage[n] = '\0';
+  return mpx__cfg_stage_name_ok(stage) && (dot == NULL || mpx__cfg_name_ok(dot + 1));
+}
+
 /* A plugin or codec: a name, or a path with a '/'. */
 bool mpx__cfg_ref_ok(const char *s) {
   if (strchr(s, '/') != NULL) return strlen(s) <= CFG_MAX_PATH;
@@ -201,6 +212,22 @@ int mpx__cfg_check_uint(const char *key, const val_t *v, bool allow_auto,
   else
     snprintf(why, cap, "'%s' must be %s, got %s", key, desc, mpx__cfg_got(&qb, v));
   return -1;
+}
+
+/* `partition_by`: how a stage's inputs are split among its partitions.
+ * Only by the key an item was emitted with (mpx_emit_keyed), today. */
+int mpx__cfg_check_partition_by(const val_t *v, char *why, size_t cap) {
+  const char *s = mpx__cfg_scalar(v);
+  qbuf_t qb;
+  if (s != NULL && strcmp(s, "key") == 0) return 0;
+  snprintf(why, cap, "'partition_by' must be key (the only way to partition: by the key "
+           "each item was emitted with), got %s", mpx__cfg_got(&qb, v));
+  return -1;
+}
+
+int mpx__cfg_check_partitions(const val_t *v, parsed_t *out, char *why, size_t cap) {
+  return mpx__cfg_check_uint("partitions", v, false, 1, MPX__CFG_MAX_WORKERS,
+                             "an integer from 1 to 4096", out, why, cap);
 }
 
 /* Seconds: above 0 (positive) or from 0, at most MPX__CFG_MAX_SECONDS. */

@@ -287,15 +287,15 @@ static void test_unknown_keys(void) {
   expect_err("stages:\n  - plugin: grep\n    wokers: 3\n",
              E("p.yaml:3:5: unknown key 'wokers' in stage 'grep' (expected "
                "one of: plugin, params, workers, codec, transport, retries, "
-               "timeout, ordered, batch, name)"));
+               "timeout, ordered, batch, name, inputs, partition_by, partitions)"));
   expect_err("stages:\n  - wokers: 3\n    name: g\n    plugin: grep\n",
              E("p.yaml:2:5: unknown key 'wokers' in stage 'g' (expected "
                "one of: plugin, params, workers, codec, transport, retries, "
-               "timeout, ordered, batch, name)"));
+               "timeout, ordered, batch, name, inputs, partition_by, partitions)"));
   expect_err("stages:\n  - wokers: 3\n",
              E("p.yaml:2:5: unknown key 'wokers' in stages[0] (expected "
                "one of: plugin, params, workers, codec, transport, retries, "
-               "timeout, ordered, batch, name)"));
+               "timeout, ordered, batch, name, inputs, partition_by, partitions)"));
   expect_err("stage:\n  - plugin: grep\n",
              E("p.yaml:1:1: unknown key 'stage' at the top level (expected "
                "one of: name, defaults, stages, queue_capacity, supervisor, "
@@ -317,7 +317,7 @@ static void test_unknown_keys(void) {
   expect_err("stages:\n  - plugin: grep\n    <<: {workers: 2}\n",
              E("p.yaml:3:5: unknown key '<<' in stage 'grep' (expected one "
                "of: plugin, params, workers, codec, transport, retries, "
-               "timeout, ordered, batch, name)"));
+               "timeout, ordered, batch, name, inputs, partition_by, partitions)"));
 }
 
 static void test_duplicate_keys(void) {
@@ -867,12 +867,14 @@ static void test_set_errors(void) {
                  E("--set range.params=1: expected params.NAME=VALUE"));
   expect_set_err(c, "range.a.b=1",
                  E("--set range.a.b=1: unknown key 'a.b' for stage 'range' "
-                   "(expected a stage option, plugin, params.NAME or a "
-                   "parameter name: up to 64 letters, digits, '_' or '-')"));
+                   "(expected a stage option, plugin, inputs, partition_by, "
+                   "partitions, params.NAME or a parameter name: up to 64 "
+                   "letters, digits, '_' or '-')"));
   expect_set_err(c, "range.params.=1",
                  E("--set range.params.=1: unknown key '' for stage 'range' "
-                   "(expected a stage option, plugin, params.NAME or a "
-                   "parameter name: up to 64 letters, digits, '_' or '-')"));
+                   "(expected a stage option, plugin, inputs, partition_by, "
+                   "partitions, params.NAME or a parameter name: up to 64 "
+                   "letters, digits, '_' or '-')"));
   expect_set_err(c, "pipeline.workers=2",
                  E("--set pipeline.workers=2: unknown key 'workers' (expected "
                    "pipeline.name, pipeline.queue_capacity, "
@@ -911,6 +913,195 @@ static void test_set_errors(void) {
   CU_ASSERT_STRING_EQUAL(c->stages[0].opts.codec, "msgpack");
   CU_ASSERT_EQUAL(c->stages[0].n_params, 1);
   CU_ASSERT_STRING_EQUAL(c->name, "p");
+  mpx__cfg_free(c);
+}
+
+/* The graph keys of a stage: inputs (a list or one entry, with each
+ * entry's position), partition_by and partitions. */
+static void test_graph_keys(void) {
+  mpx__cfg_t *c = parse_ok("stages:\n"
+                           "  - plugin: lines\n"
+                           "  - plugin: grep\n"
+                           "    inputs: [lines, lines.out]\n"
+                           "  - plugin: wordcount\n"
+                           "    inputs:\n"
+                           "      - grep.unmatched\n"
+                           "      - x-1\n"
+                           "    partition_by: key\n"
+                           "    partitions: 16\n"
+                           "  - plugin: print\n"
+                           "    partition_by: 'key'\n"
+                           "    inputs: wordcount\n");
+  const mpx__cfg_stage_t *s;
+  if (c == NULL) return;
+  CU_ASSERT_EQUAL_FATAL(c->n_stages, 4);
+  s = &c->stages[0];
+  CU_ASSERT_FALSE(s->inputs_given);
+  CU_ASSERT_EQUAL(s->n_inputs, 0);
+  CU_ASSERT_PTR_NULL(s->inputs);
+  CU_ASSERT_FALSE(s->partitioned);
+  CU_ASSERT_EQUAL(s->partitions, 0);
+  s = &c->stages[1];
+  CU_ASSERT_TRUE(s->inputs_given);
+  CU_ASSERT_EQUAL_FATAL(s->n_inputs, 2);
+  CU_ASSERT_STRING_EQUAL(s->inputs[0], "lines");
+  CU_ASSERT_STRING_EQUAL(s->inputs[1], "lines.out");
+  CU_ASSERT_EQUAL(s->inputs_key_at.line, 4);
+  CU_ASSERT_EQUAL(s->inputs_key_at.col, 5);
+  CU_ASSERT_EQUAL(s->inputs_at[0].line, 4);
+  CU_ASSERT_EQUAL(s->inputs_at[0].col, 14);
+  CU_ASSERT_EQUAL(s->inputs_at[1].line, 4);
+  CU_ASSERT_EQUAL(s->inputs_at[1].col, 21);
+  CU_ASSERT_FALSE(s->partitioned);
+  s = &c->stages[2];
+  CU_ASSERT_EQUAL_FATAL(s->n_inputs, 2);
+  CU_ASSERT_STRING_EQUAL(s->inputs[0], "grep.unmatched");
+  CU_ASSERT_STRING_EQUAL(s->inputs[1], "x-1");
+  CU_ASSERT_EQUAL(s->inputs_key_at.line, 6);
+  CU_ASSERT_EQUAL(s->inputs_at[0].line, 7);
+  CU_ASSERT_EQUAL(s->inputs_at[0].col, 9);
+  CU_ASSERT_EQUAL(s->inputs_at[1].line, 8);
+  CU_ASSERT_TRUE(s->partitioned);
+  CU_ASSERT_EQUAL(s->partition_at.line, 9);
+  CU_ASSERT_EQUAL(s->partition_at.col, 19);
+  CU_ASSERT_EQUAL(s->partitions, 16);
+  CU_ASSERT_EQUAL(s->partitions_at.line, 10);
+  CU_ASSERT_EQUAL(s->partitions_at.col, 17);
+  s = &c->stages[3];
+  CU_ASSERT_EQUAL_FATAL(s->n_inputs, 1);
+  CU_ASSERT_STRING_EQUAL(s->inputs[0], "wordcount");
+  CU_ASSERT_EQUAL(s->inputs_at[0].line, 13);
+  CU_ASSERT_EQUAL(s->inputs_at[0].col, 13);
+  CU_ASSERT_TRUE(s->partitioned);
+  CU_ASSERT_EQUAL(s->partitions, 0); /* the stage's workers */
+  mpx__cfg_free(c);
+}
+
+static void test_graph_key_errors(void) {
+  expect_err("stages:\n  - plugin: grep\n    inputs: []\n",
+             E("p.yaml:3:13: 'inputs' is empty: expected at least one input "
+               "(STAGE or STAGE.PORT)"));
+  expect_err("stages:\n  - plugin: grep\n    inputs:\n",
+             E("p.yaml:3:12: 'inputs' must be a list of STAGE or STAGE.PORT "
+               "(names of letters, digits, '_' or '-'), got nothing"));
+  expect_err("stages:\n  - plugin: grep\n    inputs: {a: b}\n",
+             E("p.yaml:3:13: 'inputs' must be a list of STAGE or STAGE.PORT "
+               "(names of letters, digits, '_' or '-'), got a mapping"));
+  expect_err("stages:\n  - plugin: grep\n    inputs: [a, [b]]\n",
+             E("p.yaml:3:17: an input must be STAGE or STAGE.PORT (names of "
+               "letters, digits, '_' or '-'), got a list"));
+  expect_err("stages:\n  - plugin: grep\n    inputs: [a, ~]\n",
+             E("p.yaml:3:17: an input must be STAGE or STAGE.PORT (names of "
+               "letters, digits, '_' or '-'), got nothing"));
+  static const char *const bad[] = {"a.b.c", ".out", "a.", "a b", "12",
+                                    "pipeline", "a/b", "a.p q"};
+  for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+    char yaml[128], want[256];
+    snprintf(yaml, sizeof yaml, "stages:\n  - plugin: grep\n    inputs: ['%s']\n",
+             bad[i]);
+    snprintf(want, sizeof want,
+             E("p.yaml:3:14: an input must be STAGE or STAGE.PORT (names of "
+               "letters, digits, '_' or '-'), got '%s'"), bad[i]);
+    expect_err(yaml, want);
+  }
+  expect_err("stages:\n  - plugin: grep\n    partition_by: hash\n",
+             E("p.yaml:3:19: 'partition_by' must be key (the only way to "
+               "partition: by the key each item was emitted with), got "
+               "'hash'"));
+  expect_err("stages:\n  - plugin: grep\n    partition_by: [key]\n",
+             E("p.yaml:3:19: 'partition_by' must be key (the only way to "
+               "partition: by the key each item was emitted with), got "
+               "a list"));
+  expect_err("stages:\n  - plugin: grep\n    partition_by: key\n    partitions: 0\n",
+             E("p.yaml:4:17: 'partitions' must be an integer from 1 to "
+               "4096, got '0'"));
+  expect_err("stages:\n  - plugin: grep\n    partition_by: key\n    partitions: 4097\n",
+             E("p.yaml:4:17: 'partitions' must be at most 4096, got '4097'"));
+  expect_err("stages:\n  - plugin: grep\n    partition_by: key\n    partitions: auto\n",
+             E("p.yaml:4:17: 'partitions' must be an integer from 1 to "
+               "4096, got 'auto'"));
+  /* partitions without partition_by, before or after the other keys. */
+  expect_err("stages:\n  - plugin: grep\n    partitions: 4\n    workers: 2\n",
+             E("p.yaml:3:17: 'partitions' is only for a stage with "
+               "'partition_by: key'"));
+  /* The graph keys belong to a stage, not to the defaults. */
+  expect_err("defaults: {inputs: [a]}\nstages: [{plugin: grep}]\n",
+             E("p.yaml:1:12: unknown key 'inputs' in defaults (expected one "
+               "of: workers, codec, transport, retries, timeout, ordered, "
+               "batch)"));
+  expect_err("defaults: {partition_by: key}\nstages: [{plugin: grep}]\n",
+             E("p.yaml:1:12: unknown key 'partition_by' in defaults (expected "
+               "one of: workers, codec, transport, retries, timeout, ordered, "
+               "batch)"));
+}
+
+static void test_set_graph(void) {
+  mpx__cfg_t *c = primes();
+  const mpx__cfg_stage_t *s;
+  if (c == NULL) return;
+  CU_ASSERT_EQUAL(mpx__cfg_set(c, "print-2.inputs=primes, range.out,print-1"), 0);
+  CU_ASSERT_EQUAL(mpx__cfg_set(c, "1.partition_by=key"), 0);
+  CU_ASSERT_EQUAL(mpx__cfg_set(c, "primes.partitions=3"), 0);
+  CU_ASSERT_EQUAL(mpx__cfg_set(c, "print-1.inputs=range"), 0);
+  s = &c->stages[3];
+  CU_ASSERT_TRUE(s->inputs_given);
+  CU_ASSERT_EQUAL_FATAL(s->n_inputs, 3);
+  CU_ASSERT_STRING_EQUAL(s->inputs[0], "primes");
+  CU_ASSERT_STRING_EQUAL(s->inputs[1], "range.out");
+  CU_ASSERT_STRING_EQUAL(s->inputs[2], "print-1");
+  for (size_t i = 0; i < 3; i++) {
+    CU_ASSERT_EQUAL(s->inputs_at[i].line, 0);
+    CU_ASSERT_EQUAL(s->inputs_at[i].col, 1);
+  }
+  CU_ASSERT_EQUAL(s->inputs_key_at.col, 1);
+  s = &c->stages[1];
+  CU_ASSERT_TRUE(s->partitioned);
+  CU_ASSERT_EQUAL(s->partition_at.line, 0);
+  CU_ASSERT_EQUAL(s->partition_at.col, 2);
+  CU_ASSERT_EQUAL(s->partitions, 3);
+  CU_ASSERT_EQUAL(s->partitions_at.col, 3);
+  s = &c->stages[2];
+  CU_ASSERT_EQUAL_FATAL(s->n_inputs, 1);
+  CU_ASSERT_STRING_EQUAL(s->inputs[0], "range");
+  CU_ASSERT_EQUAL(s->inputs_at[0].col, 4);
+  /* A later --set replaces the list. */
+  CU_ASSERT_EQUAL(mpx__cfg_set(c, "print-2.inputs=range"), 0);
+  CU_ASSERT_EQUAL(c->stages[3].n_inputs, 1);
+  CU_ASSERT_EQUAL(c->stages[3].inputs_at[0].col, 5);
+  /* A param of that name is still a param. */
+  CU_ASSERT_EQUAL(mpx__cfg_set(c, "range.params.inputs=x"), 0);
+  CU_ASSERT_STRING_EQUAL(c->stages[0].params[1].key, "inputs");
+  CU_ASSERT_FALSE(c->stages[0].inputs_given);
+
+  expect_set_err(c, "range.inputs=",
+                 E("--set range.inputs=: 'inputs' is empty: expected at least one "
+                   "input (STAGE or STAGE.PORT)"));
+  expect_set_err(c, "range.inputs=a,,b",
+                 E("--set range.inputs=a,,b: an input must be STAGE or "
+                   "STAGE.PORT (names of letters, digits, '_' or '-'), got "
+                   "''"));
+  expect_set_err(c, "range.inputs=a, ",
+                 E("--set range.inputs=a, : an input must be STAGE or "
+                   "STAGE.PORT (names of letters, digits, '_' or '-'), got "
+                   "''"));
+  expect_set_err(c, "range.inputs=a,b.c.d",
+                 E("--set range.inputs=a,b.c.d: an input must be STAGE or "
+                   "STAGE.PORT (names of letters, digits, '_' or '-'), got "
+                   "'b.c.d'"));
+  expect_set_err(c, "range.partition_by=value",
+                 E("--set range.partition_by=value: 'partition_by' must be key "
+                   "(the only way to partition: by the key each item was "
+                   "emitted with), got 'value'"));
+  expect_set_err(c, "range.partitions=2",
+                 E("--set range.partitions=2: 'partitions' is only for a stage "
+                   "with 'partition_by: key' (set STAGE.partition_by=key "
+                   "first)"));
+  expect_set_err(c, "primes.partitions=0",
+                 E("--set primes.partitions=0: 'partitions' must be an integer "
+                   "from 1 to 4096, got '0'"));
+  CU_ASSERT_FALSE(c->stages[0].inputs_given);
+  CU_ASSERT_FALSE(c->stages[0].partitioned);
+  CU_ASSERT_EQUAL(c->stages[1].partitions, 3);
   mpx__cfg_free(c);
 }
 
@@ -960,4 +1151,6 @@ MPX_TEST_MAIN("config", MPX_TEST(test_full), MPX_TEST(test_defaults),
               MPX_TEST(test_anchors_tags_documents), MPX_TEST(test_limits),
               MPX_TEST(test_files), MPX_TEST(test_bad_text),
               MPX_TEST(test_set), MPX_TEST(test_set_errors),
-              MPX_TEST(test_error_at), MPX_TEST(test_names_of_enums))
+              MPX_TEST(test_error_at), MPX_TEST(test_names_of_enums),
+              MPX_TEST(test_graph_keys), MPX_TEST(test_graph_key_errors),
+              MPX_TEST(test_set_graph))

@@ -139,8 +139,11 @@ unsigned mpx__ctx_port_count(const mpx_plugin_ctx_t *c);
 const char *const *mpx__ctx_port_names(const mpx_plugin_ctx_t *c);
 /* Folds one partial into the state (the descriptor's fold). */
 int mpx__ctx_call_fold(mpx_plugin_ctx_t *c, void *state, const void *p, size_t len);
-/* Whether d has fold (ABI 1.2). */
+/* d's ABI 1.2 fields, read only where its descriptor has them: whether
+ * it has fold; its port table (NULL and *n 0 when none); its ports_fn. */
 bool mpx__plugin_has_fold(const mpx_plugin_t *d);
+const char *const *mpx__plugin_ports(const mpx_plugin_t *d, size_t *n);
+int (*mpx__plugin_ports_fn(const mpx_plugin_t *d))(mpx_plugin_ctx_t *);
 
 /* d's flags (MPX_PLUGIN_SPLITS), 0 for a descriptor from before ABI 1.1. */
 uint32_t mpx__plugin_flags(const mpx_plugin_t *d);

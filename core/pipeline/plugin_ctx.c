@@ -33,6 +33,7 @@ struct mpx_plugin_ctx_s {
   char **own_ports;         /* named by ports_fn */
   unsigned n_ports;
   bool naming;              /* in ports_fn: mpx_port_add allowed */
+  unsigned partitions;      /* mpx_partitions() */
   atomic_int cancelled;
   bool final;
   bool permanent;  /* the last process failed with mpx_plugin_fail_permanent */
@@ -309,14 +310,14 @@ static int emit_tagged(mpx_plugin_ctx_t *c, const char *fn, mpx__tag_t tag, cons
 
 int mpx_emit(mpx_plugin_ctx_t *c, const void *data, size_t len) {
   if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit: NULL context");
-  return emit_tagged(c, "mpx_emit", (mpx__tag_t){0, false, 0}, data, len);
+  return emit_tagged(c, "mpx_emit", (mpx__tag_t){0}, data, len);
 }
 
 int mpx_emit_to(mpx_plugin_ctx_t *c, unsigned port, const void *key, size_t klen,
                 const void *data, size_t len) {
   if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit_to: NULL context");
   if (key == NULL && klen > 0) return ctx_fail(c, MPX_EINVAL, "mpx_emit_to: NULL key");
-  mpx__tag_t t = {port, key != NULL, key ? mpx_key_hash(key, klen) : 0};
+  mpx__tag_t t = {.port = port, .keyed = key != NULL, .hash = key ? mpx_key_hash(key, klen) : 0};
   return emit_tagged(c, "mpx_emit_to", t, data, len);
 }
 
@@ -359,6 +360,19 @@ int mpx_port_add(mpx_plugin_ctx_t *c, const char *name) {
   c->ports = (const char *const *)c->own_ports;
   c->n_ports++;
   return 0;
+}
+
+void mpx__ctx_set_partitions(mpx_plugin_ctx_t *c, unsigned n) { c->partitions = n; }
+
+unsigned mpx_partitions(const mpx_plugin_ctx_t *c) { return c ? c->partitions : 0; }
+
+int mpx_emit_partition(mpx_plugin_ctx_t *c, unsigned p, const void *data, size_t len) {
+  if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit_partition: NULL context");
+  if (p >= c->partitions)
+    return ctx_fail(c, MPX_EINVAL, "mpx_emit_partition: partition %u, the stage has %u", p,
+                    c->partitions);
+  mpx__tag_t t = {.keyed = true, .direct = true, .hash = p};
+  return emit_tagged(c, "mpx_emit_partition", t, data, len);
 }
 
 unsigned mpx_port_count(const mpx_plugin_ctx_t *c) { return c ? c->n_ports : 0; }
@@ -425,7 +439,7 @@ int mpx_emit_commit(mpx_plugin_ctx_t *c, size_t used) {
     c->hooked = false;
     return c->hooks.commit(c->hooks.arg, used);
   }
-  return emit_tagged(c, "mpx_emit_commit", (mpx__tag_t){0, false, 0}, c->scratch, used);
+  return emit_tagged(c, "mpx_emit_commit", (mpx__tag_t){0}, c->scratch, used);
 }
 
 /* The slot of a parameter asked for by a plugin, or NULL (logged). */

@@ -124,8 +124,11 @@ void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
 typedef struct {
   uint32_t port;
   bool keyed;
+  bool direct;   /* mpx_emit_partition: hash is the partition itself */
   uint32_t hash;
 } mpx__tag_t;
+/* mpx_partitions() for the following calls (0: not partitioned). */
+void mpx__ctx_set_partitions(mpx_plugin_ctx_t *c, unsigned n);
 /* A tagged emit: when set, every emit of the context (mpx_emit, _obj,
  * _port, _keyed, _to, a reservation's commit) goes through it, with its
  * tag; plain emit is then not called. Without it, outputs to port 0 go to

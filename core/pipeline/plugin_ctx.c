@@ -27,6 +27,13 @@ struct mpx_plugin_ctx_s {
   const mpx_codec_t *codec;
   mpx__emit_fn emit;
   void *emit_arg;
+  mpx__emit_to_fn emit_to; /* when set, every emit goes here, tagged */
+  void *emit_to_arg;
+  const char *const *ports; /* the descriptor's, or own_ports */
+  char **own_ports;         /* named by ports_fn */
+  unsigned n_ports;
+  bool naming;              /* in ports_fn: mpx_port_add allowed */
+  unsigned partitions;      /* mpx_partitions() */
   atomic_int cancelled;
   bool final;
   bool permanent;  /* the last process failed with mpx_plugin_fail_permanent */
@@ -39,6 +46,37 @@ struct mpx_plugin_ctx_s {
   mpx_wbuf_t obj; /* mpx_emit_obj's encoding */
   char err[1024];
 };
+
+static int ctx_fail(mpx_plugin_ctx_t *c, int rc, const char *fmt, ...) MPX_PRINTF(3, 4);
+static int report(mpx_plugin_ctx_t *c, const char *what, int rc);
+
+static const char *const default_ports[] = {"out"};
+
+/* The instance's ports: the descriptor's table, or what its ports_fn
+ * names from the parameters (a failure there is the stage's
+ * configuration error), or the one default port. */
+static int ctx_ports(mpx_plugin_ctx_t *c) {
+  size_t n;
+  const char *const *p = mpx__plugin_ports(c->d, &n);
+  int (*fn)(mpx_plugin_ctx_t *) = mpx__plugin_ports_fn(c->d);
+  c->ports = p ? p : default_ports;
+  c->n_ports = p ? (unsigned)n : 1;
+  if (fn == NULL) return 0;
+  c->n_ports = 0;
+  c->naming = true;
+  c->err[0] = '\0';
+  int rc = fn(c);
+  c->naming = false;
+  if (rc == 0 && c->n_ports == 0) rc = ctx_fail(c, MPX_ECONFIG, "it names no port");
+  if (rc != 0) {
+    char why[1200];
+    report(c, "ports", rc < 0 ? rc : MPX_ECONFIG);
+    snprintf(why, sizeof why, "%s", mpx_last_error());
+    return mpx__err(MPX_ECONFIG, "%s", why);
+  }
+  c->ports = (const char *const *)c->own_ports;
+  return 0;
+}
 
 int mpx__ctx_new(mpx_plugin_ctx_t **out, const mpx_plugin_t *d,
                  const char *stage, const mpx__kv_t *kv, size_t nkv,
@@ -73,6 +111,7 @@ int mpx__ctx_new(mpx_plugin_ctx_t **out, const mpx_plugin_t *d,
     goto fail;
   }
   if ((rc = mpx__params_fill(d, kv, nkv, bad, c->vals)) != 0) goto fail;
+  if ((rc = ctx_ports(c)) != 0) goto fail;
   *out = c;
   return 0;
 fail:
@@ -83,6 +122,9 @@ fail:
 void mpx__ctx_free(mpx_plugin_ctx_t *c) {
   if (c == NULL) return;
   mpx__pvals_free(c->vals, c->d->n_params);
+  if (c->own_ports)
+    for (unsigned i = 0; i < MPX_PLUGIN_MAX_PORTS && c->own_ports[i]; i++) free(c->own_ports[i]);
+  free(c->own_ports);
   free(c->stage);
   free(c->scratch);
   mpx_wbuf_free(&c->obj);
@@ -211,6 +253,15 @@ void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
   c->emit_arg = emit_arg;
 }
 
+void mpx__ctx_set_emit_to(mpx_plugin_ctx_t *c, mpx__emit_to_fn fn, void *arg) {
+  c->emit_to = fn;
+  c->emit_to_arg = arg;
+}
+
+unsigned mpx__ctx_port_count(const mpx_plugin_ctx_t *c) { return c->n_ports; }
+
+const char *const *mpx__ctx_port_names(const mpx_plugin_ctx_t *c) { return c->ports; }
+
 void mpx__ctx_set_reserve(mpx_plugin_ctx_t *c, const mpx__reserve_hooks_t *h) {
   if (h) c->hooks = *h;
   else memset(&c->hooks, 0, sizeof c->hooks);
@@ -241,19 +292,96 @@ static int ctx_fail(mpx_plugin_ctx_t *c, int rc, const char *fmt, ...) {
 
 /* ---- host services (plugin.h) ---------------------------------------------- */
 
+/* Every emit ends here: checked, then to the tagged emit, or else port 0
+ * to the plain one. */
+static int emit_tagged(mpx_plugin_ctx_t *c, const char *fn, mpx__tag_t tag, const void *data,
+                       size_t len) {
+  if (data == NULL && len > 0) return ctx_fail(c, MPX_EINVAL, "%s: NULL data", fn);
+  if (c->d->kind == MPX_PLUGIN_SINK)
+    return ctx_fail(c, MPX_ESTATE, "%s from a sink (sinks emit nothing)", fn);
+  if (c->reserving)
+    return ctx_fail(c, MPX_ESTATE, "%s while an mpx_emit_reserve is not committed", fn);
+  if (tag.port >= c->n_ports)
+    return ctx_fail(c, MPX_EINVAL, "%s: port %u, the plugin has %u", fn, tag.port, c->n_ports);
+  if (c->emit_to) return c->emit_to(c->emit_to_arg, tag, data, len);
+  if (c->emit == NULL) return ctx_fail(c, MPX_ESTATE, "%s: this stage takes no outputs", fn);
+  return tag.port == 0 ? c->emit(c->emit_arg, data, len) : 0;
+}
+
 int mpx_emit(mpx_plugin_ctx_t *c, const void *data, size_t len) {
   if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit: NULL context");
-  if (data == NULL && len > 0)
-    return ctx_fail(c, MPX_EINVAL, "mpx_emit: NULL data");
-  if (c->d->kind == MPX_PLUGIN_SINK)
-    return ctx_fail(c, MPX_ESTATE, "mpx_emit from a sink (sinks emit "
-                    "nothing)");
-  if (c->reserving)
-    return ctx_fail(c, MPX_ESTATE, "mpx_emit while an mpx_emit_reserve is "
-                    "not committed");
-  if (c->emit == NULL)
-    return ctx_fail(c, MPX_ESTATE, "mpx_emit: this stage takes no outputs");
-  return c->emit(c->emit_arg, data, len);
+  return emit_tagged(c, "mpx_emit", (mpx__tag_t){0}, data, len);
+}
+
+int mpx_emit_to(mpx_plugin_ctx_t *c, unsigned port, const void *key, size_t klen,
+                const void *data, size_t len) {
+  if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit_to: NULL context");
+  if (key == NULL && klen > 0) return ctx_fail(c, MPX_EINVAL, "mpx_emit_to: NULL key");
+  mpx__tag_t t = {.port = port, .keyed = key != NULL, .hash = key ? mpx_key_hash(key, klen) : 0};
+  return emit_tagged(c, "mpx_emit_to", t, data, len);
+}
+
+int mpx_emit_port(mpx_plugin_ctx_t *c, unsigned port, const void *data, size_t len) {
+  return mpx_emit_to(c, port, NULL, 0, data, len);
+}
+
+int mpx_emit_keyed(mpx_plugin_ctx_t *c, const void *key, size_t klen, const void *data,
+                   size_t len) {
+  if (c != NULL && key == NULL) return ctx_fail(c, MPX_EINVAL, "mpx_emit_keyed: NULL key");
+  return mpx_emit_to(c, 0, key, klen, data, len);
+}
+
+/* FNV-1a, 32 bits: tiny, stable across machines and versions, and good
+ * enough to spread keys over a few partitions. */
+uint32_t mpx_key_hash(const void *key, size_t len) {
+  const unsigned char *p = key;
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 16777619u;
+  return h;
+}
+
+int mpx_port_add(mpx_plugin_ctx_t *c, const char *name) {
+  if (c == NULL || name == NULL) return mpx__err(MPX_EINVAL, "mpx_port_add: NULL argument");
+  if (!c->naming) return ctx_fail(c, MPX_ESTATE, "mpx_port_add outside ports_fn");
+  if (c->n_ports >= MPX_PLUGIN_MAX_PORTS)
+    return ctx_fail(c, MPX_E2BIG, "more than %d ports", MPX_PLUGIN_MAX_PORTS);
+  size_t n = strlen(name);
+  bool ok = n >= 1 && n <= 63;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+         name[i] == '_' || name[i] == '-';
+  if (!ok) return ctx_fail(c, MPX_EINVAL, "bad port name '%s' (a-z, 0-9, '_' and '-', 1 to 63)",
+                           name);
+  if (mpx_port_index(c, name) >= 0) return ctx_fail(c, MPX_EINVAL, "port '%s' named twice", name);
+  if (c->own_ports == NULL &&
+      (c->own_ports = calloc(MPX_PLUGIN_MAX_PORTS + 1, sizeof *c->own_ports)) == NULL)
+    return MPX_ENOMEM;
+  if ((c->own_ports[c->n_ports] = strdup(name)) == NULL) return MPX_ENOMEM;
+  c->ports = (const char *const *)c->own_ports;
+  c->n_ports++;
+  return 0;
+}
+
+void mpx__ctx_set_partitions(mpx_plugin_ctx_t *c, unsigned n) { c->partitions = n; }
+
+unsigned mpx_partitions(const mpx_plugin_ctx_t *c) { return c ? c->partitions : 0; }
+
+int mpx_emit_partition(mpx_plugin_ctx_t *c, unsigned p, const void *data, size_t len) {
+  if (c == NULL) return mpx__err(MPX_EINVAL, "mpx_emit_partition: NULL context");
+  if (p >= c->partitions)
+    return ctx_fail(c, MPX_EINVAL, "mpx_emit_partition: partition %u, the stage has %u", p,
+                    c->partitions);
+  mpx__tag_t t = {.keyed = true, .direct = true, .hash = p};
+  return emit_tagged(c, "mpx_emit_partition", t, data, len);
+}
+
+unsigned mpx_port_count(const mpx_plugin_ctx_t *c) { return c ? c->n_ports : 0; }
+
+int mpx_port_index(const mpx_plugin_ctx_t *c, const char *name) {
+  if (c == NULL || name == NULL) return MPX_EINVAL;
+  for (unsigned i = 0; i < c->n_ports; i++)
+    if (c->ports && c->ports[i] && strcmp(c->ports[i], name) == 0) return (int)i;
+  return MPX_ENOENT;
 }
 
 int mpx_emit_obj(mpx_plugin_ctx_t *c, const mpx_obj_t *obj) {
@@ -269,7 +397,7 @@ int mpx_emit_obj(mpx_plugin_ctx_t *c, const mpx_obj_t *obj) {
 }
 
 void *mpx_emit_reserve(mpx_plugin_ctx_t *c, size_t len) {
-  if (c == NULL || c->reserving || c->emit == NULL ||
+  if (c == NULL || c->reserving || (c->emit == NULL && c->emit_to == NULL) ||
       c->d->kind == MPX_PLUGIN_SINK)
     return NULL;
   void *room = c->hooks.reserve ? c->hooks.reserve(c->hooks.arg, len) : NULL;
@@ -311,7 +439,7 @@ int mpx_emit_commit(mpx_plugin_ctx_t *c, size_t used) {
     c->hooked = false;
     return c->hooks.commit(c->hooks.arg, used);
   }
-  return c->emit(c->emit_arg, c->scratch, used);
+  return emit_tagged(c, "mpx_emit_commit", (mpx__tag_t){0}, c->scratch, used);
 }
 
 /* The slot of a parameter asked for by a plugin, or NULL (logged). */
@@ -485,4 +613,11 @@ int mpx__ctx_call_merge(mpx_plugin_ctx_t *c, void *state, const void *a,
   if (c->d->merge == NULL)
     return report(c, "merge", ctx_fail(c, MPX_ESTATE, "not a reduce"));
   return called(c, "merge", c->d->merge(c, state, a, alen, b, blen), false);
+}
+
+int mpx__ctx_call_fold(mpx_plugin_ctx_t *c, void *state, const void *p, size_t len) {
+  c->err[0] = '\0';
+  if (!mpx__plugin_has_fold(c->d))
+    return report(c, "fold", ctx_fail(c, MPX_ESTATE, "the plugin has no fold"));
+  return called(c, "fold", c->d->fold(c, state, p, len), false);
 }

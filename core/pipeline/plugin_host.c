@@ -69,6 +69,62 @@ uint32_t mpx__plugin_flags(const mpx_plugin_t *d) {
   return d->struct_size >= offsetof(mpx_plugin_t, flags) + sizeof d->flags ? d->flags : 0;
 }
 
+/* The ABI 1.2 fields: only where the plugin's descriptor has them (an
+ * older one is shorter, and what lies past it is not ours to read). */
+#define HAS_FIELD(d, f) ((d)->struct_size >= offsetof(mpx_plugin_t, f) + sizeof (d)->f)
+
+bool mpx__plugin_has_fold(const mpx_plugin_t *d) {
+  return HAS_FIELD(d, fold) && d->fold != NULL;
+}
+
+const char *const *mpx__plugin_ports(const mpx_plugin_t *d, size_t *n) {
+  bool has = HAS_FIELD(d, n_ports) && d->ports != NULL && d->n_ports > 0;
+  *n = has ? d->n_ports : 0;
+  return has ? d->ports : NULL;
+}
+
+int (*mpx__plugin_ports_fn(const mpx_plugin_t *d))(mpx_plugin_ctx_t *) {
+  return HAS_FIELD(d, ports_fn) ? d->ports_fn : NULL;
+}
+
+static bool port_name_ok(const char *s) {
+  size_t n = 0;
+  for (; s[n]; n++)
+    if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_' ||
+          s[n] == '-'))
+      return false;
+  return n >= 1 && n <= 63;
+}
+
+/* Ports: names made like a plugin's, unique, at most MPX_PLUGIN_MAX_PORTS;
+ * either a table or ports_fn. */
+static int check_ports(const mpx_plugin_t *d, const char *where) {
+  size_t n;
+  const char *const *p = mpx__plugin_ports(d, &n);
+  if (HAS_FIELD(d, n_ports) && d->n_ports > 0 && d->ports == NULL)
+    return mpx__err(MPX_EPLUGIN, "%s: plugin '%s' declares %zu ports but no table", where,
+                    d->name, d->n_ports);
+  if (p && mpx__plugin_ports_fn(d))
+    return mpx__err(MPX_EPLUGIN, "%s: plugin '%s' has both ports and ports_fn", where, d->name);
+  if (n > MPX_PLUGIN_MAX_PORTS)
+    return mpx__err(MPX_EPLUGIN, "%s: plugin '%s' declares %zu ports, at most %d", where,
+                    d->name, n, MPX_PLUGIN_MAX_PORTS);
+  if ((p || mpx__plugin_ports_fn(d)) &&
+      (d->kind == MPX_PLUGIN_SINK))
+    return mpx__err(MPX_EPLUGIN, "%s: plugin '%s' is a sink and declares ports (a sink emits "
+                    "nothing)", where, d->name);
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] == NULL || !port_name_ok(p[i]))
+      return mpx__err(MPX_EPLUGIN, "%s: plugin '%s': port %zu has a bad name '%s' (a-z, 0-9, "
+                      "'_' and '-', at most 63)", where, d->name, i, p[i] ? p[i] : "(null)");
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(p[i], p[j]) == 0)
+        return mpx__err(MPX_EPLUGIN, "%s: plugin '%s': port '%s' is declared twice", where,
+                        d->name, p[i]);
+  }
+  return 0;
+}
+
 int mpx__plugin_check(const mpx_plugin_t *d, const char *where) {
   if (where == NULL) where = "plugin";
   if (d == NULL) return mpx__err(MPX_EINVAL, "%s: NULL descriptor", where);
@@ -101,7 +157,7 @@ int mpx__plugin_check(const mpx_plugin_t *d, const char *where) {
   case MPX_PLUGIN_REDUCE:
     if (d->process == NULL) missing = "process";
     else if (d->flush == NULL) missing = "flush";
-    else if (d->merge == NULL) missing = "merge";
+    else if (d->merge == NULL && !mpx__plugin_has_fold(d)) missing = "merge (or fold)";
     break;
   default:
     return mpx__err(MPX_EPLUGIN, "%s: plugin '%s' has an unknown kind %d",
@@ -110,6 +166,8 @@ int mpx__plugin_check(const mpx_plugin_t *d, const char *where) {
   if (missing != NULL)
     return mpx__err(MPX_EPLUGIN, "%s: %s plugin '%s' has no %s callback",
                     where, kind, d->name, missing);
+  int prc = check_ports(d, where);
+  if (prc != 0) return prc;
   if (d->n_params > 0 && d->params == NULL)
     return mpx__err(MPX_EPLUGIN, "%s: plugin '%s' declares %zu parameters "
                     "but no table", where, d->name, d->n_params);

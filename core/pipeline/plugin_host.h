@@ -124,8 +124,11 @@ void mpx__ctx_set_emit(mpx_plugin_ctx_t *c, mpx__emit_fn emit,
 typedef struct {
   uint32_t port;
   bool keyed;
+  bool direct;   /* mpx_emit_partition: hash is the partition itself */
   uint32_t hash;
 } mpx__tag_t;
+/* mpx_partitions() for the following calls (0: not partitioned). */
+void mpx__ctx_set_partitions(mpx_plugin_ctx_t *c, unsigned n);
 /* A tagged emit: when set, every emit of the context (mpx_emit, _obj,
  * _port, _keyed, _to, a reservation's commit) goes through it, with its
  * tag; plain emit is then not called. Without it, outputs to port 0 go to
@@ -139,8 +142,11 @@ unsigned mpx__ctx_port_count(const mpx_plugin_ctx_t *c);
 const char *const *mpx__ctx_port_names(const mpx_plugin_ctx_t *c);
 /* Folds one partial into the state (the descriptor's fold). */
 int mpx__ctx_call_fold(mpx_plugin_ctx_t *c, void *state, const void *p, size_t len);
-/* Whether d has fold (ABI 1.2). */
+/* d's ABI 1.2 fields, read only where its descriptor has them: whether
+ * it has fold; its port table (NULL and *n 0 when none); its ports_fn. */
 bool mpx__plugin_has_fold(const mpx_plugin_t *d);
+const char *const *mpx__plugin_ports(const mpx_plugin_t *d, size_t *n);
+int (*mpx__plugin_ports_fn(const mpx_plugin_t *d))(mpx_plugin_ctx_t *);
 
 /* d's flags (MPX_PLUGIN_SPLITS), 0 for a descriptor from before ABI 1.1. */
 uint32_t mpx__plugin_flags(const mpx_plugin_t *d);

@@ -240,7 +240,7 @@ static void test_load_broken(void) {
                          "not found)");
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("abi")), MPX_EABI);
   CU_ASSERT_STRING_EQUAL(mpx_last_error(), BAD("abi") ": built for plugin "
-                         "ABI 99.0, this libmpx speaks 1.1: rebuild it "
+                         "ABI 99.0, this libmpx speaks 1.2: rebuild it "
                          "(plugin ABI mismatch)");
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("magic")), MPX_EABI);
   CU_ASSERT_STRING_EQUAL(mpx_last_error(), BAD("magic") ": descriptor has "
@@ -255,7 +255,7 @@ static void test_load_broken(void) {
                          "be loaded)");
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("noreduce")), MPX_EPLUGIN);
   CU_ASSERT_TRUE(contains(mpx_last_error(), "reduce plugin 'noreduce' has "
-                          "no merge callback"));
+                          "no merge (or fold) callback"));
   CU_ASSERT_EQUAL(mpx__plugin_load(&p, BAD("badname")), MPX_EPLUGIN);
   CU_ASSERT_TRUE(contains(mpx_last_error(), "plugin name 'Bad Name' is not "
                           "made of a-z, 0-9, '_' and '-'"));
@@ -341,7 +341,7 @@ static void test_scan(void) {
   CU_ASSERT_EQUAL(mpx__plugin_scan(MPX__SCAN_TASKS, on_scan, &s), 0);
   const char *want[] = {
       "task abi " BAD("abi") ": " BAD("abi") ": built for plugin ABI 99.0, "
-      "this libmpx speaks 1.1: rebuild it (plugin ABI mismatch)",
+      "this libmpx speaks 1.2: rebuild it (plugin ABI mismatch)",
       "task baddefault ",
       "task badname ",
       "task dupparam ",
@@ -1676,7 +1676,116 @@ static void test_jsonl(void) {
   items_free(&one);
 }
 
-MPX_TEST_MAIN("plugin", MPX_TEST(test_load_shipped),
+
+/* ---- ABI 1.2: ports, keys, fold ---- */
+
+typedef struct {
+  unsigned n;
+  uint32_t port[8], hash[8];
+  bool keyed[8];
+  char data[8][16];
+} tagged_t;
+
+static int tagged(void *arg, mpx__tag_t t, const void *d, size_t l) {
+  tagged_t *o = arg;
+  if (o->n >= 8) return MPX_E2BIG;
+  o->port[o->n] = t.port;
+  o->keyed[o->n] = t.keyed;
+  o->hash[o->n] = t.hash;
+  snprintf(o->data[o->n], sizeof o->data[0], "%.*s", (int)l, (const char *)d);
+  o->n++;
+  return 0;
+}
+
+static int ported_process(mpx_plugin_ctx_t *c, void *s, const void *in, size_t len) {
+  (void)s;
+  (void)len;
+  if (memcmp(in, "p", 1) == 0) return mpx_emit_port(c, 1, "one", 3);
+  if (memcmp(in, "k", 1) == 0) return mpx_emit_keyed(c, "a", 1, "ka", 2);
+  if (memcmp(in, "x", 1) == 0) return mpx_emit_port(c, 2, "bad", 3);
+  return mpx_emit(c, "zero", 4);
+}
+static int ported_fold(mpx_plugin_ctx_t *c, void *s, const void *p, size_t len) {
+  (void)s;
+  return len == 3 && memcmp(p, "bad", 3) == 0 ? mpx_plugin_fail(c, "bad partial") : 0;
+}
+static int ported_flush(mpx_plugin_ctx_t *c, void *s) {
+  (void)c;
+  (void)s;
+  return 0;
+}
+static const char *const two_ports[] = {"matched", "unmatched"};
+static const mpx_plugin_t ported = {MPX_PLUGIN_HEADER, .name = "ported", .version = "1",
+                                    .kind = MPX_PLUGIN_REDUCE, .process = ported_process,
+                                    .flush = ported_flush, .fold = ported_fold,
+                                    .ports = two_ports, .n_ports = 2};
+
+static int named_ports(mpx_plugin_ctx_t *c) {
+  int rc = mpx_port_add(c, "errors");
+  if (rc == 0) rc = mpx_port_add(c, "rest");
+  return rc;
+}
+static int dup_ports(mpx_plugin_ctx_t *c) {
+  int rc = mpx_port_add(c, "a");
+  return rc == 0 ? mpx_port_add(c, "a") : rc;
+}
+static const mpx_plugin_t named = {MPX_PLUGIN_HEADER, .name = "named", .version = "1",
+                                   .kind = MPX_PLUGIN_MAP, .process = ported_process,
+                                   .ports_fn = named_ports};
+
+static void test_ports_keys_fold(void) {
+  mpx_plugin_ctx_t *c;
+  tagged_t o = {0};
+  /* FNV-1a 32 test vectors. */
+  CU_ASSERT_EQUAL(mpx_key_hash("", 0), 0x811c9dc5u);
+  CU_ASSERT_EQUAL(mpx_key_hash("a", 1), 0xe40c292cu);
+  CU_ASSERT_EQUAL(mpx_key_hash("foobar", 6), 0xbf9cf968u);
+  CU_ASSERT_EQUAL_FATAL(mpx__ctx_new(&c, &ported, NULL, NULL, 0, NULL, 0, 1, NULL, NULL, NULL), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_port_count(c), 2);
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_port_names(c)[1], "unmatched");
+  CU_ASSERT_EQUAL(mpx_port_index(c, "unmatched"), 1);
+  CU_ASSERT_EQUAL(mpx_port_index(c, "nope"), MPX_ENOENT);
+  CU_ASSERT_EQUAL(mpx_port_add(c, "late"), MPX_ESTATE); /* only from ports_fn */
+  mpx__ctx_set_emit_to(c, tagged, &o);
+  CU_ASSERT_EQUAL(mpx__ctx_call_process(c, NULL, "p", 1), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_process(c, NULL, "k", 1), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_process(c, NULL, "z", 1), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_process(c, NULL, "x", 1), MPX_EINVAL);
+  CU_ASSERT_EQUAL_FATAL(o.n, 3);
+  CU_ASSERT(o.port[0] == 1 && !o.keyed[0] && strcmp(o.data[0], "one") == 0);
+  CU_ASSERT(o.port[1] == 0 && o.keyed[1] && o.hash[1] == 0xe40c292cu);
+  CU_ASSERT(o.port[2] == 0 && !o.keyed[2] && strcmp(o.data[2], "zero") == 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(c, NULL, "ok", 2), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(c, NULL, "bad", 3), MPX_ETASK);
+  CU_ASSERT_TRUE(contains(mpx_last_error(), "fold: bad partial"));
+  mpx__ctx_free(c);
+  /* Ports named by the parameters; a ports_fn that fails is a config error. */
+  CU_ASSERT_EQUAL_FATAL(mpx__ctx_new(&c, &named, "r", NULL, 0, NULL, 0, 1, NULL, NULL, NULL), 0);
+  CU_ASSERT_EQUAL(mpx_port_count(c), 2);
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_port_names(c)[0], "errors");
+  mpx__ctx_free(c);
+  mpx_plugin_t dup = named;
+  dup.ports_fn = dup_ports;
+  CU_ASSERT_EQUAL(mpx__ctx_new(&c, &dup, "r", NULL, 0, NULL, 0, 1, NULL, NULL, NULL), MPX_ECONFIG);
+  CU_ASSERT_TRUE(contains(mpx_last_error(), "port 'a' named twice"));
+  /* A descriptor with both, or a bad port name, is refused at load. */
+  mpx_plugin_t both = ported;
+  both.ports_fn = named_ports;
+  CU_ASSERT_EQUAL(mpx__plugin_check(&both, "x"), MPX_EPLUGIN);
+  static const char *const bad[] = {"Bad"};
+  mpx_plugin_t badp = ported;
+  badp.ports = bad;
+  badp.n_ports = 1;
+  CU_ASSERT_EQUAL(mpx__plugin_check(&badp, "x"), MPX_EPLUGIN);
+  /* A 1.1 descriptor (shorter) has no ports and no fold. */
+  mpx_plugin_t old = ported;
+  old.struct_size = (uint32_t)offsetof(mpx_plugin_t, ports);
+  CU_ASSERT_FALSE(mpx__plugin_has_fold(&old));
+  old.merge = NULL;
+  CU_ASSERT_EQUAL(mpx__plugin_check(&old, "x"), MPX_EPLUGIN);
+}
+
+MPX_TEST_MAIN("plugin", MPX_TEST(test_load_shipped), MPX_TEST(test_ports_keys_fold),
               MPX_TEST(test_load_missing), MPX_TEST(test_load_broken),
               MPX_TEST(test_abi_minor_flags),
               MPX_TEST(test_load_by_name_rules), MPX_TEST(test_scan),

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,7 +83,10 @@ void mpx__eng_fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
     o->zero_copy = s->zero_copy;
     snprintf(o->runs_in, sizeof o->runs_in, "%s",
              s->head && s->head != s ? s->head->cfg->name : "");
+    o->partitions = s->nparts;
   }
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0) st->peak_rss_kb = (uint64_t)ru.ru_maxrss;
   st->dead_lettered = e->dead;
   snprintf(st->dead_letter, sizeof st->dead_letter, "%s",
            e->cfg->dead_letter ? e->cfg->dead_letter : "");
@@ -96,7 +100,7 @@ void mpx__eng_print_summary(const mpx_pipeline_stats_t *st, FILE *f) {
           "workers", "in", "out", "rate/s", "failed", "retries", "restarts", "time");
   for (size_t i = 0; i < st->n_stages; i++) {
     const mpx_stage_stats_t *s = &st->stage[i];
-    uint64_t n = i == 0 ? s->out : s->in;
+    uint64_t n = strcmp(s->kind, "source") == 0 ? s->out : s->in;
     fprintf(f, "%-16s %-7s %7u %12llu %12llu %12.0f %8llu %8llu %8llu %8.3fs\n", s->name,
             s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
             s->seconds > 0 ? (double)n / s->seconds : 0.0, (unsigned long long)s->failed,
@@ -107,6 +111,10 @@ void mpx__eng_print_summary(const mpx_pipeline_stats_t *st, FILE *f) {
     if (s->runs_in[0] && (i + 1 == st->n_stages || strcmp(st->stage[i + 1].runs_in, s->runs_in) != 0))
       fprintf(f, "(fused: %s ran in %s's workers)\n", s->name, s->runs_in);
   }
+  for (size_t i = 0; i < st->n_stages; i++)
+    if (st->stage[i].partitions)
+      fprintf(f, "(partitioned: %s in %u partitions, each in a worker of its own)\n",
+              st->stage[i].name, st->stage[i].partitions);
   fprintf(f, "total %.3f s, %llu dead-lettered%s\n", st->seconds,
           (unsigned long long)st->dead_lettered, st->interrupted ? ", interrupted" : "");
 }
@@ -128,15 +136,16 @@ int mpx__eng_write_json(const mpx_pipeline_stats_t *st, const char *path, const 
     json_str(f, s->plugin, strlen(s->plugin));
     fprintf(f, ",\"kind\":\"%s\",\"workers\":%u,\"in\":%llu,\"out\":%llu,\"failed\":%llu,"
                "\"retries\":%llu,\"restarts\":%llu,\"zero_copy\":%llu,\"seconds\":%.6f,"
-               "\"runs_in\":",
+               "\"partitions\":%u,\"runs_in\":",
             s->kind, s->workers, (unsigned long long)s->in, (unsigned long long)s->out,
             (unsigned long long)s->failed, (unsigned long long)s->retries,
-            (unsigned long long)s->restarts, (unsigned long long)s->zero_copy, s->seconds);
+            (unsigned long long)s->restarts, (unsigned long long)s->zero_copy, s->seconds,
+            s->partitions);
     if (s->runs_in[0]) json_str(f, s->runs_in, strlen(s->runs_in));
     else fputs("null", f);
     fputc('}', f);
   }
-  fprintf(f, "]}\n");
+  fprintf(f, "],\"coordinator_peak_rss_kb\":%llu}\n", (unsigned long long)st->peak_rss_kb);
   if (out) return fflush(f) == 0 && !ferror(f) ? 0 : mpx__err_errno("cannot write stdout");
   return fclose(f) == 0 ? 0 : mpx__err_errno("cannot write '%s'", path);
 }

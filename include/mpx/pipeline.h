@@ -75,6 +75,8 @@ typedef struct {
   char runs_in[64];          /* fused: the stage whose workers run it (its
                               * chain's first), "" when it runs on its own */
   double seconds;            /* from its first input to its last output */
+  unsigned partitions;       /* a partitioned stage's (`partition_by`), each
+                              * in an owner worker of its own; else 0 */
 } mpx_stage_stats_t;
 
 typedef struct {
@@ -85,6 +87,8 @@ typedef struct {
   double seconds;
   char dead_letter[4096];    /* the dead-letter file, as configured; "" when
                               * there is none */
+  uint64_t peak_rss_kb;      /* the coordinator's (this process's) peak
+                              * resident memory so far, KiB (getrusage) */
 } mpx_pipeline_stats_t;
 
 #ifdef __cplusplus

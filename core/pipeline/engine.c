@@ -373,8 +373,14 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
     if (k > 0) mpx__eng_dead_letter(mpx__eng_stage(e, s->idx + k), d, l, msg, att);
     else if (mpx__eng_batch_item(j, idx, &d, &l) == 0) mpx__eng_dead_letter(s, d, l, msg, att);
   }
+  uint64_t next = 0;
+  if (s->part_of && mpx__rd_u64(&r, &next) != 0) {
+    mpx__eng_set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
+    return;
+  }
   pthread_mutex_lock(&e->mu);
   e->queued -= j->n;
+  s->more_from = next;
   pthread_cond_broadcast(&e->cv);
   pthread_mutex_unlock(&e->mu);
   if (j->parent) sub_finish(j, items, items_len, nout);

@@ -102,6 +102,7 @@ struct stage_s {
   unsigned part_index;
   int log_fd;                 /* its log (engine_proto.h), -1: none */
   uint64_t log_end;           /* bytes written (and asked to be folded) */
+  uint64_t more_from;         /* its final output's next chunk; 0: none; under e->mu */
   mpx_wbuf_t log_buf;         /* partials not yet written; under part_of->mu */
   char part_name[96];         /* "STAGE#q", its pool's name */
 };

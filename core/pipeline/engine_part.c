@@ -135,12 +135,13 @@ void mpx__eng_part_free(stage_t *p) {
 
 /* A task for partition p's owner: fold (or, final, also flush) the log
  * up to where it ends now. */
-static int part_task(stage_t *p, uint32_t what) {
+static int part_task(stage_t *p, uint32_t what, uint64_t from) {
   job_t *j = calloc(1, sizeof *j);
   uint32_t hdr[2] = {what, 0};
   uint64_t end = p->log_end;
   if (j == NULL || mpx_wbuf_append(&j->batch, hdr, sizeof hdr) != 0 ||
-      mpx_wbuf_append(&j->batch, &end, sizeof end) != 0) {
+      mpx_wbuf_append(&j->batch, &end, sizeof end) != 0 ||
+      (what == ENGINE_MORE && mpx_wbuf_append(&j->batch, &from, sizeof from) != 0)) {
     if (j) mpx_wbuf_free(&j->batch);
     free(j);
     mpx__eng_set_fatal(p->e, MPX_ENOMEM, "out of memory");
@@ -170,7 +171,7 @@ void mpx__eng_part_flush(stage_t *p) {
   }
   p->log_end += done;
   p->log_buf.len = 0;
-  part_task(p, ENGINE_FOLD);
+  part_task(p, ENGINE_FOLD, 0);
 }
 
 void mpx__eng_part_route(stage_t *t, const uint8_t *items, size_t len, uint32_t n) {
@@ -196,17 +197,41 @@ void mpx__eng_part_route(stage_t *t, const uint8_t *items, size_t len, uint32_t 
     if (t->parts_st[q].log_buf.len >= PART_WRITE_BYTES) mpx__eng_part_flush(&t->parts_st[q]);
 }
 
-static bool parts_idle(eng_t *e, size_t k) {
+/* Under e->mu: a partition can be asked for its next chunk (there is
+ * room for it downstream), or every partition is done. */
+static bool part_step(eng_t *e, size_t k) {
   stage_t *t = &e->st[k];
-  for (unsigned q = 0; q < t->nparts; q++)
-    if (t->parts_st[q].inflight) return false;
-  return true;
+  bool busy = false;
+  for (unsigned q = 0; q < t->nparts; q++) {
+    stage_t *p = &t->parts_st[q];
+    if (p->inflight || p->more_from) busy = true;
+    if (!p->inflight && p->more_from && e->queued < e->cap) return true;
+  }
+  return !busy;
 }
 
+/* The partitions' final outputs, a chunk at a time from each, the next
+ * asked for once the last has gone on and there is room downstream. */
 int mpx__eng_part_finish(stage_t *t) {
+  eng_t *e = t->e;
   pthread_mutex_lock(&t->mu);
   for (unsigned q = 0; q < t->nparts; q++) mpx__eng_part_flush(&t->parts_st[q]);
-  for (unsigned q = 0; q < t->nparts; q++) part_task(&t->parts_st[q], ENGINE_FINAL);
+  for (unsigned q = 0; q < t->nparts; q++) part_task(&t->parts_st[q], ENGINE_FINAL, 0);
   pthread_mutex_unlock(&t->mu);
-  return mpx__eng_wait_for(t->e, parts_idle, t->idx);
+  for (;;) {
+    int rc = mpx__eng_wait_for(e, part_step, t->idx);
+    if (rc != 0) return rc;
+    bool done = true;
+    for (unsigned q = 0; q < t->nparts; q++) {
+      stage_t *p = &t->parts_st[q];
+      pthread_mutex_lock(&e->mu);
+      uint64_t from = p->inflight ? 0 : p->more_from;
+      bool busy = p->inflight || p->more_from, room = e->queued < e->cap;
+      if (from && room) p->more_from = 0;
+      pthread_mutex_unlock(&e->mu);
+      done = done && !busy;
+      if (from && room && part_task(p, ENGINE_MORE, from) != 0) return MPX_ENOMEM;
+    }
+    if (done) return 0;
+  }
 }

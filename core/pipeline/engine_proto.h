@@ -47,12 +47,18 @@
  * the partition's log (NUL-terminated). The log is a file
  * the coordinator appends the partition's partials to (uint32 length,
  * bytes each) before it asks the owner to fold them; the owner reads it
- * from its own offset. A task is uint32 ENGINE_FOLD or ENGINE_FINAL,
- * uint32 0, uint64 end: fold the log up to offset `end` (what is below
- * the owner's offset is already in its state: such a task is a no-op, so
- * a task run again after a death counts nothing twice); FINAL then
- * flushes the state as the stage's final output. A new owner (its
- * predecessor died) starts from offset 0: the log replays the state.
+ * from its own offset. A task is uint32 ENGINE_FOLD, ENGINE_FINAL or
+ * ENGINE_MORE, uint32 0, uint64 end (and for MORE, uint64 from): fold the
+ * log up to offset `end` (what is below the owner's offset is already in
+ * its state: such a task is a no-op, so a task run again after a death
+ * counts nothing twice); FINAL then flushes the state as the stage's
+ * final output and answers its first chunk, MORE the chunk that starts at
+ * byte `from` of it. The answer is a batch's (outputs, no failures, one
+ * stage) followed by uint64 next: where the next chunk starts, 0 after
+ * the last (and for FOLD). A new owner (its predecessor died) starts from
+ * offset 0: the log replays the state; a MORE to it flushes again, so a
+ * plugin's final output must follow from its state alone (the same state,
+ * the same items in the same order: e.g. sorted).
  * Host byte order: both ends are on one machine. */
 #ifndef MPX_CORE_ENGINE_PROTO_H
 #define MPX_CORE_ENGINE_PROTO_H
@@ -71,6 +77,7 @@
 
 #define ENGINE_FOLD 0xfffffffeu
 #define ENGINE_FINAL 0xfffffffdu
+#define ENGINE_MORE 0xfffffffcu
 #define ENGINE_TAG_PORT 0xffffu
 #define ENGINE_TAG_KEYED 0x80000000u
 #define ENGINE_TAG_DIRECT 0x40000000u

@@ -176,7 +176,13 @@ static struct {
   uint64_t pos;  /* what is folded into the state */
   bool final;    /* flushed as the final output: nothing more comes */
   mpx_wbuf_t buf;
+  mpx_wbuf_t outs; /* the final output (tagged items), handed out in chunks */
 } pw = {.fd = -1};
+
+/* A partition's final output leaves in chunks of about this much, each
+ * asked for when the coordinator has room: its memory does not grow with
+ * the number of keys. */
+#define FINAL_CHUNK ((size_t)4 << 20)
 
 /* The log's path ends the arguments. */
 static int open_log(const char *p, const char *end) {
@@ -234,23 +240,59 @@ static int catch_up(uint64_t end) {
   return 0;
 }
 
-/* A FOLD or FINAL task: the answer has the final outputs, or nothing. */
-static int run_fold(mpx_task_t *t, uint32_t what, mpx__rd_t *r) {
+/* The final step: the state flushed, its outputs (emitted into w.out
+ * after the answer's header) kept for the chunks. */
+static int flush_final(size_t hdr_len) {
+  mpx__ctx_set_final(w.l[0].ctx, true);
+  beat(0);
+  int rc = mpx__ctx_call_flush(w.l[0].ctx, w.l[0].state);
+  if (rc != 0) return rc;
+  pw.outs.len = 0;
+  if (mpx_wbuf_append(&pw.outs, w.out.data + hdr_len, w.out.len - hdr_len) != 0)
+    return MPX_ENOMEM;
+  w.out.len = hdr_len;
+  w.n_out = 0;
+  pw.final = true;
+  return 0;
+}
+
+/* The chunk of the final output that starts at byte `from` into w.out;
+ * where the next one starts, or 0 after the last. */
+static uint64_t put_chunk(uint64_t from) {
+  mpx__rd_t r = mpx__rd_make(pw.outs.data + from, from < pw.outs.len ? pw.outs.len - from : 0);
+  const char *start = r.p;
+  const void *d;
+  uint32_t tag, hash, l;
+  w.n_out = 0;
+  while ((size_t)(r.p - start) < FINAL_CHUNK && engine_rd_item(&r, &tag, &hash, &d, &l) == 0)
+    w.n_out++;
+  mpx_wbuf_append(&w.out, start, (size_t)(r.p - start));
+  uint64_t next = from + (uint64_t)(r.p - start);
+  return next < pw.outs.len ? next : 0;
+}
+
+/* A partition task (engine_proto.h): FOLD answers nothing; FINAL and
+ * MORE answer a chunk of the final output, then where the next starts. A
+ * new owner (its predecessor died) replays the log first, and flushes
+ * again for a MORE: the same state gives the same output. */
+static int run_fold(mpx_task_t *t, uint32_t what, mpx__rd_t *r, size_t hdr_len) {
   uint32_t zero;
-  uint64_t end;
-  if (pw.fd < 0 || mpx__rd_u32(r, &zero) != 0 || mpx__rd_u64(r, &end) != 0)
+  uint64_t end, from = 0, next = 0;
+  if (pw.fd < 0 || mpx__rd_u32(r, &zero) != 0 || mpx__rd_u64(r, &end) != 0 ||
+      (what == ENGINE_MORE && mpx__rd_u64(r, &from) != 0))
     return mpx_task_fail(t, "malformed partition task");
-  if (pw.final || end < pw.pos) return 0; /* done before this task came again */
+  int rc = 0;
   atomic_store(&wd.busy, true);
-  int rc = catch_up(end);
-  if (rc == 0 && what == ENGINE_FINAL) {
-    mpx__ctx_set_final(w.l[0].ctx, true);
-    beat(0);
-    rc = mpx__ctx_call_flush(w.l[0].ctx, w.l[0].state);
-    pw.final = rc == 0;
-  }
+  if (!pw.final && end >= pw.pos) rc = catch_up(end);
+  if (rc == 0 && !pw.final && what != ENGINE_FOLD) rc = flush_final(hdr_len);
   atomic_store(&wd.busy, false);
-  return rc == 0 ? 0 : mpx_task_fail(t, "%s", mpx_last_error());
+  if (rc != 0) return mpx_task_fail(t, "%s", mpx_last_error());
+  if (what != ENGINE_FOLD) next = put_chunk(from);
+  uint32_t hv[3] = {w.n_out, 0, 1}, io[3] = {0, w.n_out, 0};
+  memcpy(w.out.data, hv, sizeof hv);
+  memcpy(w.out.data + 12, io, sizeof io);
+  if (mpx_wbuf_append(&w.out, &next, sizeof next) != 0) return MPX_ENOMEM;
+  return mpx_task_result(t, w.out.data, w.out.len);
 }
 
 int mpx_pipeline_worker_init(const void *args0, size_t len) {
@@ -360,11 +402,8 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   size_t hdr_len = 12 + 12 * (size_t)w.n;
   if (mpx_wbuf_reserve(&w.out, hdr_len) != 0) return MPX_ENOMEM;
   w.out.len = hdr_len;
-  if (n == ENGINE_FOLD || n == ENGINE_FINAL) {
-    int rc = run_fold(t, n, &r);
-    if (rc != 0) return rc;
-    n = 0; /* then the answer, as for an empty batch */
-  } else if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
+  if (n == ENGINE_FOLD || n == ENGINE_FINAL || n == ENGINE_MORE) return run_fold(t, n, &r, hdr_len);
+  if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
     uint32_t i, parts;
     int rc;
     if (n != ENGINE_PART || mpx__rd_u32(&r, &i) != 0 || mpx__rd_u32(&r, &parts) != 0 || i >= parts)
@@ -388,8 +427,7 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   link_t *last = &w.l[w.n - 1];
   w.item = n; /* past the items: the flush is the batch's */
   beat(w.n - 1);
-  bool batch = pw.fd < 0;
-  int frc = batch && last->d->kind == MPX_PLUGIN_REDUCE ? mpx__ctx_call_flush(last->ctx, last->state) : 0;
+  int frc = last->d->kind == MPX_PLUGIN_REDUCE ? mpx__ctx_call_flush(last->ctx, last->state) : 0;
   atomic_store(&wd.busy, false);
   if (frc != 0) return mpx_task_fail(t, "%s", mpx_last_error());
   uint32_t *h = (uint32_t *)w.out.data, hv[3] = {w.n_out, w.n_fail, w.n};

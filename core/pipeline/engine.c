@@ -129,27 +129,11 @@ void mpx__eng_push(stage_t *s, const void *data, size_t len) {
   pthread_mutex_lock(&e->mu);
   if (s->in++ == 0) s->t_first = mpx__now();
   pthread_mutex_unlock(&e->mu);
-  pthread_mutex_lock(&s->mu);
   if (s->pool == NULL) {
-    /* A sink here, one item at a time, its errors retried at once. */
-    unsigned attempts = 0, retries = s->cfg->opts.retries;
-    while (mpx__ctx_call_process(s->ctx, s->state, data, len) != 0) {
-      attempts++;
-      if (mpx__ctx_permanent(s->ctx) || attempts > retries) {
-        mpx__eng_dead_letter(s, data, len, mpx_last_error(), attempts);
-        break;
-      }
-      pthread_mutex_lock(&e->mu);
-      s->retries++;
-      pthread_mutex_unlock(&e->mu);
-    }
-    pthread_mutex_unlock(&s->mu);
-    pthread_mutex_lock(&e->mu);
-    s->out++;
-    s->t_last = mpx__now();
-    pthread_mutex_unlock(&e->mu);
+    mpx__eng_sink_put(s, data, len); /* its thread runs it (engine_sink.c) */
     return;
   }
+  pthread_mutex_lock(&s->mu);
   if (mpx__eng_stopping(e)) {
     /* Nothing new goes to a worker once the run is stopping. */
     pthread_mutex_unlock(&s->mu);
@@ -745,6 +729,7 @@ static int drive(eng_t *e) {
 static eng_t *eng_new(void) {
   eng_t *e = calloc(1, sizeof *e);
   if (e == NULL) return NULL;
+  e->loop_ready = uv_loop_init(&e->loop) == 0;
   pthread_mutex_init(&e->mu, NULL);
   pthread_mutex_init(&e->dl_mu, NULL);
   mpx__cond_init_monotonic(&e->cv);
@@ -753,6 +738,8 @@ static eng_t *eng_new(void) {
 
 static void eng_free(eng_t *e) {
   if (e->dl) fclose(e->dl);
+  if (e->loop_ready && uv_loop_close(&e->loop) != 0)
+    MPX__ERROR("pipeline: the engine loop still has handles at the end");
   for (size_t i = 0; e->st && i < e->n; i++) {
     stage_t *s = &e->st[i];
     if (s->ctx) {
@@ -853,9 +840,27 @@ static size_t queue_cap(const eng_t *e) {
 
 /* Starts the stages and the progress line, runs the source to its end and
  * each stage's tail; a stop by signal becomes its message. */
+static void *loop_main(void *arg) {
+  eng_t *e = arg;
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+/* The pools, all made, start on the engine loop; the sinks' threads. */
+static int start_loop(eng_t *e) {
+  if (!e->loop_ready) return mpx__err(MPX_ENOMEM, "pipeline: cannot make the engine loop");
+  if (pthread_create(&e->loop_th, NULL, loop_main, e) != 0)
+    return mpx__err(MPX_ENOMEM, "pipeline: cannot start the engine loop's thread");
+  e->loop_on = true;
+  return mpx__eng_sinks_start(e);
+}
+
 static int start_and_drive(eng_t *e, const mpx_pipeline_opts_t *o) {
   int rc = 0;
   for (size_t i = 0; i < e->n && rc == 0; i++) rc = mpx__eng_stage_start(e, i);
+  /* Even after a failed start: the pools made must run to shut down. */
+  int lrc = start_loop(e);
+  if (rc == 0) rc = lrc;
   bool prog = o->progress == MPX_PROGRESS_ALWAYS ||
               (o->progress == MPX_PROGRESS_AUTO && isatty(2));
   mpx__eng_progress_begin(e, prog, rc == 0);
@@ -891,10 +896,13 @@ static void stop_pools(eng_t *e, int rc) {
     if (s->pool && mpx_pool_shutdown(s->pool, on_pool_shut, e) == 0) pools++;
   }
   pthread_mutex_lock(&e->mu);
-  while (e->pools_shut < pools) pthread_cond_wait(&e->cv, &e->mu);
+  while (e->loop_on && e->pools_shut < pools) pthread_cond_wait(&e->cv, &e->mu);
   e->ended = true;
   pthread_mutex_unlock(&e->mu);
   atomic_store(&e->stopping, true);
+  /* Every pool's handles are closed: the loop has nothing left. */
+  if (e->loop_on) pthread_join(e->loop_th, NULL);
+  e->loop_on = false;
 }
 
 /* After stop_pools: the jobs still live (a terminated pool calls no
@@ -958,6 +966,7 @@ static int eng_run(eng_t *e, const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t 
   mpx__eng_progress_end(e);
   stop_pools(e, rc);
   end_jobs(e);
+  mpx__eng_sinks_stop(e);
   rc = report(e, o, st, rc);
   if (rc != 0 && why[0]) mpx__err(rc, "%s", why);
   mpx__eng_signals_restore(&old);

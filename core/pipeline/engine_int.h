@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <uv.h>
 
 #include "config.h"
 #include "graph.h"
@@ -105,6 +106,14 @@ struct stage_s {
   uint64_t more_from;         /* its final output's next chunk; 0: none; under e->mu */
   mpx_wbuf_t log_buf;         /* partials not yet written; under part_of->mu */
   char part_name[96];         /* "STAGE#q", its pool's name */
+  /* A sink: its own thread takes its items from a queue (under mu), so a
+   * slow sink holds up no loop: its items count in e->queued, and the
+   * sources wait for room. */
+  pthread_t sink_th;
+  bool sink_on, sink_stop, sink_waiting;
+  pthread_cond_t sink_cv;
+  mpx_wbuf_t sink_q;          /* uint32 length, bytes; ... */
+  uint32_t sink_n;            /* ... this many */
 };
 
 struct eng_s {
@@ -115,6 +124,11 @@ struct eng_s {
   size_t n_all;             /* ... are stages n .. n_all - 1 (mpx__eng_stage) */
   mpx__graph_t g;
   mpx__gnode_t *nodes;
+  /* The one loop every pool of the run runs on (their callbacks: answers,
+   * retries, shutdowns), in a thread of its own. */
+  uv_loop_t loop;
+  bool loop_ready, loop_on;
+  pthread_t loop_th;
   pthread_mutex_t mu;
   pthread_cond_t cv;
   uint64_t queued;          /* items submitted to worker stages, not answered */
@@ -162,6 +176,15 @@ void mpx__eng_push(stage_t *s, const void *data, size_t len);
 void mpx__eng_set_fatal(eng_t *e, int rc, const char *fmt, ...) MPX_PRINTF(3, 4);
 void mpx__eng_submit(stage_t *s, job_t *j, bool front);
 void mpx__eng_unlive(stage_t *s, job_t *j);
+
+/* ---- sinks (engine_sink.c) ---- */
+
+/* Queues an item for sink s; its thread runs it. */
+void mpx__eng_sink_put(stage_t *s, const void *data, size_t len);
+int mpx__eng_sinks_start(eng_t *e);
+/* Ends the sinks' threads: what they hold runs first, unless the run is
+ * stopping at once. */
+void mpx__eng_sinks_stop(eng_t *e);
 
 /* ---- partitions (engine_part.c) ---- */
 

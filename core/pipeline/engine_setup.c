@@ -382,7 +382,7 @@ void mpx__eng_pool_opts(const stage_t *s, mpx_pool_opts_t *o) {
       .max_restarts = g->supervisor.max_restarts > 0 ? (unsigned)g->supervisor.max_restarts : 0,
       .restart_period = g->supervisor.period,
       .backoff_min = g->supervisor.backoff_min, .backoff_max = g->supervisor.backoff_max,
-      .name = s->cfg->name};
+      .name = s->cfg->name, .loop = &s->e->loop};
 }
 
 /* Start stage i: its local instance, or (a chain's head) the pool that

@@ -162,3 +162,46 @@ int counter_emit_top(const counter_t *c, mpx_plugin_ctx_t *ctx, uint64_t k) {
   free(v);
   return rc;
 }
+
+int counter_emit_partitions(const counter_t *c, mpx_plugin_ctx_t *ctx, unsigned n) {
+  size_t *size = calloc(n, sizeof *size), *at = calloc(n, sizeof *at);
+  uint32_t *part = malloc((c->cap ? c->cap : 1) * sizeof *part);
+  unsigned char *buf = NULL;
+  size_t total = 0;
+  int rc = MPX_ENOMEM;
+  if (size == NULL || at == NULL || part == NULL) goto out;
+  /* Two passes: the size of each partition's partial, then the entries
+   * written at their partition's offset in one buffer. */
+  for (size_t i = 0; i < c->cap; i++) {
+    const counter_entry_t *e = &c->slots[i];
+    if (e->key == NULL) continue;
+    part[i] = mpx_key_hash(e->key, e->len) % n;
+    size[part[i]] += 12 + (size_t)e->len;
+    total += 12 + (size_t)e->len;
+  }
+  if ((buf = malloc(total ? total : 1)) == NULL) goto out;
+  for (unsigned p = 1; p < n; p++) at[p] = at[p - 1] + size[p - 1];
+  for (size_t i = 0; i < c->cap; i++) {
+    const counter_entry_t *e = &c->slots[i];
+    if (e->key == NULL) continue;
+    unsigned char *w = buf + at[part[i]];
+    put_le(w, e->len, 4);
+    memcpy(w + 4, e->key, e->len);
+    put_le(w + 4 + e->len, e->count, 8);
+    at[part[i]] += 12 + (size_t)e->len;
+  }
+  rc = 0;
+  for (unsigned p = 0; p < n && rc == 0; p++)
+    if (size[p] > 0) rc = mpx_emit_partition(ctx, p, buf + at[p] - size[p], size[p]);
+out:
+  free(size);
+  free(at);
+  free(part);
+  free(buf);
+  return rc;
+}
+
+int counter_emit_flush(const counter_t *c, mpx_plugin_ctx_t *ctx) {
+  unsigned n = mpx_partitions(ctx);
+  return n > 0 ? counter_emit_partitions(c, ctx, n) : counter_emit_partial(c, ctx);
+}

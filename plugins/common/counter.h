@@ -3,7 +3,8 @@
  * and their final output.
  *
  * Partial format (opaque to mpx, read only by these plugins): the entries
- * sorted by key (bytewise, a prefix before the longer key), each
+ * sorted by key (bytewise, a prefix before the longer key; in any order
+ * in a partitioned stage's partials), each
  *   u32 key length (little-endian), the key bytes, u64 count (LE).
  * No header: zero bytes is the empty partial. Sorting makes the encoding
  * canonical, so equal maps give equal bytes whatever order they were
@@ -41,6 +42,15 @@ int counter_add(counter_t *c, const void *key, size_t len, uint64_t n);
 int counter_add_partial(counter_t *c, const void *p, size_t len);
 /* Emits the partial of c as one item. */
 int counter_emit_partial(const counter_t *c, mpx_plugin_ctx_t *ctx);
+/* For a partitioned stage (n = mpx_partitions(ctx) > 0): one partial per
+ * partition that has keys, each holding exactly the keys k with
+ * mpx_key_hash(k) % n == p, sent with mpx_emit_partition. These are not
+ * sorted (a fold does not need it, and a flush of millions of keys would
+ * pay for it): the entries come in table order. */
+int counter_emit_partitions(const counter_t *c, mpx_plugin_ctx_t *ctx, unsigned n);
+/* The non-final flush of wordcount and topk: counter_emit_partitions when
+ * the stage is partitioned, else counter_emit_partial. */
+int counter_emit_flush(const counter_t *c, mpx_plugin_ctx_t *ctx);
 /* Emits the final output: the first k keys (k = UINT64_MAX: all). */
 int counter_emit_top(const counter_t *c, mpx_plugin_ctx_t *ctx, uint64_t k);
 

@@ -1,5 +1,10 @@
 /* grep: a filter that keeps the items (lines) matching a POSIX extended
- * regular expression, or with invert those that do not match. An item is
+ * regular expression, or with invert those that do not match. What it
+ * keeps goes to port 0, the others to port 1 (ports_fn): "matched" then
+ * "unmatched", or with invert "unmatched" then "matched", so the names say
+ * what the regex did and port 0 is always what grep keeps (a linear
+ * pipeline, or `inputs: [g]`, reads it; port 1 is dropped unless a stage
+ * reads `g.matched` or `g.unmatched`). An item is
  * matched whole: '^' and '$' anchor at its ends, and bytes after a NUL in
  * it are seen where the C library supports REG_STARTEND (glibc, musl,
  * the BSDs). Matching follows the process's locale (LC_CTYPE). */
@@ -71,8 +76,13 @@ static int grep_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
     regerror(rc, &g->re, why, sizeof why);
     return mpx_plugin_fail(ctx, "regexec: %s", why);
   }
-  if ((rc == 0) != g->invert) return mpx_emit(ctx, in, len);
-  return 0;
+  return mpx_emit_port(ctx, (rc == 0) != g->invert ? 0u : 1u, in, len);
+}
+
+static int grep_ports(mpx_plugin_ctx_t *ctx) {
+  bool invert = mpx_param_bool(ctx, "invert");
+  int rc = mpx_port_add(ctx, invert ? "unmatched" : "matched");
+  return rc != 0 ? rc : mpx_port_add(ctx, invert ? "matched" : "unmatched");
 }
 
 static const mpx_param_def_t grep_params[] = {
@@ -85,13 +95,15 @@ static const mpx_param_def_t grep_params[] = {
 MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
     MPX_PLUGIN_HEADER,
     .name = "grep",
-    .version = "1.0",
+    .version = "1.1",
     .description = "keep the items matching a POSIX extended regular "
-                   "expression (or, with invert, the others)",
+                   "expression (or, with invert, the others); ports "
+                   "matched and unmatched",
     .kind = MPX_PLUGIN_MAP,
     .params = grep_params,
     .n_params = sizeof grep_params / sizeof grep_params[0],
     .init = grep_init,
     .fini = grep_fini,
     .process = grep_process,
+    .ports_fn = grep_ports,
 };

@@ -6,9 +6,13 @@
  * Every other byte separates words (so UTF-8 letters beyond ASCII do
  * too). Case is kept: "The" and "the" are two words.
  *
- * Partials are the counts, in the format of common/counter.h. The final
- * output is one item per word, "COUNT WORD", by count descending, then
- * word ascending (bytewise). */
+ * Partials are the counts, in the format of common/counter.h: one per
+ * flush, or in a partitioned stage one per partition with words
+ * (mpx_emit_partition). fold adds a partial into the live state; merge
+ * (for engines before ABI 1.2) adds two into a fresh one. The final output
+ * is one item per word, "COUNT WORD", by count descending, then word
+ * ascending (bytewise): in a partitioned stage each partition emits its
+ * own words so, one partition after another. */
 #include <stdlib.h>
 
 #include "counter.h"
@@ -54,9 +58,15 @@ static int wc_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
 
 static int wc_flush(mpx_plugin_ctx_t *ctx, void *state) {
   int rc = mpx_reduce_final(ctx) ? counter_emit_top(state, ctx, UINT64_MAX)
-                                 : counter_emit_partial(state, ctx);
+                                 : counter_emit_flush(state, ctx);
   counter_clear(state);
   return rc;
+}
+
+static int wc_fold(mpx_plugin_ctx_t *ctx, void *state, const void *partial,
+                   size_t len) {
+  int rc = counter_add_partial(state, partial, len);
+  return rc == MPX_EINVAL ? mpx_plugin_fail(ctx, "malformed partial") : rc;
 }
 
 static int wc_merge(mpx_plugin_ctx_t *ctx, void *state, const void *a,
@@ -78,7 +88,7 @@ static int wc_merge(mpx_plugin_ctx_t *ctx, void *state, const void *a,
 MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
     MPX_PLUGIN_HEADER,
     .name = "wordcount",
-    .version = "1.0",
+    .version = "1.1",
     .description = "count the words of the text items; emits \"COUNT WORD\" "
                    "lines, most frequent first",
     .kind = MPX_PLUGIN_REDUCE,
@@ -87,4 +97,5 @@ MPX_PLUGIN_EXPORT const mpx_plugin_t mpx_plugin_descriptor = {
     .process = wc_process,
     .flush = wc_flush,
     .merge = wc_merge,
+    .fold = wc_fold,
 };

@@ -165,11 +165,12 @@ static void run_map(const mpx_plugin_t *d, const mpx__kv_t *kv, size_t nkv,
 
 static const char *shipped[] = {"range", "lines", "primes", "grep",
                                 "wordcount", "topk", "checksum", "field",
-                                "print", "jsonl"};
+                                "print", "jsonl", "route", "aggregate"};
 static const mpx_plugin_kind_t shipped_kind[] = {
     MPX_PLUGIN_SOURCE, MPX_PLUGIN_SOURCE, MPX_PLUGIN_MAP,
     MPX_PLUGIN_MAP, MPX_PLUGIN_REDUCE, MPX_PLUGIN_REDUCE,
-    MPX_PLUGIN_MAP, MPX_PLUGIN_MAP, MPX_PLUGIN_SINK, MPX_PLUGIN_SINK};
+    MPX_PLUGIN_MAP, MPX_PLUGIN_MAP, MPX_PLUGIN_SINK, MPX_PLUGIN_SINK,
+    MPX_PLUGIN_MAP, MPX_PLUGIN_REDUCE};
 
 static void test_load_shipped(void) {
   setenv("MPX_PLUGIN_PATH", PLUGIN_DIR, 1);
@@ -375,9 +376,9 @@ static void test_scan(void) {
   scan_t t = {.only = {dir, PLUGIN_DIR "/"}};
   CU_ASSERT_EQUAL(mpx__plugin_scan(MPX__SCAN_TASKS | MPX__SCAN_CODECS,
                                    on_scan, &t), 0);
-  const char *names[] = {"checksum", "field", "grep", "jsonl", "lines",
-                         "primes", "print", "range", "range", "topk",
-                         "wordcount", "json", "msgpack", "pickle", "raw"};
+  const char *names[] = {"aggregate", "checksum", "field", "grep", "jsonl",
+                         "lines", "primes", "print", "range", "range", "route",
+                         "topk", "wordcount", "json", "msgpack", "pickle", "raw"};
   CU_ASSERT_EQUAL(t.n, (int)NKV(names));
   for (int i = 0; i < t.n && i < (int)NKV(names); i++) {
     char name[64];
@@ -385,14 +386,14 @@ static void test_scan(void) {
     CU_ASSERT_STRING_EQUAL(name, names[i]);
   }
   snprintf(line, sizeof line, "source range %s: the integers", copy);
-  CU_ASSERT_EQUAL(strncmp(t.lines[7], line, strlen(line)), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[8], line, strlen(line)), 0);
   snprintf(line, sizeof line, "task range " PLUGIN_DIR "/mpx_task_range.so: "
            "shadowed by %s", copy);
-  CU_ASSERT_STRING_EQUAL(t.lines[8], line);
-  CU_ASSERT_EQUAL(strncmp(t.lines[11], "codec json ", 11), 0);
-  CU_ASSERT_EQUAL(strncmp(t.lines[3], "sink jsonl ", 11), 0);
-  CU_ASSERT_EQUAL(strncmp(t.lines[10], "reduce wordcount ", 17), 0);
-  CU_ASSERT_EQUAL(strncmp(t.lines[1], "map field ", 10), 0);
+  CU_ASSERT_STRING_EQUAL(t.lines[9], line);
+  CU_ASSERT_EQUAL(strncmp(t.lines[13], "codec json ", 11), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[4], "sink jsonl ", 11), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[12], "reduce wordcount ", 17), 0);
+  CU_ASSERT_EQUAL(strncmp(t.lines[2], "map field ", 10), 0);
   unlink(copy);
   rmdir(dir);
   setenv("MPX_PLUGIN_PATH", PLUGIN_DIR, 1);

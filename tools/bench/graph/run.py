@@ -66,7 +66,7 @@ FULL = {
     "fanout": 50_000_000,
 }
 QUICK = {
-    "wc": [("3M", 2_000_000, 60_000), ("10M", 4_000_000, 200_000)],
+    "wc": [("3M", 1_000_000, 30_000), ("10M", 2_000_000, 100_000)],
     "meas": [("400", 4_000_000, 400), ("1M", 4_000_000, 20_000)],
     "fanout": 200_000,
 }
@@ -97,7 +97,7 @@ def build_base(commit, work):
                               check=True, capture_output=True, text=True).stdout.strip()
     except subprocess.CalledProcessError:
         return None, "commit %s is not in this clone (a shallow clone? fetch it)" % commit
-    top = os.path.join(work, "base-" + full[:12])
+    top = os.path.join(work, "bench-graph-base-" + full[:12])
     mpx = os.path.join(top, "build", "tools", "mpx")
     stamp = os.path.join(top, "built")
     if not os.path.exists(stamp):
@@ -305,7 +305,8 @@ AWK_MEAS = r'''
 { v = $2 * 10; v = (v < 0) ? int(v - 0.5) : int(v + 0.5); k = $1
   if (!(k in c)) { c[k] = 0; s[k] = 0; lo[k] = v; hi[k] = v }
   c[k]++; s[k] += v; if (v < lo[k]) lo[k] = v; if (v > hi[k]) hi[k] = v }
-END { for (k in c) printf "%s;%d;%.1f;%.1f;%.1f;%.1f\n", k, c[k], s[k] / 10, lo[k] / 10, hi[k] / 10, s[k] / 10 / c[k] }
+END { for (k in c) printf "%s;%d;%.1f;%.1f;%.1f;%.1f\n", k, c[k],
+                         s[k] / 10, lo[k] / 10, hi[k] / 10, s[k] / 10 / c[k] }
 '''
 # GNU parallel: each job's partials (sum, min and max in tenths), merged.
 AWK_PART = r'''
@@ -318,7 +319,8 @@ AWK_MERGE = r'''
 { k = $1
   if (!(k in c)) { c[k] = 0; s[k] = 0; lo[k] = $4; hi[k] = $5 }
   c[k] += $2; s[k] += $3; if ($4 + 0 < lo[k]) lo[k] = $4 + 0; if ($5 + 0 > hi[k]) hi[k] = $5 + 0 }
-END { for (k in c) printf "%s;%d;%.1f;%.1f;%.1f;%.1f\n", k, c[k], s[k] / 10, lo[k] / 10, hi[k] / 10, s[k] / 10 / c[k] }
+END { for (k in c) printf "%s;%d;%.1f;%.1f;%.1f;%.1f\n", k, c[k],
+                         s[k] / 10, lo[k] / 10, hi[k] / 10, s[k] / 10 / c[k] }
 '''
 
 
@@ -389,7 +391,10 @@ def mpx_check(mpx, yaml, sets):
     if p.returncode == 0:
         return None
     msg = (p.stderr or p.stdout).strip().splitlines()
-    return msg[0] if msg else "mpx check: exit status %d" % p.returncode
+    if not msg:
+        return "mpx check: exit status %d" % p.returncode
+    # The first line, without the list of allowed keys and with short paths.
+    return msg[0].split(" (expected one of")[0].replace(ROOT + "/", "")
 
 
 def has_fold(plugin_has, plugin):
@@ -407,7 +412,7 @@ def mpx_argv(mpx, yaml, sets):
 
 def case_wc(tag, path, ctx):
     o = Oracle(wc_digest, "coreutils")
-    core = Variant("wc%s.coreutils" % tag, "`tr -s ' ' '\\n' | LC_ALL=C sort | uniq -c`",
+    core = Variant("wc%s.coreutils" % tag, "`tr -s ' ' '\\n' \\| LC_ALL=C sort \\| uniq -c`",
                    "shell", ["bash", "-c", "tr -s ' ' '\\n' <\"$1\" | LC_ALL=C sort | uniq -c",
                              "bash", path], o.check_ref)
     vs = [core]
@@ -478,7 +483,9 @@ def fmt(x):
     if x is None:
         return "–"
     a = abs(x)
-    return "%.0f" % x if a >= 100 else "%.1f" % x if a >= 10 else "%.2f" % x if a >= 1 else "%.3g" % x
+    if a >= 100:
+        return "%.0f" % x
+    return "%.1f" % x if a >= 10 else "%.2f" % x if a >= 1 else "%.3g" % x
 
 
 def spread(xs):
@@ -486,6 +493,11 @@ def spread(xs):
         return "–"
     s = fmt(statistics.median(xs))
     return s if len(xs) == 1 else "%s [%s–%s]" % (s, fmt(min(xs)), fmt(max(xs)))
+
+
+def md(text):
+    """Text for a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def paired(a, b, fn):
@@ -516,8 +528,8 @@ def aim_row(what, xs, op, target, unit, vs):
         met = m >= target if op == ">=" else m <= target
         return "| %s | %s%s | %s %s%s | %s |" % (what, spread(xs), unit, "≥" if op == ">=" else "≤",
                                                 fmt(target), unit, "✓" if met else "✗")
-    return "| %s | – (%s) | %s %s%s | |" % (what, why_missing(*vs), "≥" if op == ">=" else "≤",
-                                           fmt(target), unit)
+    return "| %s | – (%s) | %s %s%s | |" % (what, md(why_missing(*vs)),
+                                           "≥" if op == ">=" else "≤", fmt(target), unit)
 
 
 def report(path, cases, header, quick, lines_path):
@@ -541,6 +553,12 @@ def report(path, cases, header, quick, lines_path):
                          speedup(co, p2), ">=", 3, "×", [p2, co]))
         L.append(aim_row("wordcount %s keys: partitioned 2 workers ÷ 1 worker (speed-up)" % tag,
                          speedup(p1, p2), ">=", 1.8, "×", [p2, p1]))
+        for w in (1, 2):
+            lin, base = by["wc%s.linear.%dw" % (tag, w)], by["wc%s.base.%dw" % (tag, w)]
+            xs = speedup(base, lin)
+            L.append("| wordcount %s keys: linear merge ÷ today's merge, %d worker%s (speed-up) "
+                     "| %s | (for comparison) | |" % (tag, w, "s" * (w > 1), spread(xs) + "×"
+                                                     if xs else "– (%s)" % md(why_missing(lin, base))))
     tags = [t for t, _, _ in (QUICK if quick else FULL)["wc"]]
     for s in ("partitioned.2w", "partitioned.1w", "linear.2w", "base.2w"):
         a, b = by.get("wc%s.%s" % (tags[1], s)), by.get("wc%s.%s" % (tags[0], s))
@@ -553,7 +571,7 @@ def report(path, cases, header, quick, lines_path):
             L.append(aim_row(what + " (independent of the keys: ≈ 1)", xs, "<=", 1.25, "×", [a, b]))
         else:
             L.append("| %s | %s | (for comparison) | |" % (what, spread(xs) + "×" if xs else
-                                                          "– (%s)" % why_missing(a, b)))
+                                                          "– (%s)" % md(why_missing(a, b))))
     for tag, target in zip([t for t, _, _ in (QUICK if quick else FULL)["meas"]], (1, 3)):
         pt, mg = by.get("meas%s.partitioned" % tag), by.get("meas%s.merge" % tag)
         if pt is None:
@@ -575,10 +593,13 @@ def report(path, cases, header, quick, lines_path):
               "|---|---|---|---|---|"]
         for v in vs:
             if v.avail:
-                L.append("| %s | not available: %s | | | |" % (v.label, v.avail))
+                L.append("| %s | not available: %s | | | |" % (v.label, md(v.avail)))
                 continue
             g = good(v)
             walls = [r["wall_s"] for r in g]
+            wall = spread(walls)
+            if not g and v.stopped and v.stopped.startswith("timed out"):
+                wall = "> %s (stopped)" % fmt(v.runs[-1]["wall_s"])
             rss = [r["rss_kb"] / 1024 for r in g if r.get("rss_kb")]
             sp = speedup(ref, v) if v is not ref else []
             outs = sorted({r.get("output_note", "") for r in g})
@@ -588,8 +609,8 @@ def report(path, cases, header, quick, lines_path):
             src = sorted({r.get("rss_from") for r in g if r.get("rss_from")})
             label = v.label + (" (%s)" % v.note if v.note else "")
             L.append("| %s | %s | %s | %s%s | %s |" % (
-                label, spread(walls), spread(sp) + "×" if sp else "–", spread(rss),
-                " (%s)" % ", ".join(src) if src else "", status))
+                label, wall, spread(sp) + "×" if sp else "–", spread(rss),
+                " (%s)" % ", ".join(src) if src else "", md(status)))
         L.append("")
     L += ["Peak RSS: for `mpx run`, the coordinator's alone (`coordinator_peak_rss_kb` from "
           "`--stats-json` when the engine writes it, else the process's VmHWM read at its exit); "
@@ -622,7 +643,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny inputs: a smoke test")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of each case (default 2)")
-    ap.add_argument("--timeout", type=float, help="seconds a run may take (default 3600; "
+    ap.add_argument("--timeout", type=float, help="seconds a run may take (default 900; "
                     "120 with --quick)")
     ap.add_argument("--out", help="the report (default docs/bench/graph-results.md; "
                     "build-release/bench-graph-quick.md with --quick)")
@@ -639,7 +660,7 @@ def main():
         if c not in ("wc", "meas", "fanout"):
             ap.error("unknown case %r (wc, meas, fanout)" % c)
     sizes = QUICK if a.quick else FULL
-    timeout = a.timeout or (120 if a.quick else 3600)
+    timeout = a.timeout or (120 if a.quick else 900)
     work = os.path.join(BUILD, "bench-graph-quick" if a.quick else "bench-graph")
     out = a.out or (os.path.join(BUILD, "bench-graph-quick.md") if a.quick
                     else os.path.join(ROOT, "docs", "bench", "graph-results.md"))
@@ -658,7 +679,7 @@ def main():
     elif a.quick and not a.with_base:
         base_why = "not built in --quick (add --with-base)"
     else:
-        base_mpx, base_why = build_base(a.base, work)
+        base_mpx, base_why = build_base(a.base, BUILD)
     awk_path = os.path.realpath(shutil.which("awk") or "awk")
     ctx = {"mpx": mpx, "base_mpx": base_mpx, "base_why": base_why, "base_commit": a.base,
            "plugin_has": plugin_has, "awk": "awk",

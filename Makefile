@@ -48,9 +48,9 @@ fuzz: deps
 bench: build
 	tools/bench/run
 
-# The graph and partition benchmarks of issue 17 (docs/bench/graph.md): about
-# two hours on a 2-core VM, the report in docs/bench/graph-results.md. The
-# quick form (tiny inputs, no pre-change build) is a smoke test of the harness.
+# The graph and partition benchmarks of issue 17 (docs/bench/graph.md): hours,
+# the report in docs/bench/graph-results.md. The quick form (tiny inputs, no
+# pre-change build) is a smoke test of the harness, in seconds.
 bench-graph:
 	tools/bench/graph/run.py
 

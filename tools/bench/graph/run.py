@@ -227,7 +227,10 @@ def run_one(v, outdir, hwm, timeout):
     elif v.kind == "mpx" and (st is None or r.get("dead_lettered") or r.get("failed")):
         r["error"] = "no stats, or failed/dead-lettered items (see %s)" % stats
     elif v.check:
-        ok, note = v.check(out, st)
+        try:
+            ok, note = v.check(out, st)
+        except (ValueError, KeyError, StopIteration, RuntimeError) as e:
+            ok, note = False, "unreadable (%s)" % e
         r["output_ok"], r["output_note"] = ok, note
         if not ok:
             r["error"] = "output differs from the oracle's: " + note
@@ -352,6 +355,9 @@ def meas_table(path):
         for line in f:
             if line.strip():
                 k, c, s, lo, hi, mean = parse_meas_line(line)
+                # A key twice (in two partitions, say) is wrong, not merged.
+                if k in t:
+                    raise ValueError("key %r twice" % k)
                 t[k] = (int(c), round(s * 10), round(lo * 10), round(hi * 10), mean)
     return t
 

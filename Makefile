@@ -7,7 +7,8 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps configure build run run-example test test-asan test-tsan fuzz bench install clean
+.PHONY: all deps configure build run run-example test test-asan test-tsan fuzz bench bench-graph \
+	bench-graph-quick install clean
 
 all: build
 
@@ -46,6 +47,15 @@ fuzz: deps
 
 bench: build
 	tools/bench/run
+
+# The graph and partition benchmarks of issue 17 (docs/bench/graph.md): hours,
+# the report in docs/bench/graph-results.md. The quick form (tiny inputs, no
+# pre-change build) is a smoke test of the harness, in seconds.
+bench-graph:
+	tools/bench/graph/run.py
+
+bench-graph-quick:
+	tools/bench/graph/run.py --quick
 
 install: build
 	cmake --install $(BUILD)

@@ -690,6 +690,8 @@ static void eng_free(eng_t *e) {
     pthread_mutex_destroy(&s->mu);
   }
   free(e->st);
+  mpx__graph_free(&e->g);
+  free(e->nodes);
   mpx__cfg_free(e->cfg);
   pthread_mutex_destroy(&e->mu);
   pthread_mutex_destroy(&e->dl_mu);
@@ -711,6 +713,27 @@ static int probe_stages(eng_t *e, bool check_only) {
   return rc;
 }
 
+/* The graph of the loaded stages: their kinds and ports, their inputs. */
+static int build_graph(eng_t *e) {
+  if ((e->nodes = calloc(e->n, sizeof *e->nodes)) == NULL)
+    return mpx__err(MPX_ENOMEM, "out of memory");
+  for (size_t i = 0; i < e->n; i++)
+    e->nodes[i] = (mpx__gnode_t){e->st[i].d->kind, mpx__ctx_port_count(e->st[i].ctx),
+                                 mpx__ctx_port_names(e->st[i].ctx)};
+  return mpx__graph_build(&e->g, e->cfg, e->nodes);
+}
+
+/* The checked graph as DOT, to path ("-": stdout). */
+static int write_dot(eng_t *e, const char *path) {
+  bool out = strcmp(path, "-") == 0;
+  FILE *f = out ? stdout : fopen(path, "w");
+  if (f == NULL) return mpx__err_errno("cannot write the graph to '%s'", path);
+  int rc = mpx__graph_dot(&e->g, e->cfg, e->nodes, f);
+  if (!out && fclose(f) != 0 && rc == 0) rc = -errno;
+  if (rc != 0) return mpx__err(rc, "cannot write the graph to '%s': %s", path, strerror(-rc));
+  return 0;
+}
+
 /* The config with its --set assignments, each stage loaded, planned and
  * probed: all a --check does. */
 static int eng_load(eng_t *e, const mpx_pipeline_opts_t *o) {
@@ -725,6 +748,7 @@ static int eng_load(eng_t *e, const mpx_pipeline_opts_t *o) {
   if (e->st == NULL) return mpx__err(MPX_ENOMEM, "out of memory");
   for (size_t i = 0; i < e->n; i++)
     if ((rc = mpx__eng_stage_load(e, i)) != 0) return rc;
+  if ((rc = build_graph(e)) != 0) return rc;
   if ((rc = mpx__eng_plan_chains(e)) != 0) return rc;
   return probe_stages(e, o->check_only);
 }
@@ -857,6 +881,7 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
   eng_t *e = eng_new();
   if (e == NULL) return mpx__err(MPX_ENOMEM, "out of memory");
   rc = eng_load(e, o);
+  if (rc == 0 && o->check_only && o->graph_dot) rc = write_dot(e, o->graph_dot);
   if (rc == 0 && !o->check_only) rc = eng_run(e, o, st);
   if (rc != 0 && st && e->cfg == NULL) memset(st, 0, sizeof *st);
   eng_free(e);

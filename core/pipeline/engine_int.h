@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "graph.h"
 #include "internal.h"
 #include "mpx/pipeline.h"
 #include "plugin_host.h"
@@ -93,6 +94,8 @@ struct eng_s {
   mpx__cfg_t *cfg;
   stage_t *st;
   size_t n;
+  mpx__graph_t g;           /* the stages' inputs as edges (graph.h) */
+  mpx__gnode_t *nodes;      /* each stage's kind and ports, for g */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   uint64_t queued;          /* items submitted to worker stages, not answered */

@@ -136,15 +136,17 @@ int mpx__eng_stage_load(eng_t *e, size_t i) {
                              mpx_last_error());
   s->d = mpx__plugin_desc(pl);
   s->path = mpx__plugin_path(pl);
-  bool first = i == 0, last = i + 1 == e->n;
+  bool first = i == 0, last = i + 1 == e->n, linear = true;
   mpx_plugin_kind_t k = s->d->kind;
-  if ((k == MPX_PLUGIN_SOURCE) != first)
+  /* A file with `inputs:` is a graph: its rules (graph.c) replace these. */
+  for (size_t j = 0; j < e->n; j++) linear = linear && !e->cfg->stages[j].inputs_given;
+  if (linear && (k == MPX_PLUGIN_SOURCE) != first)
     return mpx__cfg_error_at(e->cfg, c->plugin_line, c->plugin_col,
                              "plugin '%s' is a %s: %s", s->d->name,
                              mpx_plugin_kind_name(k),
                              first ? "the first stage must be a source"
                                    : "only the first stage can be a source");
-  if (k == MPX_PLUGIN_SINK && !last)
+  if (linear && k == MPX_PLUGIN_SINK && !last)
     return mpx__cfg_error_at(e->cfg, c->plugin_line, c->plugin_col,
                              "plugin '%s' is a sink: only the last stage can be one",
                              s->d->name);

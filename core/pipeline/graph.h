@@ -45,7 +45,7 @@ typedef struct {
  *  - a source given inputs or partition_by (it reads nothing), or a stage
  *    other than a source with none (the first stage in the file, not a
  *    source);
- *  - a stage without inputs after a sink (in a graph file);
+ *  - a stage without inputs after a sink (which emits nothing);
  *  - an input that is a sink (a sink emits nothing);
  *  - a cycle (the message names its stages in order);
  *  - in a graph file (not linear): a stage that is not a sink and that no

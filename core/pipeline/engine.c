@@ -71,7 +71,17 @@ void mpx__eng_count_dropped(eng_t *e, uint64_t n) {
   pthread_mutex_unlock(&e->mu);
 }
 
-/* Items leaving stage s (in order), to the next stage. */
+/* Item d leaving stage s by `port`: to every stage that reads that port
+ * (none: dropped). A copy into each reader's batch. */
+void mpx__eng_route_out(stage_t *s, uint32_t port, const void *d, uint32_t l) {
+  eng_t *e = s->e;
+  size_t first, count;
+  mpx__graph_outs(&e->g, (uint32_t)s->idx, port, &first, &count);
+  for (size_t k = 0; k < count; k++) mpx__eng_push(&e->st[e->g.edges[first + k].to], d, l);
+}
+
+/* Tagged items leaving stage s (in order; engine_proto.h), to the stages
+ * that read their ports. */
 static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
   eng_t *e = s->e;
   pthread_mutex_lock(&e->mu);
@@ -79,13 +89,13 @@ static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
   s->t_last = mpx__now();
   bool ended = e->ended;
   pthread_mutex_unlock(&e->mu);
-  if (s->idx + 1 >= e->n || ended) return;
+  if (ended) return;
   mpx__rd_t r = mpx__rd_make(items, len);
   for (uint32_t i = 0; i < n; i++) {
     const void *d;
-    uint32_t l;
-    if (mpx__rd_bytes32(&r, &d, &l) != 0) break;
-    mpx__eng_push(&e->st[s->idx + 1], d, l);
+    uint32_t l, tag, hash;
+    if (engine_rd_item(&r, &tag, &hash, &d, &l) != 0) break;
+    mpx__eng_route_out(s, tag & ENGINE_TAG_PORT, d, l);
   }
 }
 
@@ -187,33 +197,64 @@ static void release_in_order(stage_t *s, job_t *j) {
 }
 
 /* A top-level job is over: its outputs (items, n) go on. */
-void mpx__eng_job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
-                         uint32_t n) {
-  eng_t *e = s->e;
-  stage_t *t = s->tail;
-  pthread_mutex_lock(&s->mu);
-  if (t->d->kind == MPX_PLUGIN_REDUCE) {
-    /* Merge each partial into the total (the reduce's own lock when it
-     * is fused after a head: a later stage's lock, allowed). */
-    if (t != s) pthread_mutex_lock(&t->mu);
-    mpx__rd_t r = mpx__rd_make(items, len);
-    for (uint32_t i = 0; i < n; i++) {
-      const void *d;
-      uint32_t l;
-      if (mpx__rd_bytes32(&r, &d, &l) != 0) break;
+/* Each partial of a chain's answer into its reduce's running total: by
+ * fold, or by merge into the total's bytes. Under t->mu. */
+static void reduce_total(stage_t *t, const uint8_t *items, size_t len, uint32_t n) {
+  eng_t *e = t->e;
+  mpx__rd_t r = mpx__rd_make(items, len);
+  for (uint32_t i = 0; i < n; i++) {
+    const void *d;
+    uint32_t l, tag, hash;
+    if (engine_rd_item(&r, &tag, &hash, &d, &l) != 0) break;
+    int rc;
+    if (t->folds) {
+      rc = mpx__ctx_call_fold(t->ctx, t->state, d, l);
+    } else {
       t->tmp.len = 0;
-      if (mpx__ctx_call_merge(t->ctx, t->state, t->total.data, t->total.len, d, l) != 0) {
-        mpx__eng_set_fatal(e, MPX_ETASK, "%s", mpx_last_error());
-        break;
-      }
+      rc = mpx__ctx_call_merge(t->ctx, t->state, t->total.data, t->total.len, d, l);
       mpx_wbuf_t tb = t->total;
       t->total = t->tmp;
       t->tmp = tb;
-      t->have_total = true;
     }
+    if (rc != 0) {
+      mpx__eng_set_fatal(e, MPX_ETASK, "%s", mpx_last_error());
+      break;
+    }
+    t->have_total = true;
+  }
+}
+
+static void job_done(stage_t *s) {
+  eng_t *e = s->e;
+  pthread_mutex_lock(&e->mu);
+  if (s->parts) e->parts_done++;
+  s->inflight--;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
+void mpx__eng_job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
+                         uint32_t n) {
+  stage_t *t = s->tail;
+  if (s->part_of) {
+    /* A partition's final outputs leave as its stage's; no lock of its
+     * own is held meanwhile (it comes after every stage). */
+    if (n) forward(s->part_of, items, len, n);
+    mpx__eng_job_free(j);
+    job_done(s);
+    return;
+  }
+  pthread_mutex_lock(&s->mu);
+  if (t->d->kind == MPX_PLUGIN_REDUCE) {
+    /* The reduce's own lock when it is fused after a head: a later
+     * stage's lock, allowed. */
+    if (t != s) pthread_mutex_lock(&t->mu);
+    if (t->nparts) mpx__eng_part_route(t, items, len, n);
+    else reduce_total(t, items, len, n);
     if (t != s) pthread_mutex_unlock(&t->mu);
     mpx__eng_job_free(j);
   } else if (s->keep_order) {
+
     if (j->out.data == NULL || j->out.data != items) {
       j->out.len = 0;
       mpx_wbuf_append(&j->out, items, len);
@@ -225,11 +266,7 @@ void mpx__eng_job_finish(stage_t *s, job_t *j, const uint8_t *items, size_t len,
     mpx__eng_job_free(j);
   }
   pthread_mutex_unlock(&s->mu);
-  pthread_mutex_lock(&e->mu);
-  if (s->parts) e->parts_done++;
-  s->inflight--;
-  pthread_cond_broadcast(&e->cv);
-  pthread_mutex_unlock(&e->mu);
+  job_done(s);
 }
 
 /* The item i of a batch. */
@@ -298,8 +335,8 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   const uint8_t *items = (const uint8_t *)r.p;
   for (uint32_t i = 0; i < nout; i++) {
     const void *d;
-    uint32_t l;
-    if (mpx__rd_bytes32(&r, &d, &l) != 0) {
+    uint32_t l, tag, hash;
+    if (engine_rd_item(&r, &tag, &hash, &d, &l) != 0) {
       mpx__eng_set_fatal(e, MPX_EPROTO, "stage '%s': malformed answer", s->cfg->name);
       return;
     }
@@ -311,7 +348,7 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
   double t = mpx__now();
   pthread_mutex_lock(&e->mu);
   for (uint32_t k = 0; k < nst; k++) {
-    stage_t *m = &e->st[s->idx + k];
+    stage_t *m = mpx__eng_stage(e, s->idx + k);
     uint32_t io[3];
     memcpy(io, counts + 12 * (size_t)k, sizeof io);
     m->retries += io[2];
@@ -333,7 +370,7 @@ static void answer(stage_t *s, job_t *j, const uint8_t *res, size_t len) {
       break;
     char msg[1024];
     snprintf(msg, sizeof msg, "%.*s", (int)ml, (const char *)m);
-    if (k > 0) mpx__eng_dead_letter(&e->st[s->idx + k], d, l, msg, att);
+    if (k > 0) mpx__eng_dead_letter(mpx__eng_stage(e, s->idx + k), d, l, msg, att);
     else if (mpx__eng_batch_item(j, idx, &d, &l) == 0) mpx__eng_dead_letter(s, d, l, msg, att);
   }
   pthread_mutex_lock(&e->mu);
@@ -469,8 +506,8 @@ void mpx__eng_submit(stage_t *s, job_t *j, bool front) {
 /* Once the run is stopping: every job still queued ends without running.
  * Called where no stage lock is held. */
 static void drop_queued(eng_t *e) {
-  for (size_t i = 0; i < e->n; i++) {
-    stage_t *s = &e->st[i];
+  for (size_t i = 0; i < e->n_all; i++) {
+    stage_t *s = mpx__eng_stage(e, i);
     pthread_mutex_lock(&e->mu);
     job_t *j = s->q_head;
     s->q_head = s->q_tail = NULL;
@@ -489,9 +526,11 @@ static void drop_queued(eng_t *e) {
 
 /* ---- running ----------------------------------------------------------------------------- */
 
+/* Whether the stages up to position k of the topological order have
+ * nothing in flight (so nothing more will reach those after them). */
 static bool idle_upto(eng_t *e, size_t k) {
   for (size_t j = 0; j <= k && j < e->n; j++)
-    if (e->st[j].inflight) return false;
+    if (e->st[e->g.order[j]].inflight) return false;
   return true;
 }
 
@@ -533,8 +572,8 @@ static void enter_stopping(eng_t *e) {
  * left cannot run what it has pending: the run fails, with the cause. */
 static void check_workers(eng_t *e) {
   if (e->cfg->supervisor.restart != MPX_RESTART_TEMPORARY) return;
-  for (size_t i = 0; i < e->n; i++) {
-    stage_t *s = &e->st[i];
+  for (size_t i = 0; i < e->n_all; i++) {
+    stage_t *s = mpx__eng_stage(e, i);
     if (s->pool == NULL) continue;
     pthread_mutex_lock(&e->mu);
     uint64_t pending = s->inflight;
@@ -624,40 +663,75 @@ static int drive_parts(eng_t *e) {
   return 0;
 }
 
-static int drive(eng_t *e) {
-  stage_t *src = &e->st[0];
-  int rc = 0;
-  if (src->parts && (rc = drive_parts(e)) != 0) return rc;
-  while (src->parts == 0) {
-    if (mpx__eng_signalled()) break;
-    if ((rc = mpx__eng_wait_for(e, mpx__eng_has_room, 0)) != 0) return rc;
-    if (mpx__eng_stopping(e)) break;
-    int g = mpx__ctx_call_generate(src->ctx, src->state);
-    if (mpx__eng_signalled()) break; /* its error, if any, is the stop's */
-    if (g < 0) return mpx__eng_set_fatal(e, g, "%s", mpx_last_error()), g;
-    if (g == 0) break;
+/* Every source that runs here, a generate call each in turn, to their
+ * ends (or a signal). */
+static int drive_sources(eng_t *e) {
+  bool more = true;
+  int rc;
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    s->more = s->d->kind == MPX_PLUGIN_SOURCE && s->parts == 0;
   }
-  for (size_t k = 1; k < e->n; k++) {
-    if ((rc = mpx__eng_wait_for(e, idle_upto, k - 1)) != 0) return rc;
-    stage_t *s = &e->st[k];
+  while (more) {
+    more = false;
+    for (size_t i = 0; i < e->n; i++) {
+      stage_t *s = &e->st[i];
+      if (!s->more) continue;
+      if (mpx__eng_signalled()) return 0;
+      if ((rc = mpx__eng_wait_for(e, mpx__eng_has_room, 0)) != 0) return rc;
+      if (mpx__eng_stopping(e)) return 0;
+      int g = mpx__ctx_call_generate(s->ctx, s->state);
+      if (mpx__eng_signalled()) return 0; /* its error, if any, is the stop's */
+      if (g < 0) return mpx__eng_set_fatal(e, g, "%s", mpx_last_error()), g;
+      s->more = g > 0;
+      more = more || g > 0;
+    }
+  }
+  return 0;
+}
+
+/* A reduce's final step here: the fold's flush, or the last merge. */
+static int reduce_final(stage_t *s) {
+  int rc;
+  pthread_mutex_lock(&s->mu);
+  mpx__ctx_set_emit_to(s->ctx, mpx__eng_emit_local, s);
+  mpx__ctx_set_final(s->ctx, true);
+  if (s->folds) rc = mpx__ctx_call_flush(s->ctx, s->state);
+  else rc = mpx__ctx_call_merge(s->ctx, s->state, s->total.data, s->total.len, NULL, 0);
+  pthread_mutex_unlock(&s->mu);
+  return rc != 0 ? (mpx__eng_set_fatal(s->e, rc, "%s", mpx_last_error()), rc) : 0;
+}
+
+/* The end of the stream, stage by stage in topological order: a stage's
+ * last partial batch goes once everything before it is idle; a reduce
+ * then takes its final step (a partitioned one in its partitions). */
+static int drain(eng_t *e) {
+  int rc;
+  for (size_t k = 0; k < e->n; k++) {
+    stage_t *s = &e->st[e->g.order[k]];
+    if (s->d->kind == MPX_PLUGIN_SOURCE) continue;
+    if (k > 0 && (rc = mpx__eng_wait_for(e, idle_upto, k - 1)) != 0) return rc;
     pthread_mutex_lock(&s->mu);
     if (s->pool) mpx__eng_flush_pend(s);
     pthread_mutex_unlock(&s->mu);
-    if (s->d->kind == MPX_PLUGIN_REDUCE) {
-      if ((rc = mpx__eng_wait_for(e, idle_upto, k)) != 0) return rc;
-      pthread_mutex_lock(&s->mu);
-      mpx__ctx_set_emit(s->ctx, mpx__eng_emit_to_next, s);
-      mpx__ctx_set_final(s->ctx, true);
-      rc = mpx__ctx_call_merge(s->ctx, s->state, s->total.data, s->total.len, NULL, 0);
-      pthread_mutex_unlock(&s->mu);
-      if (rc != 0) return mpx__eng_set_fatal(e, rc, "%s", mpx_last_error()), rc;
-    }
+    if (s->d->kind != MPX_PLUGIN_REDUCE) continue;
+    if ((rc = mpx__eng_wait_for(e, idle_upto, k)) != 0) return rc;
+    if ((rc = s->nparts ? mpx__eng_part_finish(s) : reduce_final(s)) != 0) return rc;
   }
   if ((rc = mpx__eng_wait_for(e, idle_upto, e->n - 1)) != 0) return rc;
-  stage_t *last = &e->st[e->n - 1];
-  if (last->d->kind == MPX_PLUGIN_SINK && mpx__ctx_call_flush(last->ctx, last->state) != 0)
-    return mpx__eng_set_fatal(e, MPX_ETASK, "%s", mpx_last_error()), MPX_ETASK;
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if (s->d->kind == MPX_PLUGIN_SINK && mpx__ctx_call_flush(s->ctx, s->state) != 0)
+      return mpx__eng_set_fatal(e, MPX_ETASK, "%s", mpx_last_error()), MPX_ETASK;
+  }
   return 0;
+}
+
+static int drive(eng_t *e) {
+  int rc = 0;
+  if (e->st[0].parts && (rc = drive_parts(e)) != 0) return rc;
+  if ((rc = drive_sources(e)) != 0) return rc;
+  return drain(e);
 }
 
 /* ---- a run, step by step ---------------------------------------------------------------- */
@@ -689,6 +763,8 @@ static void eng_free(eng_t *e) {
     }
     pthread_mutex_destroy(&s->mu);
   }
+  for (size_t i = e->n; e->pst && i < e->n_all; i++) mpx__eng_part_free(mpx__eng_stage(e, i));
+  free(e->pst);
   free(e->st);
   mpx__graph_free(&e->g);
   free(e->nodes);
@@ -713,25 +789,27 @@ static int probe_stages(eng_t *e, bool check_only) {
   return rc;
 }
 
-/* The graph of the loaded stages: their kinds and ports, their inputs. */
+/* The graph of the loaded stages: their kinds and ports (graph.h). */
 static int build_graph(eng_t *e) {
   if ((e->nodes = calloc(e->n, sizeof *e->nodes)) == NULL)
     return mpx__err(MPX_ENOMEM, "out of memory");
-  for (size_t i = 0; i < e->n; i++)
-    e->nodes[i] = (mpx__gnode_t){e->st[i].d->kind, mpx__ctx_port_count(e->st[i].ctx),
-                                 mpx__ctx_port_names(e->st[i].ctx)};
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    e->nodes[i] = (mpx__gnode_t){s->d->kind, mpx__ctx_port_count(s->ctx),
+                                 mpx__ctx_port_names(s->ctx)};
+  }
+  e->n_all = e->n;
   return mpx__graph_build(&e->g, e->cfg, e->nodes);
 }
 
-/* The checked graph as DOT, to path ("-": stdout). */
+/* `mpx check --graph`: the graph as Graphviz DOT to path ("-": stdout). */
 static int write_dot(eng_t *e, const char *path) {
   bool out = strcmp(path, "-") == 0;
   FILE *f = out ? stdout : fopen(path, "w");
-  if (f == NULL) return mpx__err_errno("cannot write the graph to '%s'", path);
+  if (f == NULL) return mpx__err_errno("cannot open '%s'", path);
   int rc = mpx__graph_dot(&e->g, e->cfg, e->nodes, f);
-  if (!out && fclose(f) != 0 && rc == 0) rc = -errno;
-  if (rc != 0) return mpx__err(rc, "cannot write the graph to '%s': %s", path, strerror(-rc));
-  return 0;
+  if (out ? fflush(f) != 0 : fclose(f) != 0) rc = rc ? rc : mpx__err_errno("writing '%s'", path);
+  return rc;
 }
 
 /* The config with its --set assignments, each stage loaded, planned and
@@ -750,7 +828,8 @@ static int eng_load(eng_t *e, const mpx_pipeline_opts_t *o) {
     if ((rc = mpx__eng_stage_load(e, i)) != 0) return rc;
   if ((rc = build_graph(e)) != 0) return rc;
   if ((rc = mpx__eng_plan_chains(e)) != 0) return rc;
-  return probe_stages(e, o->check_only);
+  if ((rc = probe_stages(e, o->check_only)) != 0) return rc;
+  return o->check_only && o->graph_dot ? write_dot(e, o->graph_dot) : 0;
 }
 
 /* A queue before each chain of worker stages, plus what its workers
@@ -794,14 +873,17 @@ static int start_and_drive(eng_t *e, const mpx_pipeline_opts_t *o) {
  * them at once. Then waits for each pool's shutdown: no callback will come
  * after, and nothing goes downstream any more. */
 static void stop_pools(eng_t *e, int rc) {
-  for (size_t i = 0; i < e->n; i++) {
-    if (e->st[i].pool == NULL) continue;
-    if (rc != 0 && !(rc == MPX_EINTR && !mpx__eng_stop_now())) mpx_pool_terminate(e->st[i].pool);
-    else mpx_pool_close(e->st[i].pool);
+  for (size_t i = 0; i < e->n_all; i++) {
+    stage_t *s = mpx__eng_stage(e, i);
+    if (s->pool == NULL) continue;
+    if (rc != 0 && !(rc == MPX_EINTR && !mpx__eng_stop_now())) mpx_pool_terminate(s->pool);
+    else mpx_pool_close(s->pool);
   }
   unsigned pools = 0;
-  for (size_t i = 0; i < e->n; i++)
-    if (e->st[i].pool && mpx_pool_shutdown(e->st[i].pool, on_pool_shut, e) == 0) pools++;
+  for (size_t i = 0; i < e->n_all; i++) {
+    stage_t *s = mpx__eng_stage(e, i);
+    if (s->pool && mpx_pool_shutdown(s->pool, on_pool_shut, e) == 0) pools++;
+  }
   pthread_mutex_lock(&e->mu);
   while (e->pools_shut < pools) pthread_cond_wait(&e->cv, &e->mu);
   e->ended = true;
@@ -813,8 +895,8 @@ static void stop_pools(eng_t *e, int rc) {
  * callback for those it cancels) and those still queued (a fatal error
  * stopped the dispatch) end here; the pools are freed, their counts kept. */
 static void end_jobs(eng_t *e) {
-  for (size_t i = 0; i < e->n; i++) {
-    stage_t *s = &e->st[i];
+  for (size_t i = 0; i < e->n_all; i++) {
+    stage_t *s = mpx__eng_stage(e, i);
     while (s->live) {
       job_t *j = s->live;
       mpx_async_t *h = j->h;
@@ -825,15 +907,16 @@ static void end_jobs(eng_t *e) {
     }
   }
   drop_queued(e);
-  for (size_t i = 0; i < e->n; i++) {
-    stage_t *s = &e->st[i];
+  for (size_t i = 0; i < e->n_all; i++) {
+    stage_t *s = mpx__eng_stage(e, i);
     if (s->pool == NULL) continue;
     mpx_pool_stats_t ps;
     mpx_pool_stats(s->pool, &ps);
     mpx_pool_free(s->pool);
     s->pool = NULL;
-    s->restarts = ps.restarts;
-    s->retries += ps.retries;
+    stage_t *own = s->part_of ? s->part_of : s; /* a partition's are its stage's */
+    own->restarts += ps.restarts;
+    own->retries += ps.retries;
   }
 }
 
@@ -881,7 +964,6 @@ int mpx_pipeline_run(const mpx_pipeline_opts_t *o, mpx_pipeline_stats_t *st) {
   eng_t *e = eng_new();
   if (e == NULL) return mpx__err(MPX_ENOMEM, "out of memory");
   rc = eng_load(e, o);
-  if (rc == 0 && o->check_only && o->graph_dot) rc = write_dot(e, o->graph_dot);
   if (rc == 0 && !o->check_only) rc = eng_run(e, o, st);
   if (rc != 0 && st && e->cfg == NULL) memset(st, 0, sizeof *st);
   eng_free(e);

@@ -65,7 +65,8 @@ struct stage_s {
   stage_t *head, *tail;      /* its chain: stages fused into one set of workers */
   unsigned parts;            /* a source run in parts by its chain's workers;
                               * 0: it runs here */
-  mpx_pool_loan_t loan;     /* source: an emit_reserve open in the next stage's arena */
+  mpx_pool_loan_t loan;     /* source: an emit_reserve open in ... */
+  stage_t *loan_to;         /* ... this stage's arena (its sole reader) */
   unsigned workers;
   size_t batch, batch_bytes; /* a batch is sent when it has either */
   bool keep_order; /* outputs in input order: ordered here or next */
@@ -76,6 +77,7 @@ struct stage_s {
   job_t *rob;               /* ordered: answers waiting, by seq */
   mpx_wbuf_t total, tmp;    /* reduce: the running merge */
   bool have_total;
+  bool more;                /* a source here, not at its end yet */
   /* under e->mu */
   uint64_t in, out, failed, inflight;
   job_t *q_head, *q_tail;     /* a chain's jobs not yet in its pool */
@@ -88,14 +90,30 @@ struct stage_s {
   uint64_t restarts;          /* from the pool, taken before it is freed */
   uint64_t zero_copy;         /* items that came in place in its arena */
   double t_first, t_last;
+  /* A reduce that folds (ABI 1.2): its local instance's state is the
+   * running total, each partial folded in; no merge, no total buffer. */
+  bool folds;
+  /* A partitioned reduce (`partition_by: key`): its chain's answers are
+   * keyed partials, appended to its partitions' logs, not merged here. */
+  unsigned nparts;
+  stage_t *parts_st;          /* its partitions, e->pst[...] */
+  /* A partition: a hidden stage with a pool of one owner worker. */
+  stage_t *part_of;
+  unsigned part_index;
+  int log_fd;                 /* its log (engine_proto.h), -1: none */
+  uint64_t log_end;           /* bytes written (and asked to be folded) */
+  mpx_wbuf_t log_buf;         /* partials not yet written; under part_of->mu */
+  char part_name[96];         /* "STAGE#q", its pool's name */
 };
 
 struct eng_s {
   mpx__cfg_t *cfg;
   stage_t *st;
   size_t n;
-  mpx__graph_t g;           /* the stages' inputs as edges (graph.h) */
-  mpx__gnode_t *nodes;      /* each stage's kind and ports, for g */
+  stage_t *pst;             /* the partitions of partitioned stages ... */
+  size_t n_all;             /* ... are stages n .. n_all - 1 (mpx__eng_stage) */
+  mpx__graph_t g;
+  mpx__gnode_t *nodes;
   pthread_mutex_t mu;
   pthread_cond_t cv;
   uint64_t queued;          /* items submitted to worker stages, not answered */
@@ -116,6 +134,11 @@ struct eng_s {
   bool progress_th_on;      /* ... by progress_th (engine_progress.c) */
   pthread_t progress_th;
 };
+
+/* Stage i of all, the partitions' hidden stages after the pipeline's. */
+static inline stage_t *mpx__eng_stage(eng_t *e, size_t i) {
+  return i < e->n ? &e->st[i] : &e->pst[i - e->n];
+}
 
 static inline bool mpx__eng_stopping(eng_t *e) {
   return atomic_load(&e->stopping);
@@ -139,6 +162,20 @@ void mpx__eng_set_fatal(eng_t *e, int rc, const char *fmt, ...) MPX_PRINTF(3, 4)
 void mpx__eng_submit(stage_t *s, job_t *j, bool front);
 void mpx__eng_unlive(stage_t *s, job_t *j);
 
+/* ---- partitions (engine_part.c) ---- */
+
+/* A partitioned stage's chain answered: its keyed partials to their
+ * partitions' logs. Under t->mu. */
+void mpx__eng_part_route(stage_t *t, const uint8_t *items, size_t len, uint32_t n);
+/* Writes what waits for partition ps's log and asks its owner to fold
+ * it. Under ps->part_of->mu. */
+void mpx__eng_part_flush(stage_t *ps);
+/* End of stream at partitioned stage t: everything to the logs, then each
+ * partition's final task; returns once they are answered (or an error). */
+int mpx__eng_part_finish(stage_t *t);
+int mpx__eng_part_start(eng_t *e, stage_t *ps);
+void mpx__eng_part_free(stage_t *ps);
+
 /* ---- failed batches (engine_retry.c) ---- */
 
 void mpx__eng_on_err(mpx_async_t *a, void *arg);
@@ -146,6 +183,13 @@ void mpx__eng_on_err(mpx_async_t *a, void *arg);
 /* ---- set-up (engine_setup.c) ---- */
 
 int mpx__eng_emit_to_next(void *arg, const void *data, size_t len);
+int mpx__eng_emit_local(void *arg, mpx__tag_t tag, const void *data, size_t len);
+int mpx__eng_plan_partitions(eng_t *e);
+/* Appends stage s's part of a worker's arguments (engine_proto.h). */
+int mpx__eng_wargs_stage(stage_t *s, mpx_wbuf_t *args);
+/* The pool options for stage s's workers (a partition's: its stage's). */
+void mpx__eng_pool_opts(const stage_t *s, mpx_pool_opts_t *o);
+void mpx__eng_route_out(stage_t *s, uint32_t port, const void *d, uint32_t l);
 int mpx__eng_plan_chains(eng_t *e);
 int mpx__eng_stage_load(eng_t *e, size_t i);
 int mpx__eng_stage_start(eng_t *e, size_t i);

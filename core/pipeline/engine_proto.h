@@ -19,9 +19,10 @@
  * length, bytes). Its result: uint32 n_out, uint32 n_fail, uint32 n_stages, then
  * n_stages triples (uint32 in, uint32 out, uint32 retries: the items each
  * stage of the chain took and emitted in this batch, and the calls of its
- * process repeated after a failure), then n_out items (uint32 length, bytes:
- * the outputs of the chain's last stage for the whole batch in order; for
- * a reduce, the batch's partial), then n_fail failures: uint32 stage (its
+ * process repeated after a failure), then n_out tagged items (uint32
+ * length, uint32 tag, uint32 hash, bytes: the outputs of the chain's last
+ * stage for the whole batch in order; for a reduce, the batch's
+ * partials), then n_fail failures: uint32 stage (its
  * place in the chain), uint32 index (of the batch item it came from),
  * uint32 attempts (the calls that failed on it), uint32 length and the
  * bytes of the item that failed (empty for stage 0: the batch item
@@ -36,6 +37,22 @@
  * pool reports the exit with the worker's last stderr lines, where the
  * coordinator finds the mark: the items before that one are run again,
  * the one that hung is charged an attempt, the ones after it never ran.
+ * A tag is the output port (ENGINE_TAG_PORT bits), ENGINE_TAG_KEYED when
+ * the item has a key (hash is mpx_key_hash of it) and ENGINE_TAG_DIRECT
+ * when hash is the partition itself (mpx_emit_partition).
+ *
+ * Partition owners (mode ENGINE_MODE_PARTITION): a partitioned reduce's
+ * partition q (part_index, of `partitions`) runs in a pool of one worker
+ * of its own, whose arguments end, after the one stage, with the path of
+ * the partition's log (NUL-terminated). The log is a file
+ * the coordinator appends the partition's partials to (uint32 length,
+ * bytes each) before it asks the owner to fold them; the owner reads it
+ * from its own offset. A task is uint32 ENGINE_FOLD or ENGINE_FINAL,
+ * uint32 0, uint64 end: fold the log up to offset `end` (what is below
+ * the owner's offset is already in its state: such a task is a no-op, so
+ * a task run again after a death counts nothing twice); FINAL then
+ * flushes the state as the stage's final output. A new owner (its
+ * predecessor died) starts from offset 0: the log replays the state.
  * Host byte order: both ends are on one machine. */
 #ifndef MPX_CORE_ENGINE_PROTO_H
 #define MPX_CORE_ENGINE_PROTO_H
@@ -45,17 +62,43 @@
 #include "mpx/common.h"
 #include "rd.h"
 
-#define ENGINE_WARGS_VERSION 3u
+#define ENGINE_WARGS_VERSION 4u
 #define ENGINE_TIMEOUT_EXIT 124
 #define ENGINE_TIMEOUT_MARK "the worker ends (batch item "
 
 #define ENGINE_MAX_CHAIN 32
 #define ENGINE_PART 0xffffffffu
 
+#define ENGINE_FOLD 0xfffffffeu
+#define ENGINE_FINAL 0xfffffffdu
+#define ENGINE_TAG_PORT 0xffffu
+#define ENGINE_TAG_KEYED 0x80000000u
+#define ENGINE_TAG_DIRECT 0x40000000u
+#define ENGINE_ITEM_HDR 12u /* length, tag, hash */
+
+enum { ENGINE_MODE_CHAIN = 0, ENGINE_MODE_PARTITION = 1 };
+
 typedef struct {
   uint32_t version;
-  uint32_t n_stages;  /* 1 .. ENGINE_MAX_CHAIN */
+  uint32_t n_stages;   /* 1 .. ENGINE_MAX_CHAIN */
+  uint32_t mode;       /* ENGINE_MODE_* */
+  uint32_t partitions; /* the chain's tail is a partitioned reduce with
+                        * this many partitions (mpx_partitions); 0: not */
+  uint32_t part_index; /* a partition owner's partition */
 } engine_wargs_t;
+
+/* One tagged item of an answer. */
+static inline int engine_rd_item(mpx__rd_t *r, uint32_t *tag, uint32_t *hash, const void **d,
+                                 uint32_t *l) {
+  uint32_t len;
+  if (mpx__rd_u32(r, &len) != 0 || mpx__rd_u32(r, tag) != 0 || mpx__rd_u32(r, hash) != 0 ||
+      (size_t)(r->end - r->p) < len)
+    return MPX_EPROTO;
+  *d = r->p;
+  *l = len;
+  r->p += len;
+  return 0;
+}
 
 typedef struct {
   uint32_t kind;      /* mpx_plugin_kind_t */

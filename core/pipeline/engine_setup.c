@@ -35,21 +35,40 @@ static void counted_out(stage_t *s) {
   pthread_mutex_unlock(&s->e->mu);
 }
 
-int mpx__eng_emit_to_next(void *arg, const void *data, size_t len) {
+/* An output of a stage that runs here (a source, a reduce's final step),
+ * to the stages that read its port. */
+int mpx__eng_emit_local(void *arg, mpx__tag_t tag, const void *data, size_t len) {
   stage_t *s = arg;
   eng_t *e = s->e;
   /* Backpressure reaches into the source: one generate call may emit
    * many items, and each waits for room. Once the run is stopping, the
    * source's emits fail, so that its generate returns at once. */
-  if (s->idx == 0) {
+  if (s->d->kind == MPX_PLUGIN_SOURCE) {
     int rc = mpx__eng_wait_for(e, mpx__eng_has_room, 0);
     if (rc == 0 && mpx__eng_stopping(e))
-      rc = mpx__err(MPX_ECANCELED, "the run is mpx__eng_stopping (interrupted)");
+      rc = mpx__err(MPX_ECANCELED, "the run is stopping (interrupted)");
     if (rc != 0) return rc;
   }
+  if (len > UINT32_MAX) return mpx__err(MPX_E2BIG, "an item of %zu bytes", len);
   counted_out(s);
-  if (s->idx + 1 < e->n) mpx__eng_push(&e->st[s->idx + 1], data, len);
+  mpx__eng_route_out(s, tag.port, data, (uint32_t)len);
   return 0;
+}
+
+int mpx__eng_emit_to_next(void *arg, const void *data, size_t len) {
+  return mpx__eng_emit_local(arg, (mpx__tag_t){0}, data, len);
+}
+
+/* The one stage that reads s, when s has exactly one reader (of port 0)
+ * and it reads nothing else: the zero-copy and parts planning need it. */
+static stage_t *sole_reader(stage_t *s) {
+  eng_t *e = s->e;
+  size_t first, count, all = 0;
+  for (size_t i = 0; i < e->g.n_edges; i++) all += e->g.edges[i].from == s->idx;
+  mpx__graph_outs(&e->g, (uint32_t)s->idx, 0, &first, &count);
+  if (all != 1 || count != 1) return NULL;
+  uint32_t to = e->g.edges[first].to;
+  return mpx__graph_n_in(&e->g, to) == 1 ? &e->st[to] : NULL;
 }
 
 /* Zero-copy from the source: an item of MPX_POOL_ARENA_THRESHOLD bytes or
@@ -59,23 +78,25 @@ int mpx__eng_emit_to_next(void *arg, const void *data, size_t len) {
 static void *source_reserve(void *arg, size_t len) {
   stage_t *s = arg;
   eng_t *e = s->e;
-  stage_t *next = &e->st[1];
-  if (len < MPX_POOL_ARENA_THRESHOLD || len > UINT32_MAX - 8 || next->pool == NULL)
+  stage_t *next = sole_reader(s);
+  if (len < MPX_POOL_ARENA_THRESHOLD || len > UINT32_MAX - 8 || next == NULL ||
+      next->pool == NULL)
     return NULL;
   if (mpx__eng_wait_for(e, mpx__eng_has_room, 0) != 0 || mpx__eng_stopping(e)) return NULL; /* emit then says why */
   if (mpx_pool_loan(next->pool, len + 8, &s->loan) != 0) return NULL;
+  s->loan_to = next;
   return (uint8_t *)s->loan.data + 8;
 }
 
 static void source_cancel(void *arg) {
   stage_t *s = arg;
-  mpx_pool_loan_cancel(s->e->st[1].pool, &s->loan);
+  mpx_pool_loan_cancel(s->loan_to->pool, &s->loan);
 }
 
 static int source_commit(void *arg, size_t used) {
   stage_t *s = arg;
   eng_t *e = s->e;
-  stage_t *next = &e->st[1];
+  stage_t *next = s->loan_to;
   job_t *j = calloc(1, sizeof *j);
   if (j == NULL) {
     source_cancel(s);
@@ -137,9 +158,9 @@ int mpx__eng_stage_load(eng_t *e, size_t i) {
   s->d = mpx__plugin_desc(pl);
   s->path = mpx__plugin_path(pl);
   bool first = i == 0, last = i + 1 == e->n, linear = true;
+  for (size_t m = 0; m < e->n; m++) linear = linear && !e->cfg->stages[m].inputs_given;
   mpx_plugin_kind_t k = s->d->kind;
-  /* A file with `inputs:` is a graph: its rules (graph.c) replace these. */
-  for (size_t j = 0; j < e->n; j++) linear = linear && !e->cfg->stages[j].inputs_given;
+  /* A chain's rules; a graph's are the graph's (graph.h). */
   if (linear && (k == MPX_PLUGIN_SOURCE) != first)
     return mpx__cfg_error_at(e->cfg, c->plugin_line, c->plugin_col,
                              "plugin '%s' is a %s: %s", s->d->name,
@@ -180,7 +201,9 @@ int mpx__eng_stage_load(eng_t *e, size_t i) {
 static bool fusable(eng_t *e, size_t i) {
   stage_t *a = &e->st[i], *b = &e->st[i + 1];
   const mpx__cfg_opts_t *x = &a->cfg->opts, *y = &b->cfg->opts;
-  return a->d->kind == MPX_PLUGIN_MAP &&
+  /* In a graph: b is all that reads a, and a all that b reads (a chain
+   * is consecutive stages, each item going down it in the worker). */
+  return sole_reader(a) == b && a->d->kind == MPX_PLUGIN_MAP &&
          (b->d->kind == MPX_PLUGIN_MAP || b->d->kind == MPX_PLUGIN_REDUCE) &&
          a->workers == b->workers && x->transport == y->transport &&
          x->retries == y->retries && x->timeout == y->timeout &&
@@ -194,7 +217,7 @@ static bool fusable(eng_t *e, size_t i) {
  * Asked for in the stage itself, what stands in the way is an error;
  * through `defaults`, the source quietly runs here. 0 or MPX_ECONFIG. */
 static int plan_source(eng_t *e) {
-  stage_t *src = &e->st[0], *next = e->n > 1 ? &e->st[1] : NULL;
+  stage_t *src = &e->st[0], *next = sole_reader(&e->st[0]);
   const mpx__cfg_stage_t *c = src->cfg;
   unsigned bit = 1u << MPX__CFG_WORKERS;
   bool own = c->opts.set & bit, asked = own || (e->cfg->defaults.set & bit);
@@ -204,8 +227,9 @@ static int plan_source(eng_t *e) {
   for (size_t i = 0; i < e->n; i++) ordered = ordered || e->st[i].cfg->opts.ordered;
   if (!(mpx__plugin_flags(src->d) & MPX_PLUGIN_SPLITS))
     why = "its plugin does not split its stream (MPX_PLUGIN_SPLITS)";
-  else if (next == NULL || next->d->kind == MPX_PLUGIN_SINK)
-    why = "a map or reduce stage must follow it, to run it in its workers";
+  else if (next == NULL || next != &e->st[1] || next->d->kind == MPX_PLUGIN_SINK)
+    why = "a map or reduce stage must follow it, to run it in its workers (the one stage "
+          "that reads it, next in the file, reading nothing else)";
   else if (ordered)
     why = "its parts come back in no particular order, and a stage is ordered";
   if (why && own)
@@ -266,7 +290,7 @@ static void lend_workers(eng_t *e) {
   for (size_t i = 1; i < e->n; i++) {
     stage_t *s = &e->st[i];
     if ((s->d->kind != MPX_PLUGIN_MAP && s->d->kind != MPX_PLUGIN_REDUCE) ||
-        (s->cfg->opts.set & bit))
+        (s->cfg->opts.set & bit) || sole_reader(&e->st[i - 1]) != s)
       break;
     s->workers = src->workers;
     if (s->d->kind == MPX_PLUGIN_REDUCE) break;
@@ -277,7 +301,16 @@ static void lend_workers(eng_t *e) {
  * join their predecessor's chain, and a source run in parts heads the
  * chain after it. A head keeps order when any stage of its chain, or the
  * stage after it, asks for it. */
+/* A stage keeps order when it asks for it or any stage reading it does. */
+static void plan_order(eng_t *e) {
+  for (size_t i = 0; i < e->g.n_edges; i++) {
+    const mpx__gedge_t *g = &e->g.edges[i];
+    if (e->st[g->to].cfg->opts.ordered) e->st[g->from].keep_order = true;
+  }
+}
+
 int mpx__eng_plan_chains(eng_t *e) {
+  plan_order(e);
   lend_workers(e);
   for (size_t i = 0; i < e->n; i++) e->st[i].head = e->st[i].tail = &e->st[i];
   for (size_t i = 1; i + 1 < e->n; i++) {
@@ -307,11 +340,13 @@ int mpx__eng_plan_chains(eng_t *e) {
       h->batch_bytes = REDUCE_BATCH_BYTES;
     }
   }
-  return 0;
+  for (size_t i = 0; i < e->n; i++)
+    e->st[i].folds = e->st[i].d->kind == MPX_PLUGIN_REDUCE && mpx__plugin_has_fold(e->st[i].d);
+  return mpx__eng_plan_partitions(e);
 }
 
 /* Appends stage s's part of a worker's arguments (engine_proto.h). */
-static int wargs_stage(stage_t *s, mpx_wbuf_t *args) {
+int mpx__eng_wargs_stage(stage_t *s, mpx_wbuf_t *args) {
   mpx_wbuf_t params;
   mpx_wbuf_init(&params);
   int rc = mpx__ctx_params_encode(s->ctx, &params);
@@ -332,43 +367,13 @@ static int wargs_stage(stage_t *s, mpx_wbuf_t *args) {
   return rc;
 }
 
-/* Start stage i: its local instance, or (a chain's head) the pool that
- * runs its chain. */
-int mpx__eng_stage_start(eng_t *e, size_t i) {
-  stage_t *s = &e->st[i];
-  mpx__cfg_stage_t *c = s->cfg;
-  mpx_plugin_kind_t k = s->d->kind;
-  int rc;
-  if ((k == MPX_PLUGIN_SOURCE && s->parts == 0) || k == MPX_PLUGIN_SINK ||
-      k == MPX_PLUGIN_REDUCE) {
-    /* Reduce: the local instance only merges. */
-    if (k == MPX_PLUGIN_REDUCE) mpx__ctx_set_emit(s->ctx, emit_to_tmp, s);
-    if (k == MPX_PLUGIN_SOURCE) {
-      mpx__reserve_hooks_t h = source_hooks;
-      h.arg = s;
-      mpx__ctx_set_reserve(s->ctx, &h);
-    }
-    if ((rc = mpx__ctx_call_init(s->ctx, &s->state)) != 0) return rc;
-  }
-  if ((k == MPX_PLUGIN_SOURCE && s->parts == 0) || k == MPX_PLUGIN_SINK || s->head != s)
-    return 0;
-  mpx_wbuf_t args;
-  mpx_wbuf_init(&args);
-  engine_wargs_t a = {.version = ENGINE_WARGS_VERSION,
-                      .n_stages = (uint32_t)(s->tail->idx - s->idx + 1)};
-  rc = mpx_wbuf_append(&args, &a, sizeof a);
-  for (size_t m = s->idx; rc == 0 && m <= s->tail->idx; m++) rc = wargs_stage(&e->st[m], &args);
-  if (rc != 0) {
-    mpx_wbuf_free(&args);
-    return rc;
-  }
-  const mpx__cfg_t *g = e->cfg;
+void mpx__eng_pool_opts(const stage_t *s, mpx_pool_opts_t *o) {
+  const mpx__cfg_t *g = s->e->cfg;
   /* A source in parts runs with the options of the chain it heads; a
    * part's items are not known in advance, so no timeout applies. */
-  const mpx__cfg_opts_t *po = s->parts ? &e->st[1].cfg->opts : &c->opts;
-  mpx_pool_opts_t o = {
+  const mpx__cfg_opts_t *po = s->parts ? &s->e->st[1].cfg->opts : &s->cfg->opts;
+  *o = (mpx_pool_opts_t){
       .processes = s->workers, .initializer = mpx_pipeline_worker_init,
-      .initargs = args.data, .initargs_len = args.len,
       .start_method = MPX_START_SPAWN, .transport = po->transport,
       /* A task whose worker died is run again by the pool; the timeout is
        * kept per item by the worker's watchdog, not per task by the pool. */
@@ -377,7 +382,46 @@ int mpx__eng_stage_start(eng_t *e, size_t i) {
       .max_restarts = g->supervisor.max_restarts > 0 ? (unsigned)g->supervisor.max_restarts : 0,
       .restart_period = g->supervisor.period,
       .backoff_min = g->supervisor.backoff_min, .backoff_max = g->supervisor.backoff_max,
-      .name = c->name};
+      .name = s->cfg->name};
+}
+
+/* Start stage i: its local instance, or (a chain's head) the pool that
+ * runs its chain. */
+int mpx__eng_stage_start(eng_t *e, size_t i) {
+  stage_t *s = &e->st[i];
+  mpx_plugin_kind_t k = s->d->kind;
+  int rc;
+  if ((k == MPX_PLUGIN_SOURCE && s->parts == 0) || k == MPX_PLUGIN_SINK ||
+      (k == MPX_PLUGIN_REDUCE && s->nparts == 0)) {
+    /* Reduce: the local instance only merges (into tmp), or folds. */
+    if (k == MPX_PLUGIN_REDUCE) mpx__ctx_set_emit(s->ctx, emit_to_tmp, s);
+    if (k == MPX_PLUGIN_SOURCE) {
+      mpx__reserve_hooks_t h = source_hooks;
+      h.arg = s;
+      mpx__ctx_set_reserve(s->ctx, &h);
+      mpx__ctx_set_emit_to(s->ctx, mpx__eng_emit_local, s);
+    }
+    if ((rc = mpx__ctx_call_init(s->ctx, &s->state)) != 0) return rc;
+  }
+  for (unsigned q = 0; q < s->nparts; q++)
+    if ((rc = mpx__eng_part_start(e, &s->parts_st[q])) != 0) return rc;
+  if ((k == MPX_PLUGIN_SOURCE && s->parts == 0) || k == MPX_PLUGIN_SINK || s->head != s)
+    return 0;
+  mpx_wbuf_t args;
+  mpx_wbuf_init(&args);
+  engine_wargs_t a = {.version = ENGINE_WARGS_VERSION,
+                      .n_stages = (uint32_t)(s->tail->idx - s->idx + 1),
+                      .mode = ENGINE_MODE_CHAIN, .partitions = s->tail->nparts};
+  rc = mpx_wbuf_append(&args, &a, sizeof a);
+  for (size_t m = s->idx; rc == 0 && m <= s->tail->idx; m++) rc = mpx__eng_wargs_stage(&e->st[m], &args);
+  if (rc != 0) {
+    mpx_wbuf_free(&args);
+    return rc;
+  }
+  mpx_pool_opts_t o;
+  mpx__eng_pool_opts(s, &o);
+  o.initargs = args.data;
+  o.initargs_len = args.len;
   rc = mpx_pool_new(&s->pool, &o);
   mpx_wbuf_free(&args);
   return rc;

@@ -4,6 +4,8 @@
  * (depth first); the last stage's go into the answer. A plugin's error is
  * retried here, at once, up to its stage's retries; a stage's timeout is
  * kept per item by a watchdog thread. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -138,20 +140,117 @@ static void *watchdog_main(void *arg) {
   return NULL;
 }
 
-/* Link i's emit: into link i+1, or the answer after the last. */
-static int emit_link(void *arg, const void *data, size_t len) {
+/* Link i's emit: into link i+1 (a fused chain reads port 0 only: a stage
+ * whose other ports are read is not fused), or, tagged, into the answer
+ * after the last. */
+static int emit_link(void *arg, mpx__tag_t tag, const void *data, size_t len) {
   uint32_t i = (uint32_t)(uintptr_t)arg;
-  if (len > UINT32_MAX) return MPX_E2BIG;
+  if (len > UINT32_MAX - ENGINE_ITEM_HDR) return MPX_E2BIG;
   w.l[i].out++;
   if (i + 1 < w.n) {
-    run_link(i + 1, data, len);
+    if (tag.port == 0) run_link(i + 1, data, len);
     return 0;
   }
-  uint32_t l = (uint32_t)len;
-  int rc = mpx_wbuf_append(&w.out, &l, 4);
+  uint32_t h[3] = {(uint32_t)len,
+                   (tag.port & ENGINE_TAG_PORT) | (tag.keyed ? ENGINE_TAG_KEYED : 0) |
+                       (tag.direct ? ENGINE_TAG_DIRECT : 0),
+                   tag.hash};
+  int rc = mpx_wbuf_append(&w.out, h, sizeof h);
   if (rc == 0 && len) rc = mpx_wbuf_append(&w.out, data, len);
   if (rc == 0) w.n_out++;
   return rc;
+}
+
+/* Link i's emits go down the chain; the tail of a partitioned reduce's
+ * chain knows its partitions. Then its init. */
+static int link_init(uint32_t i, uint32_t partitions) {
+  mpx__ctx_set_emit_to(w.l[i].ctx, emit_link, (void *)(uintptr_t)i);
+  mpx__ctx_set_partitions(w.l[i].ctx, partitions);
+  return mpx__ctx_call_init(w.l[i].ctx, &w.l[i].state);
+}
+
+/* ---- a partition owner (engine_proto.h) ---- */
+
+static struct {
+  int fd;        /* the partition's log; -1: not an owner */
+  uint64_t pos;  /* what is folded into the state */
+  bool final;    /* flushed as the final output: nothing more comes */
+  mpx_wbuf_t buf;
+} pw = {.fd = -1};
+
+/* The log's path ends the arguments. */
+static int open_log(const char *p, const char *end) {
+  const char *nul = memchr(p, '\0', (size_t)(end - p));
+  if (nul == NULL || nul == p) return -1;
+  pw.fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (pw.fd < 0) fprintf(stderr, "pipeline worker: cannot open the partition log %s: %s\n", p,
+                         strerror(errno));
+  mpx_wbuf_init(&pw.buf);
+  return pw.fd < 0 ? -1 : 0;
+}
+
+/* Reads [pw.pos, pw.pos + n) of the log into pw.buf. */
+static int read_log(size_t n) {
+  pw.buf.len = 0;
+  if (mpx_wbuf_reserve(&pw.buf, n) != 0) return MPX_ENOMEM;
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = pread(pw.fd, pw.buf.data + got, n - got, (off_t)(pw.pos + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return mpx__err(r < 0 ? -errno : MPX_EPROTO, "partition log: short read");
+    got += (size_t)r;
+  }
+  pw.buf.len = n;
+  return 0;
+}
+
+/* Folds the log from where the state is up to `end`, a chunk at a time
+ * (a record is never split: a chunk grows to hold a big one). */
+static int catch_up(uint64_t end) {
+  size_t chunk = (size_t)8 << 20;
+  while (pw.pos < end) {
+    size_t n = end - pw.pos < chunk ? (size_t)(end - pw.pos) : chunk;
+    int rc = read_log(n);
+    if (rc != 0) return rc;
+    mpx__rd_t r = mpx__rd_make(pw.buf.data, pw.buf.len);
+    size_t used = 0;
+    const void *d;
+    uint32_t l;
+    while (mpx__rd_bytes32(&r, &d, &l) == 0) {
+      beat(0);
+      if ((rc = mpx__ctx_call_fold(w.l[0].ctx, w.l[0].state, d, l)) != 0) return rc;
+      used = (size_t)(r.p - (const char *)pw.buf.data);
+    }
+    if (used == 0) {
+      uint32_t need;
+      if (n < 4 || pw.pos + 4 > end) return mpx__err(MPX_EPROTO, "partition log: torn record");
+      memcpy(&need, pw.buf.data, 4);
+      if (pw.pos + 4 + need > end) return mpx__err(MPX_EPROTO, "partition log: torn record");
+      chunk = (size_t)need + 4;
+      continue;
+    }
+    pw.pos += used;
+  }
+  return 0;
+}
+
+/* A FOLD or FINAL task: the answer has the final outputs, or nothing. */
+static int run_fold(mpx_task_t *t, uint32_t what, mpx__rd_t *r) {
+  uint32_t zero;
+  uint64_t end;
+  if (pw.fd < 0 || mpx__rd_u32(r, &zero) != 0 || mpx__rd_u64(r, &end) != 0)
+    return mpx_task_fail(t, "malformed partition task");
+  if (pw.final || end < pw.pos) return 0; /* done before this task came again */
+  atomic_store(&wd.busy, true);
+  int rc = catch_up(end);
+  if (rc == 0 && what == ENGINE_FINAL) {
+    mpx__ctx_set_final(w.l[0].ctx, true);
+    beat(0);
+    rc = mpx__ctx_call_flush(w.l[0].ctx, w.l[0].state);
+    pw.final = rc == 0;
+  }
+  atomic_store(&wd.busy, false);
+  return rc == 0 ? 0 : mpx_task_fail(t, "%s", mpx_last_error());
 }
 
 int mpx_pipeline_worker_init(const void *args0, size_t len) {
@@ -165,6 +264,8 @@ int mpx_pipeline_worker_init(const void *args0, size_t len) {
   memcpy(&a, args, sizeof a);
   if (a.version != ENGINE_WARGS_VERSION || a.n_stages == 0 || a.n_stages > ENGINE_MAX_CHAIN)
     return 101;
+  bool part = a.mode == ENGINE_MODE_PARTITION;
+  if (part && (a.n_stages != 1 || a.part_index >= a.partitions)) return 101;
   const char *p = (const char *)args + sizeof a, *end = (const char *)args + len;
   mpx_wbuf_init(&w.out);
   mpx_wbuf_init(&w.fails);
@@ -203,14 +304,16 @@ int mpx_pipeline_worker_init(const void *args0, size_t len) {
     /* Fused stages share their timeout; none applies to a part. */
     if (s.timeout > 0 && w.src_stage == NULL) wd.timeout = s.timeout;
     if (mpx__ctx_new_from_encoded(&w.l[i].ctx, w.l[i].d, stage, params, s.params_len,
-                                  mpx_pool_worker_index(), mpx_pool_worker_count(),
-                                  codec, emit_link, (void *)(uintptr_t)i) != 0 ||
-        mpx__ctx_call_init(w.l[i].ctx, &w.l[i].state) != 0) {
+                                  part ? a.part_index : mpx_pool_worker_index(),
+                                  part ? a.partitions : mpx_pool_worker_count(),
+                                  codec, NULL, NULL) != 0 ||
+        link_init(i, i + 1 == a.n_stages ? a.partitions : 0) != 0) {
       fprintf(stderr, "%s\n", mpx_last_error());
       return 104;
     }
     w.n = i + 1;
   }
+  if (part && open_log(p, end) != 0) return 106;
   pthread_t th;
   pthread_attr_t at;
   pthread_attr_init(&at);
@@ -228,9 +331,8 @@ int mpx_pipeline_worker_init(const void *args0, size_t len) {
 static int run_part(mpx_task_t *t, uint32_t i, uint32_t parts) {
   link_t *l = &w.l[0];
   int rc = mpx__ctx_new_from_encoded(&l->ctx, l->d, w.src_stage, w.src_params,
-                                     w.src_params_len, i, parts, w.src_codec,
-                                     emit_link, (void *)(uintptr_t)0);
-  if (rc == 0 && (rc = mpx__ctx_call_init(l->ctx, &l->state)) == 0) {
+                                     w.src_params_len, i, parts, w.src_codec, NULL, NULL);
+  if (rc == 0 && (rc = link_init(0, 0)) == 0) {
     int g;
     while ((g = mpx__ctx_call_generate(l->ctx, l->state)) > 0) {
     }
@@ -258,7 +360,11 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   size_t hdr_len = 12 + 12 * (size_t)w.n;
   if (mpx_wbuf_reserve(&w.out, hdr_len) != 0) return MPX_ENOMEM;
   w.out.len = hdr_len;
-  if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
+  if (n == ENGINE_FOLD || n == ENGINE_FINAL) {
+    int rc = run_fold(t, n, &r);
+    if (rc != 0) return rc;
+    n = 0; /* then the answer, as for an empty batch */
+  } else if (w.l[0].d->kind == MPX_PLUGIN_SOURCE) {
     uint32_t i, parts;
     int rc;
     if (n != ENGINE_PART || mpx__rd_u32(&r, &i) != 0 || mpx__rd_u32(&r, &parts) != 0 || i >= parts)
@@ -282,7 +388,8 @@ int mpx_pipeline_task(mpx_task_t *t, const void *in, size_t len) {
   link_t *last = &w.l[w.n - 1];
   w.item = n; /* past the items: the flush is the batch's */
   beat(w.n - 1);
-  int frc = last->d->kind == MPX_PLUGIN_REDUCE ? mpx__ctx_call_flush(last->ctx, last->state) : 0;
+  bool batch = pw.fd < 0;
+  int frc = batch && last->d->kind == MPX_PLUGIN_REDUCE ? mpx__ctx_call_flush(last->ctx, last->state) : 0;
   atomic_store(&wd.busy, false);
   if (frc != 0) return mpx_task_fail(t, "%s", mpx_last_error());
   uint32_t *h = (uint32_t *)w.out.data, hv[3] = {w.n_out, w.n_fail, w.n};

@@ -107,8 +107,8 @@ static void test_graph_order_free(void) {
            "name: free\n"
            "defaults: {codec: raw}\n"
            "stages:\n"
-           "  - {plugin: grep, inputs: [lines], params: {pattern: a}}\n"
-           "  - {plugin: print, inputs: [grep]}\n"
+           "  - {plugin: field, inputs: [lines]}\n"
+           "  - {plugin: print, inputs: [field]}\n"
            "  - {plugin: lines, params: {path: %s}}\n",
            in_dir("in.txt"));
   write_file("free.yaml", yaml);
@@ -118,13 +118,13 @@ static void test_graph_order_free(void) {
                         "  rankdir=LR;\n"
                         "  node [fontname=\"Helvetica\", fontsize=11];\n"
                         "  edge [fontname=\"Helvetica\", fontsize=10];\n"
-                        "  \"grep\" [shape=box, label=\"grep\\ngrep (map)\"];\n"
+                        "  \"field\" [shape=box, label=\"field\\nfield (map)\"];\n"
                         "  \"print\" [shape=house, label=\"print\\nprint (sink)\"];\n"
                         "  \"lines\" [shape=invhouse, label=\"lines\\nlines (source)\"];\n"
                         "  {rank=source; \"lines\"; }\n"
                         "  {rank=sink; \"print\"; }\n"
-                        "  \"grep\" -> \"print\";\n"
-                        "  \"lines\" -> \"grep\";\n"
+                        "  \"field\" -> \"print\";\n"
+                        "  \"lines\" -> \"field\";\n"
                         "}\n");
 }
 

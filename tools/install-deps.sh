@@ -6,7 +6,8 @@
 set -e
 
 pkgs="build-essential cmake pkg-config libuv1-dev liburing-dev libcunit1-dev \
-libyaml-dev libmsgpack-dev libjansson-dev libssl-dev libxxhash-dev python3 clang libclang-rt-14-dev $*"
+libyaml-dev libmsgpack-dev libjansson-dev libssl-dev libxxhash-dev python3 clang libclang-rt-14-dev \
+graphviz $*"
 
 missing=""
 for p in $pkgs; do

@@ -42,8 +42,10 @@ typedef struct {
  * for stage i. 0, MPX_ENOMEM, or MPX_ECONFIG (mpx__cfg_error_at) for:
  *  - an input that names no stage, or a port its stage does not have
  *    (the message lists the ports it has), or the same input twice;
- *  - a source given inputs, or a stage other than a source with none
- *    (the first stage in the file, not a source);
+ *  - a source given inputs or partition_by (it reads nothing), or a stage
+ *    other than a source with none (the first stage in the file, not a
+ *    source);
+ *  - a stage without inputs after a sink (which emits nothing);
  *  - an input that is a sink (a sink emits nothing);
  *  - a cycle (the message names its stages in order);
  *  - in a graph file (not linear): a stage that is not a sink and that no

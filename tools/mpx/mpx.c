@@ -2,7 +2,7 @@
  *
  *   mpx run FILE [--set STAGE.KEY=VALUE]... [--progress=auto|always|never]
  *                [--stats-json FILE|-] [--no-summary]
- *   mpx check FILE [--set ...]
+ *   mpx check FILE [--set ...] [--graph[=FILE]]
  *   mpx plugins [NAME]
  *
  * run, check and plugins read their options with getopt_long: `--opt=V`
@@ -36,7 +36,8 @@ static void usage(FILE *f) {
           "commands:\n"
           "  run FILE      run a pipeline (docs/config.md)\n"
           "  check FILE    validate a pipeline: the file, its plugins and params,\n"
-          "                and each stage's init once in a child (sinks excepted)\n"
+          "                and each stage's init once in a child (sinks excepted);\n"
+          "                --graph prints its graph as Graphviz DOT\n"
           "  plugins [NAME]  list the task plugins and codecs found, or describe one\n"
           "  manager serve   serve shared objects to mpx and Python clients\n"
           "  manager call    call a method on a manager's object (put, get, ...)\n"
@@ -59,7 +60,12 @@ static void usage_run(FILE *f, const char *cmd) {
             "  --progress WHEN         auto (on a terminal, the default), always, never\n"
             "  --stats-json FILE       write the per-stage figures as JSON (-: stdout)\n"
             "  --no-summary            no table at the end (dead letters still get a line)\n");
-  fprintf(f, "\n--opt=VALUE and --opt VALUE are the same.\n");
+  else
+    fprintf(f,
+            "  --graph[=FILE]          once the file checks, write its graph as Graphviz\n"
+            "                          DOT to FILE (default: stdout, `dot -Tsvg` draws it)\n");
+  fprintf(f, "\n--opt=VALUE and --opt VALUE are the same%s.\n",
+          strcmp(cmd, "run") == 0 ? "" : " (but --graph takes only --graph=FILE)");
 }
 
 static int config_error(int rc) {
@@ -72,7 +78,7 @@ static int config_error(int rc) {
  * every option takes both `--opt=V` and `--opt V`, options and the file
  * come in any order, and `--` ends the options. Reports its own errors
  * (opterr off): the option getopt stopped at, and why. */
-enum { OPT_SET = 256, OPT_PROGRESS, OPT_STATS_JSON, OPT_NO_SUMMARY };
+enum { OPT_SET = 256, OPT_PROGRESS, OPT_STATS_JSON, OPT_NO_SUMMARY, OPT_GRAPH };
 
 static const struct option run_opts[] = {
     {"help", no_argument, NULL, 'h'},
@@ -82,10 +88,13 @@ static const struct option run_opts[] = {
     {"no-summary", no_argument, NULL, OPT_NO_SUMMARY},
     {NULL, 0, NULL, 0}};
 
-/* check takes only --help and --set: run's first two. */
+/* check takes --help and --set, run's first two, and --graph: its value
+ * is optional, so only `--graph=FILE` gives one (`--graph FILE` would
+ * take FILE for the pipeline). */
 static const struct option check_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {"set", required_argument, NULL, OPT_SET},
+    {"graph", optional_argument, NULL, OPT_GRAPH},
     {NULL, 0, NULL, 0}};
 
 static const struct option help_opts[] = {{"help", no_argument, NULL, 'h'},
@@ -144,6 +153,7 @@ static int parse_run(int argc, char **argv, bool check, mpx_pipeline_opts_t *o,
       break;
     case OPT_STATS_JSON: o->stats_json = optarg; break;
     case OPT_NO_SUMMARY: o->summary = false; break;
+    case OPT_GRAPH: o->graph_dot = optarg && *optarg ? optarg : "-"; break;
     default:
       opt_error(cmd, c, argc, argv, known);
       usage_run(stderr, cmd);
@@ -205,7 +215,9 @@ static int cmd_run(int argc, char **argv, bool check) {
     return config_error(rc) ? EXIT_USAGE : EXIT_RUNTIME;
   }
   if (check) {
-    printf("%s: ok\n", o.file);
+    /* The DOT on stdout stays alone there, for `| dot -Tsvg`. */
+    bool dot_out = o.graph_dot && strcmp(o.graph_dot, "-") == 0;
+    fprintf(dot_out ? stderr : stdout, "%s: ok\n", o.file);
     return EXIT_DONE;
   }
   if (!o.summary) report_dead(cmd, &st);

@@ -80,12 +80,18 @@ static bool same_exactly(const char *got, const char *want) {
   return rc == 0;
 }
 
-/* Writes `yaml` to dir/name and runs it: mpx's exit code (its stderr
- * shown when not 0). */
+/* A run that has not ended after this long is killed and fails (a hang
+ * fails its test, it does not stall the suite). */
+#define RUN_LIMIT 60.0
+
+/* Writes `yaml` to dir/name and runs it: mpx's exit code, -2000 when it
+ * had to be killed (its stderr shown when not 0). */
 static int run_yaml(const char *name, const char *yaml) {
   write_file(name, yaml);
   const char *args[] = {"run", in_dir(name), "--progress=never", NULL};
-  int rc = run_mpx(args);
+  int rc = mpx_test_reap(start_mpx(args), RUN_LIMIT);
+  no_sanitizer_report();
+  if (rc == -2000) fprintf(stderr, "%s: mpx run did not end within %.0f s\n", name, RUN_LIMIT);
   if (rc != 0) show_stderr();
   return rc;
 }

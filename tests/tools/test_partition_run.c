@@ -35,7 +35,7 @@
 #include "cli.h"
 
 /* A run that has not ended after this long is killed and fails. */
-#define RUN_LIMIT 240.0
+#define RUN_LIMIT 100.0
 
 /* Runs a shell command line; its exit status (-1 when it did not exit). */
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -78,6 +78,9 @@ static void test_example_dot(void) {
  * with a node titled by each stage's name. The drawing in docs/ is of the
  * same stages. */
 static void test_dot_draws_it(void) {
+  if (access(in_dir("graph.dot"), R_OK) != 0)
+    fprintf(stderr, "no graph.dot: test_example_dot did not write it\n");
+  CU_ASSERT_EQUAL_FATAL(access(in_dir("graph.dot"), R_OK), 0);
   const char *args[] = {"dot", "-Tsvg", "-o", in_dir("graph.svg"), in_dir("graph.dot"), NULL};
   int rc = run_in_src("/usr/bin/env", args);
   if (rc != 0) fprintf(stderr, "dot -Tsvg failed (%d): is graphviz installed?\n", rc);

@@ -231,8 +231,13 @@ MPX_API int mpx_emit_to(mpx_plugin_ctx_t *ctx, unsigned port, const void *key,
 MPX_API unsigned mpx_partitions(const mpx_plugin_ctx_t *ctx);
 MPX_API int mpx_emit_partition(mpx_plugin_ctx_t *ctx, unsigned p, const void *data,
                                size_t len);
-/* The stable hash that picks a key's partition: 32-bit FNV-1a of the
- * bytes. The same on every machine and in every version of ABI 1.x. */
+/* The stable hash that picks a key's partition, the same on every
+ * machine and in every version of ABI 1.x: with 64-bit unsigned
+ * arithmetic, h = 0x243f6a8885a308d3 ^ (len * 0x9e3779b97f4a7c15); for
+ * each 8-byte word of the key read little-endian (a last, shorter one
+ * zero-padded), h = (h ^ w) * 0xff51afd7ed558ccd, h ^= h >> 29; then
+ * h *= 0xc4ceb9fe1a85ec53 and the result is the low 32 bits of
+ * h ^ (h >> 32). */
 MPX_API uint32_t mpx_key_hash(const void *key, size_t len);
 /* From ports_fn only: names the next port ([a-z0-9_-]+, 1..63 bytes,
  * unique). 0, MPX_EINVAL (bad or repeated name), MPX_ESTATE (not in

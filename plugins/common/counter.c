@@ -6,19 +6,48 @@
 
 #include "counter.h"
 
-static uint64_t hash_bytes(const void *p, size_t n) {
-  const unsigned char *s = p;
-  uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3u;
-  return h ^ (h >> 29);
+/* Arena chunks for long keys: freed all at once by counter_clear. */
+struct counter_chunk_s {
+  counter_chunk_t *next;
+  size_t used, size;
+  unsigned char data[];
+};
+#define CHUNK_SIZE ((size_t)1 << 20)
+
+static const unsigned char *key_of(const counter_entry_t *e) {
+  return e->len1 - 1 <= COUNTER_INLINE ? e->k.in : e->k.out;
+}
+
+/* The slot of hash h: its high bits after a multiply, so that keys of
+ * one partition (equal h % partitions) still spread over the table. */
+static size_t slot_of(uint32_t h, unsigned bits) {
+  return (size_t)((uint32_t)(h * 0x9e3779b1u) >> (32 - bits));
+}
+
+static unsigned char *arena_put(counter_t *c, const void *key, size_t len) {
+  counter_chunk_t *k = c->chunks;
+  if (k == NULL || k->size - k->used < len) {
+    size_t size = len > CHUNK_SIZE ? len : CHUNK_SIZE;
+    if ((k = malloc(sizeof *k + size)) == NULL) return NULL;
+    k->next = c->chunks;
+    k->used = 0;
+    k->size = size;
+    c->chunks = k;
+  }
+  unsigned char *p = k->data + k->used;
+  memcpy(p, key, len);
+  k->used += len;
+  return p;
 }
 
 void counter_init(counter_t *c) { memset(c, 0, sizeof *c); }
 
 void counter_clear(counter_t *c) {
-  for (size_t i = 0; i < c->cap; i++) {
-    free(c->slots[i].key);
-    c->slots[i].key = NULL;
+  if (c->n) memset(c->slots, 0, c->cap * sizeof *c->slots);
+  while (c->chunks) {
+    counter_chunk_t *k = c->chunks;
+    c->chunks = k->next;
+    free(k);
   }
   c->n = 0;
 }
@@ -30,39 +59,48 @@ void counter_free(counter_t *c) {
 }
 
 static int grow(counter_t *c) {
-  size_t cap = c->cap ? c->cap * 2 : 64;
+  unsigned bits = c->cap ? c->bits + 1 : 6;
+  size_t cap = (size_t)1 << bits;
   counter_entry_t *s = calloc(cap, sizeof *s);
-  if (s == NULL) return MPX_ENOMEM;
+  if (s == NULL || bits > 31) {
+    free(s);
+    return MPX_ENOMEM;
+  }
   for (size_t i = 0; i < c->cap; i++) {
     counter_entry_t *e = &c->slots[i];
-    if (e->key == NULL) continue;
-    size_t j = (size_t)e->hash & (cap - 1);
-    while (s[j].key != NULL) j = (j + 1) & (cap - 1);
+    if (e->len1 == 0) continue;
+    size_t j = slot_of(e->hash, bits);
+    while (s[j].len1 != 0) j = (j + 1) & (cap - 1);
     s[j] = *e;
   }
   free(c->slots);
   c->slots = s;
   c->cap = cap;
+  c->bits = bits;
   return 0;
 }
 
 int counter_add(counter_t *c, const void *key, size_t len, uint64_t n) {
-  uint64_t h = hash_bytes(key, len);
+  uint32_t h = mpx_key_hash(key, len);
   size_t j;
-  if (len > UINT32_MAX) return MPX_E2BIG;
+  if (len >= UINT32_MAX - 1) return MPX_E2BIG;
   if ((c->n + 1) * 2 > c->cap && grow(c) != 0) return MPX_ENOMEM;
-  for (j = (size_t)h & (c->cap - 1); c->slots[j].key != NULL;
-       j = (j + 1) & (c->cap - 1)) {
+  for (j = slot_of(h, c->bits); c->slots[j].len1 != 0; j = (j + 1) & (c->cap - 1)) {
     counter_entry_t *e = &c->slots[j];
-    if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0) {
+    if (e->hash == h && e->len1 == len + 1 && memcmp(key_of(e), key, len) == 0) {
       e->count += n;
       return 0;
     }
   }
-  char *k = malloc(len ? len : 1);
-  if (k == NULL) return MPX_ENOMEM;
-  if (len) memcpy(k, key, len);
-  c->slots[j] = (counter_entry_t){k, (uint32_t)len, h, n};
+  counter_entry_t *e = &c->slots[j];
+  if (len <= COUNTER_INLINE) {
+    memcpy(e->k.in, key, len);
+  } else if ((e->k.out = arena_put(c, key, len)) == NULL) {
+    return MPX_ENOMEM;
+  }
+  e->count = n;
+  e->hash = h;
+  e->len1 = (uint32_t)len + 1;
   c->n++;
   return 0;
 }
@@ -92,72 +130,75 @@ int counter_add_partial(counter_t *c, const void *p, size_t len) {
   return 0;
 }
 
+/* Bytewise, a prefix before the longer key. */
 static int by_key(const void *a, const void *b) {
-  const counter_entry_t *x = *(counter_entry_t *const *)a;
-  const counter_entry_t *y = *(counter_entry_t *const *)b;
-  int r = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+  const counter_entry_t *x = a, *y = b;
+  uint32_t xl = x->len1 - 1, yl = y->len1 - 1;
+  int r = memcmp(key_of(x), key_of(y), xl < yl ? xl : yl);
   if (r != 0) return r;
-  return x->len < y->len ? -1 : x->len > y->len;
+  return xl < yl ? -1 : xl > yl;
 }
 
 static int by_count(const void *a, const void *b) {
-  const counter_entry_t *x = *(counter_entry_t *const *)a;
-  const counter_entry_t *y = *(counter_entry_t *const *)b;
+  const counter_entry_t *x = a, *y = b;
   if (x->count != y->count) return x->count > y->count ? -1 : 1;
   return by_key(a, b);
 }
 
-/* The entries in order, malloc'd (NULL with n 0: none). */
+/* Copies of the entries in order, malloc'd (NULL with n 0: none): sorted
+ * in place, a short key travelling with its entry, no pointer chased. */
 static int sorted(const counter_t *c, int (*cmp)(const void *, const void *),
-                  counter_entry_t ***out) {
-  counter_entry_t **v = NULL;
+                  counter_entry_t **out) {
+  counter_entry_t *v = NULL;
   size_t k = 0;
   *out = NULL;
   if (c->n == 0) return 0;
   if ((v = malloc(c->n * sizeof *v)) == NULL) return MPX_ENOMEM;
   for (size_t i = 0; i < c->cap; i++)
-    if (c->slots[i].key != NULL) v[k++] = &c->slots[i];
+    if (c->slots[i].len1 != 0) v[k++] = c->slots[i];
   qsort(v, k, sizeof *v, cmp);
   *out = v;
   return 0;
 }
 
 int counter_emit_partial(const counter_t *c, mpx_plugin_ctx_t *ctx) {
-  counter_entry_t **v;
+  counter_entry_t *v;
   size_t total = 0;
   int rc;
   if ((rc = sorted(c, by_key, &v)) != 0) return rc;
-  for (size_t i = 0; i < c->n; i++) total += 12 + (size_t)v[i]->len;
+  for (size_t i = 0; i < c->n; i++) total += 11 + (size_t)v[i].len1;
   unsigned char *out = mpx_emit_reserve(ctx, total), *p = out;
   if (out == NULL) {
     free(v);
     return MPX_ENOMEM;
   }
   for (size_t i = 0; i < c->n; i++) {
-    put_le(p, v[i]->len, 4);
-    memcpy(p + 4, v[i]->key, v[i]->len);
-    put_le(p + 4 + v[i]->len, v[i]->count, 8);
-    p += 12 + v[i]->len;
+    size_t len = v[i].len1 - 1;
+    put_le(p, len, 4);
+    memcpy(p + 4, key_of(&v[i]), len);
+    put_le(p + 4 + len, v[i].count, 8);
+    p += 12 + len;
   }
   free(v);
   return mpx_emit_commit(ctx, total);
 }
 
 int counter_emit_top(const counter_t *c, mpx_plugin_ctx_t *ctx, uint64_t k) {
-  counter_entry_t **v;
+  counter_entry_t *v;
   int rc;
   if ((rc = sorted(c, by_count, &v)) != 0) return rc;
   for (size_t i = 0; i < c->n && i < k && rc == 0; i++) {
     char num[24];
-    int n = snprintf(num, sizeof num, "%llu ", (unsigned long long)v[i]->count);
-    char *out = mpx_emit_reserve(ctx, (size_t)n + v[i]->len);
+    size_t len = v[i].len1 - 1;
+    int n = snprintf(num, sizeof num, "%llu ", (unsigned long long)v[i].count);
+    char *out = mpx_emit_reserve(ctx, (size_t)n + len);
     if (out == NULL) {
       rc = MPX_ENOMEM;
       break;
     }
     memcpy(out, num, (size_t)n);
-    memcpy(out + n, v[i]->key, v[i]->len);
-    rc = mpx_emit_commit(ctx, (size_t)n + v[i]->len);
+    memcpy(out + n, key_of(&v[i]), len);
+    rc = mpx_emit_commit(ctx, (size_t)n + len);
   }
   free(v);
   return rc;
@@ -174,21 +215,22 @@ int counter_emit_partitions(const counter_t *c, mpx_plugin_ctx_t *ctx, unsigned 
    * written at their partition's offset in one buffer. */
   for (size_t i = 0; i < c->cap; i++) {
     const counter_entry_t *e = &c->slots[i];
-    if (e->key == NULL) continue;
-    part[i] = mpx_key_hash(e->key, e->len) % n;
-    size[part[i]] += 12 + (size_t)e->len;
-    total += 12 + (size_t)e->len;
+    if (e->len1 == 0) continue;
+    part[i] = e->hash % n; /* its mpx_key_hash */
+    size[part[i]] += 11 + (size_t)e->len1;
+    total += 11 + (size_t)e->len1;
   }
   if ((buf = malloc(total ? total : 1)) == NULL) goto out;
   for (unsigned p = 1; p < n; p++) at[p] = at[p - 1] + size[p - 1];
   for (size_t i = 0; i < c->cap; i++) {
     const counter_entry_t *e = &c->slots[i];
-    if (e->key == NULL) continue;
+    if (e->len1 == 0) continue;
+    size_t len = e->len1 - 1;
     unsigned char *w = buf + at[part[i]];
-    put_le(w, e->len, 4);
-    memcpy(w + 4, e->key, e->len);
-    put_le(w + 4 + e->len, e->count, 8);
-    at[part[i]] += 12 + (size_t)e->len;
+    put_le(w, len, 4);
+    memcpy(w + 4, key_of(e), len);
+    put_le(w + 4 + len, e->count, 8);
+    at[part[i]] += 12 + len;
   }
   rc = 0;
   for (unsigned p = 0; p < n && rc == 0; p++)

@@ -19,24 +19,35 @@
 #include <stdint.h>
 #include <mpx/plugin.h>
 
+/* A key of up to COUNTER_INLINE bytes lives in its slot: a lookup then
+ * touches one cache line. Longer keys live in the counter's arena. */
+#define COUNTER_INLINE 16
+
 typedef struct {
-  char *key; /* NULL: empty slot */
-  uint32_t len;
-  uint64_t hash;
   uint64_t count;
+  uint32_t hash; /* mpx_key_hash of the key: its partition, its slot */
+  uint32_t len1; /* the key's length + 1; 0: an empty slot */
+  union {
+    unsigned char in[COUNTER_INLINE];
+    unsigned char *out;
+  } k;
 } counter_entry_t;
+
+typedef struct counter_chunk_s counter_chunk_t;
 
 typedef struct {
   counter_entry_t *slots;
-  size_t cap; /* a power of two, or 0 */
+  size_t cap;    /* a power of two (1 << bits), or 0 */
+  unsigned bits;
   size_t n;
+  counter_chunk_t *chunks; /* the arena of long keys, newest first */
 } counter_t;
 
 void counter_init(counter_t *c);
 void counter_free(counter_t *c);
 /* Forgets every key, keeps the table. */
 void counter_clear(counter_t *c);
-/* count[key] += n. 0, MPX_ENOMEM, MPX_E2BIG (a key of 4 GiB or more). */
+/* count[key] += n. 0, MPX_ENOMEM, MPX_E2BIG (a key of 4 GiB - 1 or more). */
 int counter_add(counter_t *c, const void *key, size_t len, uint64_t n);
 /* Adds every entry of a partial. 0, MPX_EINVAL (malformed), MPX_ENOMEM. */
 int counter_add_partial(counter_t *c, const void *p, size_t len);

@@ -19,6 +19,7 @@
  * A graph's outputs come in no promised order, so outputs are compared
  * sorted (LC_ALL=C), as multisets; the linear examples exactly. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -590,9 +591,61 @@ static void test_linear_wide_finder(void) {
 
 static int suite_init(void) { return cli_mkdir("/tmp/mpx-graph-run-XXXXXX"); }
 
+
+/* ---- one engine loop -------------------------------------------------------------- */
+
+/* Threads of a process, from /proc. */
+static int threads_of(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  int n = 0;
+  DIR *d = opendir(path);
+  struct dirent *de;
+  while (d && (de = readdir(d)) != NULL) n += de->d_name[0] != '.';
+  if (d) closedir(d);
+  return n;
+}
+
+/* Four pools (grep, field, grep, field: neighbours with different
+ * workers, so not fused) and two sinks run on the main thread, one loop
+ * thread and one thread per sink: four, where a thread per pool (and the
+ * sinks on them) would make five. The source reads a
+ * FIFO that stays open until the threads are counted. */
+static void test_one_loop(void) {
+  CU_ASSERT_EQUAL_FATAL(mkfifo(in_dir("fifo"), 0600), 0);
+  char yaml[1024];
+  snprintf(yaml, sizeof yaml,
+           "name: loop\ndefaults: {codec: raw}\nstages:\n"
+           "  - {plugin: lines, name: src, params: {path: %s}}\n"
+           "  - {plugin: grep, name: a, workers: 2, params: {pattern: a}}\n"
+           "  - {plugin: field, name: f, workers: 1}\n"
+           "  - {plugin: grep, name: b, workers: 2, params: {pattern: b}}\n"
+           "  - {plugin: field, name: g, workers: 1}\n"
+           "  - {plugin: print, name: out1, params: {path: %s}}\n"
+           "  - {plugin: print, name: out2, inputs: [a], params: {path: %s}}\n",
+           in_dir("fifo"), in_dir("out1.txt"), in_dir("out2.txt"));
+  write_file("loop.yaml", yaml);
+  const char *args[] = {"run", in_dir("loop.yaml"), "--progress=never", "--no-summary", NULL};
+  pid_t pid = start_mpx(args);
+  int fd = open(in_dir("fifo"), O_WRONLY);
+  CU_ASSERT_FATAL(fd >= 0);
+  CU_ASSERT_EQUAL(write(fd, "ab\nzz\n", 6), 6);
+  /* The threads start once every stage has (the source's init opened the
+   * FIFO); then no more come while the run goes on. */
+  for (int i = 0; i < 1000 && threads_of(pid) < 4; i++) usleep(10000);
+  usleep(300000);
+  CU_ASSERT_EQUAL(threads_of(pid), 4);
+  close(fd);
+  CU_ASSERT_EQUAL(mpx_test_reap(pid, RUN_LIMIT), 0);
+  write_file("want.txt", "ab\n");
+  CU_ASSERT_TRUE(same_exactly("out1.txt", "want.txt"));
+  CU_ASSERT_TRUE(same_exactly("out2.txt", "want.txt"));
+}
+
 MPX_TEST_MAIN_FIXTURE("graph_run", suite_init, cli_rmdir, MPX_TEST(test_diamond),
                       MPX_TEST(test_two_sources), MPX_TEST(test_route_three_way),
                       MPX_TEST(test_route_csv_field), MPX_TEST(test_route_json_field),
                       MPX_TEST(test_fan_out), MPX_TEST(test_grep_ports),
                       MPX_TEST(test_config_errors), MPX_TEST(test_linear_primes),
-                      MPX_TEST(test_linear_wordcount), MPX_TEST(test_linear_wide_finder))
+                      MPX_TEST(test_linear_wordcount), MPX_TEST(test_linear_wide_finder),
+                      MPX_TEST(test_one_loop))

@@ -204,15 +204,34 @@ static void write_wordcount_yaml(const char *name, unsigned partitions, bool sto
   write_file(name, yaml);
 }
 
+/* Whether the run's --stats-json (stats.json) says the reduce stage had
+ * this many partitions: the run did partition, not merely give the same
+ * output as a merge would. */
+static bool stats_partitions(const char *stage, unsigned n) {
+  char want[160];
+  snprintf(want, sizeof want, "\"name\":\"%s\",", stage);
+  char *js = read_file("stats.json", NULL);
+  const char *at = js ? strstr(js, want) : NULL;
+  const char *end = at ? strchr(at, '}') : NULL;
+  snprintf(want, sizeof want, "\"partitions\":%u,", n);
+  const char *p = at ? strstr(at, want) : NULL;
+  bool ok = p != NULL && p < end;
+  if (!ok) fprintf(stderr, "stats.json: stage %s without %s: %s\n", stage, want, js ? js : "(none)");
+  free(js);
+  return ok;
+}
+
 static void partitioned_wordcount(unsigned partitions) {
   CU_ASSERT_FATAL(make_words());
   write_wordcount_yaml("wc.yaml", partitions, false);
-  const char *args[] = {"run", in_dir("wc.yaml"), "--progress=never", NULL};
+  const char *args[] = {"run", in_dir("wc.yaml"), "--progress=never", "--stats-json",
+                        in_dir("stats.json"), NULL};
   double t0 = mpx_test_now();
   int rc = finish_within(start_mpx(args));
   CU_ASSERT_EQUAL(rc, 0);
   CU_ASSERT_EQUAL(count_lines_of("stdout"), (long)N_WORDS);
   CU_ASSERT_TRUE(stdout_sorted_is("words.want"));
+  CU_ASSERT_TRUE(stats_partitions("wordcount", partitions));
   printf("\n  %u partition(s): %.1f s ", partitions, mpx_test_now() - t0);
 }
 
@@ -488,13 +507,15 @@ static void aggregate_run(unsigned partitions) {
            "  - plugin: print\n",
            in_dir("measurements.txt"), part);
   write_file("agg.yaml", yaml);
-  const char *args[] = {"run", in_dir("agg.yaml"), "--progress=never", NULL};
+  const char *args[] = {"run", in_dir("agg.yaml"), "--progress=never", "--stats-json",
+                        in_dir("stats.json"), NULL};
   double t0 = mpx_test_now();
   int rc = finish_within(start_mpx(args));
   CU_ASSERT_EQUAL(rc, 0);
   CU_ASSERT_EQUAL(count_lines_of("agg.want"), N_CITIES);
   CU_ASSERT_EQUAL(count_lines_of("stdout"), N_CITIES);
   CU_ASSERT_TRUE(stdout_sorted_is("agg.want"));
+  CU_ASSERT_TRUE(stats_partitions("aggregate", partitions));
   printf("\n  aggregate, %u partition(s): %.1f s ", partitions, mpx_test_now() - t0);
 }
 

@@ -435,8 +435,30 @@ static int suite_init(void) {
   return cli_mkdir("/tmp/mpx-opts-XXXXXX");
 }
 
+
+/* `mpx plugins NAME` on a task plugin: its ports, and whether a reduce folds. */
+static void test_plugins_ports(void) {
+  const char *grep[] = {"plugins", "grep", NULL};
+  CU_ASSERT_EQUAL(run_args(grep), 0);
+  char *out = read_file("stdout", NULL);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "\nKind         map\nFile         ") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "\nPorts        named by its parameters\n") : NULL);
+  free(out);
+  const char *wc[] = {"plugins", "wordcount", NULL};
+  CU_ASSERT_EQUAL(run_args(wc), 0);
+  out = read_file("stdout", NULL);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "\nPorts        out\nFold         yes") : NULL);
+  free(out);
+  const char *pr[] = {"plugins", "print", NULL};
+  CU_ASSERT_EQUAL(run_args(pr), 0);
+  out = read_file("stdout", NULL);
+  CU_ASSERT_PTR_NULL(out ? strstr(out, "Ports") : "");
+  free(out);
+}
+
 MPX_TEST_MAIN_FIXTURE("cli_opts", suite_init, cli_rmdir, MPX_TEST(test_lines_stdin),
               MPX_TEST(test_lines_stdin_in_parts), MPX_TEST(test_sinks_stdout),
               MPX_TEST(test_stats_json_stdout), MPX_TEST(test_option_forms),
               MPX_TEST(test_plugins_codec), MPX_TEST(test_no_summary_dead_letters),
-              MPX_TEST(test_ignored_options_refused), MPX_TEST(test_source_workers_take_effect))
+              MPX_TEST(test_ignored_options_refused), MPX_TEST(test_source_workers_take_effect),
+              MPX_TEST(test_plugins_ports))

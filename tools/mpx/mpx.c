@@ -16,6 +16,7 @@
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,11 +261,26 @@ static int list_all(void) {
   return EXIT_DONE;
 }
 
+/* Its output ports (ABI 1.2; an older descriptor is shorter and has one),
+ * and for a reduce whether it folds. */
+static void describe_ports(const mpx_plugin_t *d) {
+  bool v12 = d->struct_size >= offsetof(mpx_plugin_t, fold) + sizeof d->fold;
+  if (d->kind == MPX_PLUGIN_SINK) return;
+  printf("Ports        ");
+  if (v12 && d->ports_fn) printf("named by its parameters");
+  for (size_t i = 0; v12 && !d->ports_fn && d->ports && i < d->n_ports; i++)
+    printf("%s%s", i ? ", " : "", d->ports[i]);
+  if (!v12 || (!d->ports_fn && (d->ports == NULL || d->n_ports == 0))) printf("out");
+  printf("\n");
+  if (d->kind == MPX_PLUGIN_REDUCE)
+    printf("Fold         %s\n", v12 && d->fold ? "yes (it can be partitioned: partition_by)" : "no");
+}
+
 static void describe_task(const mpx_plugin_t *d, const char *path) {
-  printf("Name         %s\nVersion      %s\nKind         %s\nFile         %s\n"
-         "Description  %s\n\nParameters:\n",
-         d->name, d->version ? d->version : "", mpx_plugin_kind_name(d->kind), path,
-         d->description ? d->description : "");
+  printf("Name         %s\nVersion      %s\nKind         %s\nFile         %s\n",
+         d->name, d->version ? d->version : "", mpx_plugin_kind_name(d->kind), path);
+  describe_ports(d);
+  printf("Description  %s\n\nParameters:\n", d->description ? d->description : "");
   if (d->n_params == 0) printf("  (none)\n");
   for (size_t i = 0; i < d->n_params; i++) {
     const mpx_param_def_t *p = &d->params[i];

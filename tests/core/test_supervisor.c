@@ -573,7 +573,16 @@ static void test_backoff(void) {
   /* The last one may have met stop()'s SIGTERM first. */
   for (i = 0; i + 1 < c->exits; i++) CU_ASSERT_EQUAL(c->exit_code[i], 1);
   CU_ASSERT(c->exit_code[5] == 1 || c->exit_code[5] == -SIGTERM);
-  CU_ASSERT_EQUAL(mpx__sup_restarts(c->sup), 5);
+  /* Five restarts made the six starts. A sixth exit that the supervisor
+   * saw before stop() (under load it can) schedules a sixth restart,
+   * counted, that stop() then cancels; one that stop()'s SIGTERM ended
+   * schedules none. */
+  unsigned r = mpx__sup_restarts(c->sup);
+  if (c->exit_code[5] == -SIGTERM) {
+    CU_ASSERT_EQUAL(r, 5);
+  } else {
+    CU_ASSERT(r == 5 || r == 6);
+  }
   finish(c);
 }
 

@@ -151,6 +151,13 @@ void mpx__eng_on_err(mpx_async_t *a, void *arg) {
     /* The run is over; the job ends without outputs. */
     mpx__eng_set_fatal(e, rc, "stage '%s': %s", s->cfg->name, msg);
     mpx__eng_finish_empty(s, j);
+  } else if (s->part_of) {
+    /* A partition's task is no item to dead-letter: a fold that fails
+     * (a partial its plugin refuses), or an owner that kept dying past the
+     * pool's retries, fails the run. */
+    mpx__eng_set_fatal(e, rc, "stage '%s' (partition %u of %u): %s", s->cfg->name,
+                       s->part_index, s->part_of->nparts, msg);
+    mpx__eng_finish_empty(s, j);
   } else if (s->parts) {
     /* A source that fails fails the run, in parts as when it runs here
      * (the pool ran a part whose worker died again, up to retries). */

@@ -332,7 +332,37 @@ static void test_second_sigint_stops_now(void) {
 
 static int suite_init(void) { return cli_mkdir("/tmp/mpx-faults-XXXXXX"); }
 
+
+/* A partition's fold that fails fails the run (exit 3), naming the stage
+ * and the partition; the same plugin without the failure sums 0..999 in
+ * its partitions exactly, with nothing left running. */
+static void test_partition_fold_fails(void) {
+  char yaml[1024];
+  const char *fmt = "defaults: {codec: raw}\nstages:\n"
+                    "  - plugin: range\n    params: {start: 0, stop: 1000}\n"
+                    "  - plugin: %s\n    name: sum\n    workers: 2\n    batch: 100\n"
+                    "    partition_by: key\n    partitions: 2\n    params: {fail_above: %d}\n"
+                    "  - plugin: print\n    params: {format: int64}\n";
+  kids_t k = {0};
+  snprintf(yaml, sizeof yaml, fmt, FOLDFAIL_SO, -1);
+  expect_rc(run_yaml("sum.yaml", yaml, 60, &k), 0);
+  char *out = read_file("stdout", NULL);
+  /* Partition 0 has every partial: 499500; partition 1 none: 0. */
+  CU_ASSERT_TRUE(out && strcmp(out, "499500\n0\n") && strcmp(out, "0\n499500\n") ? false : true);
+  free(out);
+  CU_ASSERT_EQUAL(kids_alive(&k), 0);
+  snprintf(yaml, sizeof yaml, fmt, FOLDFAIL_SO, 0);
+  expect_rc(run_yaml("sumfail.yaml", yaml, 60, &k), 3);
+  char *err = read_file("stderr", NULL);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "stage 'sum' (partition 0 of 2)") : NULL);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "refusing a partial of sum") : NULL);
+  if (!err || !strstr(err, "(partition 0 of 2)")) fprintf(stderr, "stderr: %s\n", err);
+  free(err);
+  CU_ASSERT_EQUAL(kids_alive(&k), 0);
+}
+
 MPX_TEST_MAIN_FIXTURE("engine_faults", suite_init, cli_rmdir, MPX_TEST(test_plugin_error_retried),
+                      MPX_TEST(test_partition_fold_fails),
               MPX_TEST(test_timeout_per_item), MPX_TEST(test_temporary_no_worker_left),
               MPX_TEST(test_sigterm_ends_hung_run), MPX_TEST(test_sigint_stops_source),
               MPX_TEST(test_second_sigint_stops_now))

@@ -216,8 +216,26 @@ static bool fusable(eng_t *e, size_t i) {
  * order, so no stage may ask for order; and a map or reduce must follow.
  * Asked for in the stage itself, what stands in the way is an error;
  * through `defaults`, the source quietly runs here. 0 or MPX_ECONFIG. */
+/* Only the first stage's source runs in parts: another source given
+ * `workers` in its own stage is refused (it would run here regardless). */
+static int refuse_other_parts(eng_t *e) {
+  unsigned bit = 1u << MPX__CFG_WORKERS;
+  for (size_t i = 1; i < e->n; i++) {
+    const stage_t *s = &e->st[i];
+    if (s->d->kind != MPX_PLUGIN_SOURCE || !(s->cfg->opts.set & bit)) continue;
+    return mpx__cfg_error_at(e->cfg, s->cfg->opts.at[MPX__CFG_WORKERS].line,
+                             s->cfg->opts.at[MPX__CFG_WORKERS].col,
+                             "stage '%s': only the first stage's source can run in parts "
+                             "(with workers); this one would run in mpx run: put it first, "
+                             "or leave out its workers", s->cfg->name);
+  }
+  return 0;
+}
+
 static int plan_source(eng_t *e) {
   stage_t *src = &e->st[0], *next = sole_reader(&e->st[0]);
+  int orc = refuse_other_parts(e);
+  if (orc != 0) return orc;
   const mpx__cfg_stage_t *c = src->cfg;
   unsigned bit = 1u << MPX__CFG_WORKERS;
   bool own = c->opts.set & bit, asked = own || (e->cfg->defaults.set & bit);

@@ -496,6 +496,14 @@ static void test_config_errors(void) {
                  "  - plugin: checksum\n    name: lost\n    inputs: [src]\n"
                  "  - plugin: print\n    inputs: [used]\n",
                  dangling, 1, (const char *const[]){"'lost'", NULL});
+  /* a second source given workers (only the first runs in parts): at
+   * its workers */
+  static const unsigned parts[][2] = {{6, 61}};
+  check_error_at("e7.yaml",
+                 "defaults: {codec: raw}\nstages:\n" SRC
+                 "  - {plugin: range, name: src2, params: {stop: 5}, workers: 2}\n"
+                 "  - plugin: print\n    inputs: [src, src2]\n",
+                 parts, 1, (const char *const[]){"'src2'", "first stage", NULL});
   /* `mpx run` refuses the same file the same way, running nothing. */
   const char *args[] = {"run", in_dir("e3.yaml"), "--progress=never", NULL};
   CU_ASSERT_EQUAL(run_mpx(args), 2);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "agg.h"
+#include "parts.h"
 
 #define HEADER 4
 
@@ -229,40 +230,28 @@ static int emit_one(const agg_t *t, mpx_plugin_ctx_t *ctx) {
 }
 
 static int emit_partitions(const agg_t *t, mpx_plugin_ctx_t *ctx, unsigned n) {
-  size_t *size = calloc(n, sizeof *size), *at = calloc(n, sizeof *at), total = 0;
+  parts_t p;
+  int rc = parts_init(&p, n, HEADER);
   uint32_t *part = malloc((t->cap ? t->cap : 1) * sizeof *part);
-  unsigned char *buf = NULL;
-  int rc = MPX_ENOMEM;
-  if (size == NULL || at == NULL || part == NULL) goto out;
-  for (size_t i = 0; i < t->cap; i++) {
+  if (part == NULL) rc = MPX_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < t->cap; i++) {
     const agg_entry_t *e = &t->slots[i];
     if (e->key == NULL) continue;
     part[i] = mpx_key_hash(e->key, e->len) % n;
-    if (size[part[i]] == 0) size[part[i]] = HEADER;
-    size[part[i]] += entry_size(t, e);
+    parts_count(&p, part[i], entry_size(t, e));
   }
-  for (unsigned p = 0; p < n; p++) {
-    at[p] = total;
-    total += size[p];
-  }
-  if ((buf = malloc(total ? total : 1)) == NULL) goto out;
-  for (unsigned p = 0; p < n; p++)
-    if (size[p] > 0) {
-      put_header(t, buf + at[p]);
-      at[p] += HEADER;
-    }
-  for (size_t i = 0; i < t->cap; i++)
+  if (rc == 0) rc = parts_layout(&p);
+  for (unsigned q = 0; rc == 0 && q < n; q++)
+    if (parts_used(&p, q)) put_header(t, parts_header(&p, q));
+  for (size_t i = 0; rc == 0 && i < t->cap; i++)
     if (t->slots[i].key != NULL)
-      at[part[i]] = (size_t)(put_entry(t, buf + at[part[i]], &t->slots[i]) - buf);
-  rc = 0;
-  for (unsigned p = 0; p < n && rc == 0; p++)
-    if (size[p] > 0) rc = mpx_emit_partition(ctx, p, buf + at[p] - size[p], size[p]);
-out:
-  free(size);
-  free(at);
+      put_entry(t, parts_put(&p, part[i], entry_size(t, &t->slots[i])), &t->slots[i]);
   free(part);
-  free(buf);
-  return rc;
+  if (rc != 0) {
+    parts_free(&p);
+    return rc;
+  }
+  return parts_emit(&p, ctx);
 }
 
 int agg_emit_partial(const agg_t *t, mpx_plugin_ctx_t *ctx, unsigned n) {

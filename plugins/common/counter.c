@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "counter.h"
+#include "parts.h"
 
 /* Arena chunks for long keys: freed all at once by counter_clear. */
 struct counter_chunk_s {
@@ -205,42 +206,25 @@ int counter_emit_top(const counter_t *c, mpx_plugin_ctx_t *ctx, uint64_t k) {
 }
 
 int counter_emit_partitions(const counter_t *c, mpx_plugin_ctx_t *ctx, unsigned n) {
-  size_t *size = calloc(n, sizeof *size), *at = calloc(n, sizeof *at);
-  uint32_t *part = malloc((c->cap ? c->cap : 1) * sizeof *part);
-  unsigned char *buf = NULL;
-  size_t total = 0;
-  int rc = MPX_ENOMEM;
-  if (size == NULL || at == NULL || part == NULL) goto out;
-  /* Two passes: the size of each partition's partial, then the entries
-   * written at their partition's offset in one buffer. */
-  for (size_t i = 0; i < c->cap; i++) {
-    const counter_entry_t *e = &c->slots[i];
-    if (e->len1 == 0) continue;
-    part[i] = e->hash % n; /* its mpx_key_hash */
-    size[part[i]] += 11 + (size_t)e->len1;
-    total += 11 + (size_t)e->len1;
-  }
-  if ((buf = malloc(total ? total : 1)) == NULL) goto out;
-  for (unsigned p = 1; p < n; p++) at[p] = at[p - 1] + size[p - 1];
-  for (size_t i = 0; i < c->cap; i++) {
+  parts_t p;
+  int rc = parts_init(&p, n, 0);
+  for (size_t i = 0; rc == 0 && i < c->cap; i++)
+    if (c->slots[i].len1 != 0) parts_count(&p, c->slots[i].hash % n, 11 + (size_t)c->slots[i].len1);
+  if (rc == 0) rc = parts_layout(&p);
+  for (size_t i = 0; rc == 0 && i < c->cap; i++) {
     const counter_entry_t *e = &c->slots[i];
     if (e->len1 == 0) continue;
     size_t len = e->len1 - 1;
-    unsigned char *w = buf + at[part[i]];
+    unsigned char *w = parts_put(&p, e->hash % n, 12 + len); /* hash: its mpx_key_hash */
     put_le(w, len, 4);
     memcpy(w + 4, key_of(e), len);
     put_le(w + 4 + len, e->count, 8);
-    at[part[i]] += 12 + len;
   }
-  rc = 0;
-  for (unsigned p = 0; p < n && rc == 0; p++)
-    if (size[p] > 0) rc = mpx_emit_partition(ctx, p, buf + at[p] - size[p], size[p]);
-out:
-  free(size);
-  free(at);
-  free(part);
-  free(buf);
-  return rc;
+  if (rc != 0) {
+    parts_free(&p);
+    return rc;
+  }
+  return parts_emit(&p, ctx);
 }
 
 int counter_emit_flush(const counter_t *c, mpx_plugin_ctx_t *ctx) {

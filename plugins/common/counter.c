@@ -81,11 +81,9 @@ static int grow(counter_t *c) {
   return 0;
 }
 
-int counter_add(counter_t *c, const void *key, size_t len, uint64_t n) {
-  uint32_t h = mpx_key_hash(key, len);
+/* count[key] += n for a key whose hash is h; the table has room. */
+static int insert(counter_t *c, const void *key, size_t len, uint32_t h, uint64_t n) {
   size_t j;
-  if (len >= UINT32_MAX - 1) return MPX_E2BIG;
-  if ((c->n + 1) * 2 > c->cap && grow(c) != 0) return MPX_ENOMEM;
   for (j = slot_of(h, c->bits); c->slots[j].len1 != 0; j = (j + 1) & (c->cap - 1)) {
     counter_entry_t *e = &c->slots[j];
     if (e->hash == h && e->len1 == len + 1 && memcmp(key_of(e), key, len) == 0) {
@@ -106,6 +104,36 @@ int counter_add(counter_t *c, const void *key, size_t len, uint64_t n) {
   return 0;
 }
 
+/* Room for k more keys (at most half full). */
+static int room(counter_t *c, size_t k) {
+  while ((c->n + k) * 2 > c->cap)
+    if (grow(c) != 0) return MPX_ENOMEM;
+  return 0;
+}
+
+int counter_add(counter_t *c, const void *key, size_t len, uint64_t n) {
+  if (len >= UINT32_MAX - 1) return MPX_E2BIG;
+  if (room(c, 1) != 0) return MPX_ENOMEM;
+  return insert(c, key, len, mpx_key_hash(key, len), n);
+}
+
+int counter_add_many(counter_t *c, const counter_item_t *it, size_t k) {
+  uint32_t h[COUNTER_MANY];
+  int rc = 0;
+  if (k > COUNTER_MANY) return MPX_E2BIG;
+  for (size_t i = 0; i < k; i++)
+    if (it[i].len >= UINT32_MAX - 1) return MPX_E2BIG;
+  if (room(c, k) != 0) return MPX_ENOMEM;
+  /* The hashes and the slots' cache lines first, so that the misses of a
+   * table bigger than the cache overlap instead of coming one by one. */
+  for (size_t i = 0; i < k; i++) {
+    h[i] = mpx_key_hash(it[i].key, it[i].len);
+    __builtin_prefetch(&c->slots[slot_of(h[i], c->bits)]);
+  }
+  for (size_t i = 0; i < k && rc == 0; i++) rc = insert(c, it[i].key, it[i].len, h[i], it[i].n);
+  return rc;
+}
+
 static uint64_t get_le(const unsigned char *p, int n) {
   uint64_t v = 0;
   for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
@@ -118,17 +146,22 @@ static void put_le(unsigned char *p, uint64_t v, int n) {
 
 int counter_add_partial(counter_t *c, const void *p, size_t len) {
   const unsigned char *s = p, *end = s + len;
-  int rc;
-  while (s < end) {
+  counter_item_t it[COUNTER_MANY];
+  size_t k = 0;
+  int rc = 0;
+  while (s < end && rc == 0) {
     if (end - s < 4) return MPX_EINVAL;
     uint64_t klen = get_le(s, 4);
     s += 4;
     if ((uint64_t)(end - s) < klen + 8) return MPX_EINVAL;
-    if ((rc = counter_add(c, s, (size_t)klen, get_le(s + klen, 8))) != 0)
-      return rc;
+    it[k++] = (counter_item_t){s, (size_t)klen, get_le(s + klen, 8)};
     s += klen + 8;
+    if (k == COUNTER_MANY) {
+      rc = counter_add_many(c, it, k);
+      k = 0;
+    }
   }
-  return 0;
+  return rc == 0 ? counter_add_many(c, it, k) : rc;
 }
 
 /* Bytewise, a prefix before the longer key. */

@@ -49,6 +49,17 @@ void counter_free(counter_t *c);
 void counter_clear(counter_t *c);
 /* count[key] += n. 0, MPX_ENOMEM, MPX_E2BIG (a key of 4 GiB - 1 or more). */
 int counter_add(counter_t *c, const void *key, size_t len, uint64_t n);
+/* A key and what to add to its count, for counter_add_many. */
+typedef struct {
+  const void *key;
+  size_t len;
+  uint64_t n;
+} counter_item_t;
+#define COUNTER_MANY 32
+/* counter_add for each of k <= COUNTER_MANY items, faster than one by one
+ * on a big table (their slots are fetched together). Errors as
+ * counter_add; the items before a failing one are added. */
+int counter_add_many(counter_t *c, const counter_item_t *it, size_t k);
 /* Adds every entry of a partial. 0, MPX_EINVAL (malformed), MPX_ENOMEM. */
 int counter_add_partial(counter_t *c, const void *p, size_t len);
 /* Emits the partial of c as one item. */

@@ -41,19 +41,27 @@ static void wc_fini(mpx_plugin_ctx_t *ctx, void *state) {
 static int wc_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
                       size_t len) {
   const unsigned char *p = in, *end = p + len;
-  int rc;
+  counter_item_t words[COUNTER_MANY];
+  size_t k = 0;
+  int rc = 0;
   (void)ctx;
-  while (p < end) {
+  while (p < end && rc == 0) {
     while (p < end && !is_word(*p)) p++;
     const unsigned char *w = p;
     while (p < end && is_word(*p)) p++;
     const unsigned char *e = p;
     while (w < e && *w == '\'') w++;
     while (e > w && e[-1] == '\'') e--;
-    if (e > w && (rc = counter_add(state, w, (size_t)(e - w), 1)) != 0)
-      return rc;
+    if (e > w) words[k++] = (counter_item_t){w, (size_t)(e - w), 1};
+    if (k == COUNTER_MANY) {
+      rc = counter_add_many(state, words, k);
+      k = 0;
+    }
   }
-  return 0;
+  /* Only running out of memory fails here, and then the words before the
+   * failing one stay counted (as they did one by one): out of memory, the
+   * state cannot be kept as it was. */
+  return rc == 0 ? counter_add_many(state, words, k) : rc;
 }
 
 static int wc_flush(mpx_plugin_ctx_t *ctx, void *state) {

@@ -1,5 +1,6 @@
 /* aggregate's keyed statistics: see agg.h. Open addressing with linear
  * probing, at most half full, as common/counter.c. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,46 @@ static uint64_t hash_bytes(const void *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
   for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3u;
   return h ^ (h >> 29);
+}
+
+/* "[+-]digits[.digits]" with at most d digits after the point (more only
+ * when they are zeros), as a count of 10^-d. */
+int agg_parse_fixed(const char *s, size_t len, int d, int64_t *out) {
+  size_t i = 0;
+  bool neg = false, digits = false;
+  uint64_t v = 0, lim = (uint64_t)INT64_MAX;
+  int frac = -1;
+  if (i < len && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+  for (; i < len; i++) {
+    if (s[i] == '.' && frac < 0) {
+      frac = 0;
+      continue;
+    }
+    if (s[i] < '0' || s[i] > '9') return -1;
+    digits = true;
+    if (frac >= 0 && frac++ >= d) {
+      if (s[i] != '0') return -1; /* more precision than decimals */
+      continue;
+    }
+    if (v > (lim - (uint64_t)(s[i] - '0')) / 10) return -1;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  if (!digits) return -1;
+  for (int k = frac < 0 ? 0 : frac; k < d; k++) {
+    if (v > lim / 10) return -1;
+    v *= 10;
+  }
+  *out = neg ? -(int64_t)v : (int64_t)v;
+  return 0;
+}
+
+int agg_parse_double(const char *s, size_t len, double *out) {
+  char buf[128], *end;
+  if (len == 0 || len >= sizeof buf) return -1;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  *out = strtod(buf, &end);
+  return end == buf + len && isfinite(*out) && buf[0] != ' ' ? 0 : -1;
 }
 
 void agg_init(agg_t *t, size_t nv, int decimals) {

@@ -50,6 +50,13 @@ typedef struct {
   int decimals; /* -1: doubles */
 } agg_t;
 
+/* A value's text [s, s+len) as a number, 0 or -1 when it is not one.
+ * Fixed point: "[+-]digits[.digits]" with at most d digits after the
+ * point (more only when they are zeros), as a count of 10^-d in int64.
+ * Double: a finite number as strtod reads it, the whole text. */
+int agg_parse_fixed(const char *s, size_t len, int d, int64_t *out);
+int agg_parse_double(const char *s, size_t len, double *out);
+
 void agg_init(agg_t *t, size_t nv, int decimals);
 void agg_free(agg_t *t);
 void agg_clear(agg_t *t);

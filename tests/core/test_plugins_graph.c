@@ -482,6 +482,44 @@ static void test_topk_partitioned(void) {
   for (size_t i = 0; i < N; i++) free(lines[i]);
 }
 
+/* A count that would leave uint64 (found by fuzz_fields): counted lines
+ * and folded partials fail, naming it, and leave the count as it was;
+ * they used to wrap around silently (2 x 2^63 counted as 0). */
+static void test_counter_overflow(void) {
+  mpx__kv_t kc[] = {KV("k", "5"), KV("counted", "true")};
+  out_t o = {0};
+  inst_t t = inst("topk", kc, 2, &o);
+  const char *big = "9999999999999999999 k";
+  feed(t, big);
+  CU_ASSERT_EQUAL(mpx__ctx_call_process(t.ctx, t.state, big, strlen(big)), MPX_ETASK);
+  CU_ASSERT_TRUE(mpx__ctx_permanent(t.ctx));
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_error(t.ctx), "the count of key 'k' leaves the uint64 range");
+  mpx__ctx_set_final(t.ctx, true);
+  CU_ASSERT_EQUAL(mpx__ctx_call_flush(t.ctx, t.state), 0);
+  CU_ASSERT_EQUAL_FATAL(o.n, 1);
+  CU_ASSERT_STRING_EQUAL(o.data[0], big);
+  inst_free(t);
+  out_free(&o);
+  /* The partial of key "k" with count 2^63, folded twice or merged with
+   * itself. */
+  static const char half[] = "\x01\0\0\0k\0\0\0\0\0\0\0\x80";
+  for (int plugin = 0; plugin < 2; plugin++) {
+    const char *name = plugin ? "topk" : "wordcount";
+    inst_t f = inst(name, NULL, 0, &o);
+    CU_ASSERT_EQUAL(mpx__ctx_call_fold(f.ctx, f.state, half, 13), 0);
+    CU_ASSERT_EQUAL(mpx__ctx_call_fold(f.ctx, f.state, half, 13), MPX_ETASK);
+    CU_ASSERT_STRING_EQUAL(mpx__ctx_error(f.ctx), "a count leaves the uint64 range");
+    CU_ASSERT_EQUAL(mpx__ctx_call_merge(f.ctx, f.state, half, 13, half, 13), MPX_ETASK);
+    CU_ASSERT_STRING_EQUAL(mpx__ctx_error(f.ctx), "a count leaves the uint64 range");
+    mpx__ctx_set_final(f.ctx, true);
+    CU_ASSERT_EQUAL(mpx__ctx_call_flush(f.ctx, f.state), 0);
+    CU_ASSERT_EQUAL_FATAL(o.n, 1);
+    CU_ASSERT_STRING_EQUAL(o.data[0], "9223372036854775808 k");
+    inst_free(f);
+    out_free(&o);
+  }
+}
+
 /* ---- aggregate ------------------------------------------------------------------- */
 
 typedef struct {
@@ -749,5 +787,6 @@ static void test_aggregate_json(void) {
 MPX_TEST_MAIN("plugins_graph", MPX_TEST(test_grep_ports), MPX_TEST(test_route_lines),
               MPX_TEST(test_route_csv), MPX_TEST(test_route_json), MPX_TEST(test_route_config),
               MPX_TEST(test_wordcount_partitioned), MPX_TEST(test_topk_partitioned),
+              MPX_TEST(test_counter_overflow),
               MPX_TEST(test_aggregate_measurements), MPX_TEST(test_aggregate_merge_exact),
               MPX_TEST(test_aggregate_errors), MPX_TEST(test_aggregate_json))

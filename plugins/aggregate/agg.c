@@ -124,14 +124,16 @@ static int lookup(agg_t *t, const void *key, size_t len, agg_entry_t **out) {
   return 0;
 }
 
-/* Adds (count, stats) into e: the merge of two rows' statistics. Fixed
- * point sums are checked first, so an overflow changes nothing. */
+/* Adds (count, stats) into e: the merge of two rows' statistics. The
+ * count and fixed-point sums are checked first, so an overflow changes
+ * nothing. */
 static int combine(const agg_t *t, agg_entry_t *e, uint64_t count, const num_t *v) {
   if (e->count == 0) {
     memcpy(e->v, v, 3 * t->nv * sizeof *v);
     e->count = count;
     return 0;
   }
+  if (e->count > UINT64_MAX - count) return MPX_EOVERFLOW; /* a count of 0 would divide */
   for (size_t i = 0; t->decimals >= 0 && i < t->nv; i++) {
     int64_t s;
     if (__builtin_add_overflow(e->v[3 * i].i, v[3 * i].i, &s)) return MPX_EOVERFLOW;
@@ -324,7 +326,9 @@ static int64_t mean_fixed(int64_t sum, uint64_t count) {
   uint64_t a = sum < 0 ? (uint64_t)0 - (uint64_t)sum : (uint64_t)sum;
   uint64_t q = a / count, r = a % count;
   if (r >= count - r) q++;
-  return sum < 0 ? -(int64_t)q : (int64_t)q;
+  if (sum >= 0) return (int64_t)q;
+  /* q is 2^63 only for INT64_MIN over one row: not negated as an int64. */
+  return q > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)q;
 }
 
 static int emit_row(const agg_t *t, mpx_plugin_ctx_t *ctx, const agg_entry_t *e, char sep) {

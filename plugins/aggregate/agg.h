@@ -64,7 +64,9 @@ void agg_clear(agg_t *t);
  * MPX_EOVERFLOW (a fixed-point sum leaves int64; the state is unchanged). */
 int agg_add_row(agg_t *t, const void *key, size_t len, const num_t *vals);
 /* Adds a partial. 0, MPX_EINVAL (malformed, or made with other settings),
- * MPX_ENOMEM, MPX_EOVERFLOW. */
+ * MPX_ENOMEM, MPX_EOVERFLOW (a key's count would leave uint64 or its
+ * fixed-point sum int64; that key is unchanged, the entries before it are
+ * in). */
 int agg_add_partial(agg_t *t, const void *p, size_t len);
 /* The non-final flush: one sorted partial, or with n > 0 partitions one
  * partial per partition that has keys (mpx_emit_partition). */

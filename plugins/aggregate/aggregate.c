@@ -138,7 +138,9 @@ static int aggregate_flush(mpx_plugin_ctx_t *ctx, void *state) {
 
 static int partial_error(mpx_plugin_ctx_t *ctx, int rc) {
   if (rc == MPX_EINVAL) return mpx_plugin_fail(ctx, "malformed partial");
-  if (rc == MPX_EOVERFLOW) return mpx_plugin_fail(ctx, "a sum leaves the int64 range");
+  if (rc == MPX_EOVERFLOW)
+    return mpx_plugin_fail(ctx, "a count or sum leaves its range (uint64 counts, int64 "
+                           "fixed-point sums)");
   return rc;
 }
 

@@ -759,6 +759,48 @@ static void test_aggregate_errors(void) {
   out_free(&o);
 }
 
+/* An aggregate partial (agg.h) of one key with the given count and, for
+ * one fixed-point value field, sum, min and max: into w, its length. */
+static size_t agg_partial(char *w, const char *key, uint64_t count, int64_t sum, int64_t min,
+                          int64_t max) {
+  uint64_t v[4] = {count, (uint64_t)sum, (uint64_t)min, (uint64_t)max};
+  uint32_t kl = (uint32_t)strlen(key);
+  size_t n = 0;
+  memcpy(w, "A\x01\x01\x00", 4), n += 4;
+  for (int i = 0; i < 4; i++) w[n++] = (char)(kl >> (8 * i));
+  memcpy(w + n, key, kl), n += kl;
+  for (int j = 0; j < 4; j++)
+    for (int i = 0; i < 8; i++) w[n++] = (char)(v[j] >> (8 * i));
+  return n;
+}
+
+/* Partials at the edges of their numbers (found by fuzz_fields): a row
+ * count that would leave uint64 fails the fold and leaves the count as it
+ * was (it wrapped to 0, and the final flush divided by it: SIGFPE); the
+ * mean of a sum of INT64_MIN over one row is INT64_MIN (it negated
+ * INT64_MIN: undefined behaviour, caught by the test-asan build). */
+static void test_aggregate_partial_edges(void) {
+  mpx__kv_t kv[] = {KV("key", "1"), KV("values", "2"), KV("decimals", "1")};
+  char p[64];
+  out_t o = {0};
+  inst_t a = inst("aggregate", kv, 3, &o);
+  size_t n = agg_partial(p, "k", (uint64_t)1 << 63, 0, 0, 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(a.ctx, a.state, p, n), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(a.ctx, a.state, p, n), MPX_ETASK);
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_error(a.ctx), "a count or sum leaves its range "
+                         "(uint64 counts, int64 fixed-point sums)");
+  n = agg_partial(p, "m", 1, INT64_MIN, INT64_MIN, INT64_MIN);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(a.ctx, a.state, p, n), 0);
+  mpx__ctx_set_final(a.ctx, true);
+  CU_ASSERT_EQUAL(mpx__ctx_call_flush(a.ctx, a.state), 0);
+  CU_ASSERT_EQUAL_FATAL(o.n, 2);
+  CU_ASSERT_STRING_EQUAL(o.data[0], "k,9223372036854775808,0.0,0.0,0.0,0.0");
+  CU_ASSERT_STRING_EQUAL(o.data[1], "m,1,-922337203685477580.8,-922337203685477580.8,"
+                                    "-922337203685477580.8,-922337203685477580.8");
+  inst_free(a);
+  out_free(&o);
+}
+
 /* JSON lines, two values, floating point; values chosen so that every sum
  * is exact in binary (multiples of 1/4), hence one right answer. */
 static void test_aggregate_json(void) {
@@ -789,4 +831,5 @@ MPX_TEST_MAIN("plugins_graph", MPX_TEST(test_grep_ports), MPX_TEST(test_route_li
               MPX_TEST(test_wordcount_partitioned), MPX_TEST(test_topk_partitioned),
               MPX_TEST(test_counter_overflow),
               MPX_TEST(test_aggregate_measurements), MPX_TEST(test_aggregate_merge_exact),
-              MPX_TEST(test_aggregate_errors), MPX_TEST(test_aggregate_json))
+              MPX_TEST(test_aggregate_errors),
+              MPX_TEST(test_aggregate_partial_edges), MPX_TEST(test_aggregate_json))

@@ -116,6 +116,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     abort();
   }
   mpx__ctx_set_emit_to(ctx, collect, &outs);
+  if ((outs.buf = malloc(outs.cap = 4096)) == NULL) abort(); /* never NULL: out_at */
   return 0;
 }
 
@@ -488,14 +489,14 @@ static void fuzz_counter(const uint8_t *d, size_t n) {
   size_t entries;
   counter_init(&c);
   int rc = counter_add_partial(&c, d, n);
-  CHECK(rc == 0 || rc == MPX_EINVAL);
+  CHECK(rc == 0 || rc == MPX_EINVAL || rc == MPX_EOVERFLOW);
   if (rc == 0) {
     CHECK(counter_total(&c) == walk(d, n, 0, 0, &sorted, &entries));
     counter_roundtrip(&c);
     if (sorted) CHECK(outs.olen[0] == n && memcmp(out_at(0), d, n) == 0);
     unsigned __int128 before = counter_total(&c);
     rc = counter_add_partial(&c, d, n);
-    CHECK(rc == 0 || rc == MPX_EINVAL);
+    CHECK(rc == 0 || rc == MPX_EOVERFLOW); /* it was well-formed the first time */
     if (rc == 0) CHECK(counter_total(&c) == 2 * before);
   }
   counter_free(&c);
@@ -549,14 +550,16 @@ static void fuzz_agg(unsigned opts, const uint8_t *d, size_t n) {
   static const int decs[] = {-1, 0, 1, 18};
   agg_t t;
   bool sorted;
-  size_t entries;
+  size_t entries = 0;
   agg_init(&t, 1 + opts % 2, decs[(opts / 2) % 4]);
   int rc = agg_add_partial(&t, d, n);
   CHECK(rc == 0 || rc == MPX_EINVAL || rc == MPX_EOVERFLOW);
   if (rc == 0) {
     CHECK(agg_total(&t) == (n ? walk(d, n, 4, 24 * t.nv, &sorted, &entries) : 0));
     agg_roundtrip(&t);
-    if (n && sorted) CHECK(outs.olen[0] == n && memcmp(out_at(0), d, n) == 0);
+    /* A canonical partial re-encodes to itself; no entries is "" (a
+     * header alone is empty too). */
+    if (entries > 0 && sorted) CHECK(outs.olen[0] == n && memcmp(out_at(0), d, n) == 0);
     rc = agg_add_partial(&t, d, n);
     CHECK(rc == 0 || rc == MPX_EINVAL || rc == MPX_EOVERFLOW);
     agg_roundtrip(&t);

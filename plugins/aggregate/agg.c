@@ -1,5 +1,6 @@
 /* aggregate's keyed statistics: see agg.h. Open addressing with linear
  * probing, at most half full, as common/counter.c. */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +54,8 @@ int agg_parse_double(const char *s, size_t len, double *out) {
   memcpy(buf, s, len);
   buf[len] = '\0';
   *out = strtod(buf, &end);
-  return end == buf + len && isfinite(*out) && buf[0] != ' ' ? 0 : -1;
+  /* strtod skips leading whitespace: the value would not be the number alone. */
+  return end == buf + len && isfinite(*out) && !isspace((unsigned char)buf[0]) ? 0 : -1;
 }
 
 void agg_init(agg_t *t, size_t nv, int decimals) {

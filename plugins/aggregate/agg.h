@@ -53,7 +53,8 @@ typedef struct {
 /* A value's text [s, s+len) as a number, 0 or -1 when it is not one.
  * Fixed point: "[+-]digits[.digits]" with at most d digits after the
  * point (more only when they are zeros), as a count of 10^-d in int64.
- * Double: a finite number as strtod reads it, the whole text. */
+ * Double: a finite number as strtod reads it, the whole text, no
+ * whitespace around it, less than 128 bytes. */
 int agg_parse_fixed(const char *s, size_t len, int d, int64_t *out);
 int agg_parse_double(const char *s, size_t len, double *out);
 

@@ -801,6 +801,27 @@ static void test_aggregate_partial_edges(void) {
   out_free(&o);
 }
 
+/* A floating-point value is the number alone: whitespace before it is
+ * refused whatever the character, as a space was (found by fuzz_fields:
+ * strtod skipped a tab, a newline or a '\r'). */
+static void test_aggregate_double_space(void) {
+  mpx__kv_t kv[] = {KV("key", "1"), KV("values", "2")};
+  out_t o = {0};
+  inst_t a = inst("aggregate", kv, 2, &o);
+  const char *bad[] = {"k, 5", "k,\t5", "k,\"\n5\"", "k,\r5", "k,\v5", "k,\f5", "k,5 "};
+  for (size_t i = 0; i < NKV(bad); i++) {
+    CU_ASSERT_EQUAL(mpx__ctx_call_process(a.ctx, a.state, bad[i], strlen(bad[i])), MPX_ETASK);
+    CU_ASSERT_TRUE(contains(mpx__ctx_error(a.ctx), "is not a number"));
+  }
+  feed(a, "k,-5e-1");
+  mpx__ctx_set_final(a.ctx, true);
+  CU_ASSERT_EQUAL(mpx__ctx_call_flush(a.ctx, a.state), 0);
+  CU_ASSERT_EQUAL_FATAL(o.n, 1);
+  CU_ASSERT_STRING_EQUAL(o.data[0], "k,1,-0.5,-0.5,-0.5,-0.5");
+  inst_free(a);
+  out_free(&o);
+}
+
 /* JSON lines, two values, floating point; values chosen so that every sum
  * is exact in binary (multiples of 1/4), hence one right answer. */
 static void test_aggregate_json(void) {
@@ -832,4 +853,5 @@ MPX_TEST_MAIN("plugins_graph", MPX_TEST(test_grep_ports), MPX_TEST(test_route_li
               MPX_TEST(test_counter_overflow),
               MPX_TEST(test_aggregate_measurements), MPX_TEST(test_aggregate_merge_exact),
               MPX_TEST(test_aggregate_errors),
-              MPX_TEST(test_aggregate_partial_edges), MPX_TEST(test_aggregate_json))
+              MPX_TEST(test_aggregate_partial_edges),
+              MPX_TEST(test_aggregate_double_space), MPX_TEST(test_aggregate_json))

@@ -259,13 +259,15 @@ static void check_json_val(const json_t *w, fields_val_t g) {
   }
 }
 
-/* Whenever jansson reads the item as one JSON value (no repeated keys,
- * shallow enough for the extractor's skipping), the extractor agrees. */
+/* Whenever jansson reads the item as one JSON value (no repeated keys, no
+ * raw NUL, shallow enough for the extractor's skipping), the extractor
+ * agrees. */
 static void check_json(fields_t *f, const char *const *specs, size_t n, const uint8_t *d,
                        size_t len) {
   fields_val_t got[MAX_SPECS];
   int rc = fields_get(f, d, len, got);
   CHECK(rc == 0 || (rc == -1 && fields_error(f)[0] != '\0'));
+  if (memchr(d, '\0', len) != NULL) return; /* jansson reads past a raw NUL: not JSON */
   json_t *j = json_loadb((const char *)d, len,
                          JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
   if (j == NULL) return;

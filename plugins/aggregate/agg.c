@@ -1,5 +1,7 @@
 /* aggregate's keyed statistics: see agg.h. Open addressing with linear
  * probing, at most half full, as common/counter.c. */
+#include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,47 @@ static uint64_t hash_bytes(const void *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
   for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3u;
   return h ^ (h >> 29);
+}
+
+/* "[+-]digits[.digits]" with at most d digits after the point (more only
+ * when they are zeros), as a count of 10^-d. */
+int agg_parse_fixed(const char *s, size_t len, int d, int64_t *out) {
+  size_t i = 0;
+  bool neg = false, digits = false;
+  uint64_t v = 0, lim = (uint64_t)INT64_MAX;
+  int frac = -1;
+  if (i < len && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+  for (; i < len; i++) {
+    if (s[i] == '.' && frac < 0) {
+      frac = 0;
+      continue;
+    }
+    if (s[i] < '0' || s[i] > '9') return -1;
+    digits = true;
+    if (frac >= 0 && frac++ >= d) {
+      if (s[i] != '0') return -1; /* more precision than decimals */
+      continue;
+    }
+    if (v > (lim - (uint64_t)(s[i] - '0')) / 10) return -1;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  if (!digits) return -1;
+  for (int k = frac < 0 ? 0 : frac; k < d; k++) {
+    if (v > lim / 10) return -1;
+    v *= 10;
+  }
+  *out = neg ? -(int64_t)v : (int64_t)v;
+  return 0;
+}
+
+int agg_parse_double(const char *s, size_t len, double *out) {
+  char buf[128], *end;
+  if (len == 0 || len >= sizeof buf) return -1;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  *out = strtod(buf, &end);
+  /* strtod skips leading whitespace: the value would not be the number alone. */
+  return end == buf + len && isfinite(*out) && !isspace((unsigned char)buf[0]) ? 0 : -1;
 }
 
 void agg_init(agg_t *t, size_t nv, int decimals) {
@@ -84,14 +127,16 @@ static int lookup(agg_t *t, const void *key, size_t len, agg_entry_t **out) {
   return 0;
 }
 
-/* Adds (count, stats) into e: the merge of two rows' statistics. Fixed
- * point sums are checked first, so an overflow changes nothing. */
+/* Adds (count, stats) into e: the merge of two rows' statistics. The
+ * count and fixed-point sums are checked first, so an overflow changes
+ * nothing. */
 static int combine(const agg_t *t, agg_entry_t *e, uint64_t count, const num_t *v) {
   if (e->count == 0) {
     memcpy(e->v, v, 3 * t->nv * sizeof *v);
     e->count = count;
     return 0;
   }
+  if (e->count > UINT64_MAX - count) return MPX_EOVERFLOW; /* a count of 0 would divide */
   for (size_t i = 0; t->decimals >= 0 && i < t->nv; i++) {
     int64_t s;
     if (__builtin_add_overflow(e->v[3 * i].i, v[3 * i].i, &s)) return MPX_EOVERFLOW;
@@ -272,7 +317,9 @@ static int64_t mean_fixed(int64_t sum, uint64_t count) {
   uint64_t a = sum < 0 ? (uint64_t)0 - (uint64_t)sum : (uint64_t)sum;
   uint64_t q = a / count, r = a % count;
   if (r >= count - r) q++;
-  return sum < 0 ? -(int64_t)q : (int64_t)q;
+  if (sum >= 0) return (int64_t)q;
+  /* q is 2^63 only for INT64_MIN over one row: not negated as an int64. */
+  return q > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)q;
 }
 
 static int emit_row(const agg_t *t, mpx_plugin_ctx_t *ctx, const agg_entry_t *e, char sep) {

@@ -50,6 +50,14 @@ typedef struct {
   int decimals; /* -1: doubles */
 } agg_t;
 
+/* A value's text [s, s+len) as a number, 0 or -1 when it is not one.
+ * Fixed point: "[+-]digits[.digits]" with at most d digits after the
+ * point (more only when they are zeros), as a count of 10^-d in int64.
+ * Double: a finite number as strtod reads it, the whole text, no
+ * whitespace around it, less than 128 bytes. */
+int agg_parse_fixed(const char *s, size_t len, int d, int64_t *out);
+int agg_parse_double(const char *s, size_t len, double *out);
+
 void agg_init(agg_t *t, size_t nv, int decimals);
 void agg_free(agg_t *t);
 void agg_clear(agg_t *t);
@@ -57,7 +65,9 @@ void agg_clear(agg_t *t);
  * MPX_EOVERFLOW (a fixed-point sum leaves int64; the state is unchanged). */
 int agg_add_row(agg_t *t, const void *key, size_t len, const num_t *vals);
 /* Adds a partial. 0, MPX_EINVAL (malformed, or made with other settings),
- * MPX_ENOMEM, MPX_EOVERFLOW. */
+ * MPX_ENOMEM, MPX_EOVERFLOW (a key's count would leave uint64 or its
+ * fixed-point sum int64; that key is unchanged, the entries before it are
+ * in). */
 int agg_add_partial(agg_t *t, const void *p, size_t len);
 /* The non-final flush: one sorted partial, or with n > 0 partitions one
  * partial per partition that has keys (mpx_emit_partition). */

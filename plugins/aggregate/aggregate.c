@@ -14,7 +14,6 @@
  * Partition-aware: in a partitioned stage (`partition_by: key`) a
  * non-final flush emits one partial per partition; fold adds a partial
  * into the live state; merge remains for engines before ABI 1.2. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,46 +95,6 @@ static void aggregate_fini(mpx_plugin_ctx_t *ctx, void *state) {
   if (state != NULL) aggregate_free(state);
 }
 
-/* "[+-]digits[.digits]" with at most d digits after the point (more only
- * when they are zeros), as a count of 10^-d. */
-static int parse_fixed(const char *s, size_t len, int d, int64_t *out) {
-  size_t i = 0;
-  bool neg = false, digits = false;
-  uint64_t v = 0, lim = (uint64_t)INT64_MAX;
-  int frac = -1;
-  if (i < len && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
-  for (; i < len; i++) {
-    if (s[i] == '.' && frac < 0) {
-      frac = 0;
-      continue;
-    }
-    if (s[i] < '0' || s[i] > '9') return -1;
-    digits = true;
-    if (frac >= 0 && frac++ >= d) {
-      if (s[i] != '0') return -1; /* more precision than decimals */
-      continue;
-    }
-    if (v > (lim - (uint64_t)(s[i] - '0')) / 10) return -1;
-    v = v * 10 + (uint64_t)(s[i] - '0');
-  }
-  if (!digits) return -1;
-  for (int k = frac < 0 ? 0 : frac; k < d; k++) {
-    if (v > lim / 10) return -1;
-    v *= 10;
-  }
-  *out = neg ? -(int64_t)v : (int64_t)v;
-  return 0;
-}
-
-static int parse_double(const char *s, size_t len, double *out) {
-  char buf[128], *end;
-  if (len == 0 || len >= sizeof buf) return -1;
-  memcpy(buf, s, len);
-  buf[len] = '\0';
-  *out = strtod(buf, &end);
-  return end == buf + len && isfinite(*out) && buf[0] != ' ' ? 0 : -1;
-}
-
 static int aggregate_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
                              size_t len) {
   aggregate_t *a = state;
@@ -148,8 +107,8 @@ static int aggregate_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
       return mpx_plugin_fail_permanent(ctx, "no %s field '%s'", i ? "value" : "key",
                                        a->names[i]);
     if (i == 0) continue;
-    rc = a->decimals >= 0 ? parse_fixed(v->p, v->len, a->decimals, &a->nums[i - 1].i)
-                          : parse_double(v->p, v->len, &a->nums[i - 1].d);
+    rc = a->decimals >= 0 ? agg_parse_fixed(v->p, v->len, a->decimals, &a->nums[i - 1].i)
+                          : agg_parse_double(v->p, v->len, &a->nums[i - 1].d);
     if (rc != 0) {
       if (a->decimals >= 0)
         return mpx_plugin_fail_permanent(
@@ -179,7 +138,9 @@ static int aggregate_flush(mpx_plugin_ctx_t *ctx, void *state) {
 
 static int partial_error(mpx_plugin_ctx_t *ctx, int rc) {
   if (rc == MPX_EINVAL) return mpx_plugin_fail(ctx, "malformed partial");
-  if (rc == MPX_EOVERFLOW) return mpx_plugin_fail(ctx, "a sum leaves the int64 range");
+  if (rc == MPX_EOVERFLOW)
+    return mpx_plugin_fail(ctx, "a count or sum leaves its range (uint64 counts, int64 "
+                           "fixed-point sums)");
   return rc;
 }
 

@@ -87,6 +87,7 @@ static int insert(counter_t *c, const void *key, size_t len, uint32_t h, uint64_
   for (j = slot_of(h, c->bits); c->slots[j].len1 != 0; j = (j + 1) & (c->cap - 1)) {
     counter_entry_t *e = &c->slots[j];
     if (e->hash == h && e->len1 == len + 1 && memcmp(key_of(e), key, len) == 0) {
+      if (e->count > UINT64_MAX - n) return MPX_EOVERFLOW; /* never wraps */
       e->count += n;
       return 0;
     }
@@ -258,6 +259,12 @@ int counter_emit_partitions(const counter_t *c, mpx_plugin_ctx_t *ctx, unsigned 
     return rc;
   }
   return parts_emit(&p, ctx);
+}
+
+int counter_fold_error(mpx_plugin_ctx_t *ctx, int rc) {
+  if (rc == MPX_EINVAL) return mpx_plugin_fail(ctx, "malformed partial");
+  if (rc == MPX_EOVERFLOW) return mpx_plugin_fail(ctx, "a count leaves the uint64 range");
+  return rc;
 }
 
 int counter_emit_flush(const counter_t *c, mpx_plugin_ctx_t *ctx) {

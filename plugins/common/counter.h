@@ -47,7 +47,8 @@ void counter_init(counter_t *c);
 void counter_free(counter_t *c);
 /* Forgets every key, keeps the table. */
 void counter_clear(counter_t *c);
-/* count[key] += n. 0, MPX_ENOMEM, MPX_E2BIG (a key of 4 GiB - 1 or more). */
+/* count[key] += n. 0, MPX_ENOMEM, MPX_E2BIG (a key of 4 GiB - 1 or more),
+ * MPX_EOVERFLOW (the count would leave uint64; it is left as it was). */
 int counter_add(counter_t *c, const void *key, size_t len, uint64_t n);
 /* A key and what to add to its count, for counter_add_many. */
 typedef struct {
@@ -60,8 +61,13 @@ typedef struct {
  * on a big table (their slots are fetched together). Errors as
  * counter_add; the items before a failing one are added. */
 int counter_add_many(counter_t *c, const counter_item_t *it, size_t k);
-/* Adds every entry of a partial. 0, MPX_EINVAL (malformed), MPX_ENOMEM. */
+/* Adds every entry of a partial. 0, MPX_EINVAL (malformed), MPX_ENOMEM,
+ * MPX_EOVERFLOW (as counter_add). On failure the entries before the bad
+ * one are in. */
 int counter_add_partial(counter_t *c, const void *p, size_t len);
+/* A fold's or merge's rc from counter_add_partial, with the reason said
+ * (mpx_plugin_fail) for a malformed partial or an overflowing count. */
+int counter_fold_error(mpx_plugin_ctx_t *ctx, int rc);
 /* Emits the partial of c as one item. */
 int counter_emit_partial(const counter_t *c, mpx_plugin_ctx_t *ctx);
 /* For a partitioned stage (n = mpx_partitions(ctx) > 0): one partial per

@@ -6,7 +6,7 @@
  *
  * routes: "NAME=REGEX;NAME2=REGEX2". ";;" is a literal ';' in a regex;
  * spaces around a name are dropped; an empty entry (a trailing ';') is
- * skipped. An item without the field, or one that is not valid CSV or
+ * skipped (routes.h has the exact syntax). An item without the field, or one that is not valid CSV or
  * JSON, goes to "unmatched": routing is not validation. */
 #define _GNU_SOURCE
 #include <regex.h>
@@ -18,107 +18,35 @@
 #include <mpx/plugin.h>
 
 #include "fields.h"
+#include "routes.h"
 
 typedef struct {
-  char *name;
-  char *pattern;
-  regex_t re;
-  bool compiled;
-} route_t;
-
-typedef struct {
-  route_t *routes;
+  routes_entry_t *routes; /* names and regexes, as the parameter has them */
   size_t n;
+  regex_t *re; /* routes[i]'s, compiled; the first ncompiled of them */
+  size_t ncompiled;
   fields_t *fields; /* NULL: match the whole item */
   char *line;       /* a NUL-terminated copy of what is matched */
   size_t cap;
 } router_t;
 
-static void routes_free(route_t *r, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    free(r[i].name);
-    free(r[i].pattern);
-    if (r[i].compiled) regfree(&r[i].re);
-  }
-  free(r);
-}
-
-static bool good_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 63) return false;
-  for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
-      return false;
-  return true;
-}
-
-/* One "NAME=REGEX" entry, [s, e) with ";;" still doubled, into r. */
-static int parse_entry(mpx_plugin_ctx_t *ctx, const char *s, const char *e, route_t *r) {
-  const char *eq = memchr(s, '=', (size_t)(e - s));
-  if (eq == NULL)
-    return mpx_plugin_fail(ctx, "routes: '%.*s' is not NAME=REGEX", (int)(e - s), s);
-  const char *ns = s, *ne = eq;
-  while (ns < ne && *ns == ' ') ns++;
-  while (ne > ns && ne[-1] == ' ') ne--;
-  if ((r->name = strndup(ns, (size_t)(ne - ns))) == NULL ||
-      (r->pattern = malloc((size_t)(e - eq))) == NULL)
-    return MPX_ENOMEM;
-  size_t k = 0;
-  for (const char *p = eq + 1; p < e; p++) {
-    r->pattern[k++] = *p;
-    if (*p == ';') p++; /* ";;" -> ";" */
-  }
-  r->pattern[k] = '\0';
-  if (!good_name(r->name))
-    return mpx_plugin_fail(ctx, "routes: bad route name '%s' (want 1 to 63 of "
-                           "[a-z0-9_-])", r->name);
-  int rc = regcomp(&r->re, r->pattern, REG_EXTENDED | REG_NOSUB);
-  if (rc != 0) {
-    char why[256];
-    regerror(rc, &r->re, why, sizeof why);
-    return mpx_plugin_fail(ctx, "routes: bad regex '%s' for route '%s': %s", r->pattern,
-                           r->name, why);
-  }
-  r->compiled = true;
-  return 0;
-}
-
-/* The routes parameter, checked and compiled. */
-static int parse_routes(mpx_plugin_ctx_t *ctx, route_t **out, size_t *n) {
-  const char *s = mpx_param_str(ctx, "routes");
-  route_t *r = NULL;
-  size_t k = 0;
-  int rc = 0;
-  for (const char *p = s; *p && rc == 0;) {
-    const char *e = p;
-    while (*e && !(*e == ';' && e[1] != ';')) e += (*e == ';') ? 2 : 1;
-    const char *t = p;
-    while (t < e && *t == ' ') t++;
-    if (t < e) {
-      route_t *g = realloc(r, (k + 1) * sizeof *r);
-      if (g == NULL) {
-        rc = MPX_ENOMEM;
-        break;
-      }
-      r = g;
-      memset(&r[k], 0, sizeof r[k]);
-      rc = parse_entry(ctx, p, e, &r[k++]);
-      for (size_t i = 0; rc == 0 && i + 1 < k; i++)
-        if (strcmp(r[i].name, r[k - 1].name) == 0)
-          rc = mpx_plugin_fail(ctx, "routes: route '%s' named twice", r[i].name);
-      if (rc == 0 && strcmp(r[k - 1].name, "unmatched") == 0)
-        rc = mpx_plugin_fail(ctx, "routes: 'unmatched' is the port of the items no "
-                             "route takes; name the route otherwise");
+/* The routes parameter, checked (routes.c) and compiled into r. */
+static int parse_routes(mpx_plugin_ctx_t *ctx, router_t *r) {
+  char err[512];
+  int rc = routes_parse(mpx_param_str(ctx, "routes"), &r->routes, &r->n, err, sizeof err);
+  if (rc == -2) return MPX_ENOMEM;
+  if (rc != 0) return mpx_plugin_fail(ctx, "%s", err);
+  if ((r->re = calloc(r->n, sizeof *r->re)) == NULL) return MPX_ENOMEM;
+  for (; r->ncompiled < r->n; r->ncompiled++) {
+    const routes_entry_t *e = &r->routes[r->ncompiled];
+    regex_t *re = &r->re[r->ncompiled];
+    if ((rc = regcomp(re, e->pattern, REG_EXTENDED | REG_NOSUB)) != 0) {
+      char why[256];
+      regerror(rc, re, why, sizeof why);
+      return mpx_plugin_fail(ctx, "routes: bad regex '%s' for route '%s': %s", e->pattern,
+                             e->name, why);
     }
-    p = *e ? e + 1 : e;
   }
-  if (rc == 0 && k == 0) rc = mpx_plugin_fail(ctx, "routes: no route (want NAME=REGEX;...)");
-  if (rc != 0) {
-    routes_free(r, k);
-    return rc;
-  }
-  *out = r;
-  *n = k;
   return 0;
 }
 
@@ -138,6 +66,8 @@ static int make_fields(mpx_plugin_ctx_t *ctx, fields_t **f) {
 }
 
 static void router_free(router_t *r) {
+  for (size_t i = 0; i < r->ncompiled; i++) regfree(&r->re[i]);
+  free(r->re);
   routes_free(r->routes, r->n);
   fields_free(r->fields);
   free(r->line);
@@ -150,7 +80,7 @@ static int route_ports(mpx_plugin_ctx_t *ctx) {
   if (r == NULL) return MPX_ENOMEM;
   /* The whole configuration is checked here, so a bad one is a
    * configuration error before any instance starts. */
-  rc = parse_routes(ctx, &r->routes, &r->n);
+  rc = parse_routes(ctx, r);
   if (rc == 0) rc = make_fields(ctx, &r->fields);
   for (size_t i = 0; rc == 0 && i < r->n; i++)
     if ((rc = mpx_port_add(ctx, r->routes[i].name)) != 0)
@@ -165,7 +95,7 @@ static int route_init(mpx_plugin_ctx_t *ctx, void **state) {
   router_t *r = calloc(1, sizeof *r);
   int rc;
   if (r == NULL) return MPX_ENOMEM;
-  if ((rc = parse_routes(ctx, &r->routes, &r->n)) == 0) rc = make_fields(ctx, &r->fields);
+  if ((rc = parse_routes(ctx, r)) == 0) rc = make_fields(ctx, &r->fields);
   if (rc != 0) {
     router_free(r);
     return rc;
@@ -193,14 +123,14 @@ static int first_match(mpx_plugin_ctx_t *ctx, router_t *r, const char *s, size_t
     int rc;
 #ifdef REG_STARTEND
     regmatch_t m[1] = {{.rm_so = 0, .rm_eo = (regoff_t)len}};
-    rc = regexec(&r->routes[i].re, r->line, 1, m, REG_STARTEND);
+    rc = regexec(&r->re[i], r->line, 1, m, REG_STARTEND);
 #else
-    rc = regexec(&r->routes[i].re, r->line, 0, NULL, 0);
+    rc = regexec(&r->re[i], r->line, 0, NULL, 0);
 #endif
     if (rc == 0) return (int)i;
     if (rc != REG_NOMATCH) {
       char why[256];
-      regerror(rc, &r->routes[i].re, why, sizeof why);
+      regerror(rc, &r->re[i], why, sizeof why);
       return mpx_plugin_fail(ctx, "regexec: %s", why);
     }
   }

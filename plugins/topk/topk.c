@@ -62,6 +62,9 @@ static int topk_process(mpx_plugin_ctx_t *ctx, void *state, const void *in,
   }
   int rc = counter_add(&t->c, in, len, n);
   if (rc == MPX_E2BIG) return mpx_plugin_fail(ctx, "key of %zu bytes", len);
+  if (rc == MPX_EOVERFLOW)
+    return mpx_plugin_fail_permanent(ctx, "the count of key '%.*s' leaves the uint64 range",
+                                     (int)(len < 60 ? len : 60), (const char *)in);
   return rc;
 }
 
@@ -77,7 +80,7 @@ static int topk_fold(mpx_plugin_ctx_t *ctx, void *state, const void *partial,
                      size_t len) {
   topk_t *t = state;
   int rc = counter_add_partial(&t->c, partial, len);
-  return rc == MPX_EINVAL ? mpx_plugin_fail(ctx, "malformed partial") : rc;
+  return counter_fold_error(ctx, rc);
 }
 
 static int topk_merge(mpx_plugin_ctx_t *ctx, void *state, const void *a,
@@ -88,7 +91,7 @@ static int topk_merge(mpx_plugin_ctx_t *ctx, void *state, const void *a,
   counter_init(&c);
   if ((rc = counter_add_partial(&c, a, alen)) == 0)
     rc = counter_add_partial(&c, b, blen);
-  if (rc == MPX_EINVAL) rc = mpx_plugin_fail(ctx, "malformed partial");
+  rc = counter_fold_error(ctx, rc);
   if (rc == 0)
     rc = mpx_reduce_final(ctx) ? counter_emit_top(&c, ctx, t->k)
                                : counter_emit_partial(&c, ctx);

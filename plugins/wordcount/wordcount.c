@@ -74,7 +74,7 @@ static int wc_flush(mpx_plugin_ctx_t *ctx, void *state) {
 static int wc_fold(mpx_plugin_ctx_t *ctx, void *state, const void *partial,
                    size_t len) {
   int rc = counter_add_partial(state, partial, len);
-  return rc == MPX_EINVAL ? mpx_plugin_fail(ctx, "malformed partial") : rc;
+  return counter_fold_error(ctx, rc);
 }
 
 static int wc_merge(mpx_plugin_ctx_t *ctx, void *state, const void *a,
@@ -85,7 +85,7 @@ static int wc_merge(mpx_plugin_ctx_t *ctx, void *state, const void *a,
   counter_init(&c);
   if ((rc = counter_add_partial(&c, a, alen)) == 0)
     rc = counter_add_partial(&c, b, blen);
-  if (rc == MPX_EINVAL) rc = mpx_plugin_fail(ctx, "malformed partial");
+  rc = counter_fold_error(ctx, rc);
   if (rc == 0)
     rc = mpx_reduce_final(ctx) ? counter_emit_top(&c, ctx, UINT64_MAX)
                                : counter_emit_partial(&c, ctx);

@@ -482,6 +482,44 @@ static void test_topk_partitioned(void) {
   for (size_t i = 0; i < N; i++) free(lines[i]);
 }
 
+/* A count that would leave uint64 (found by fuzz_fields): counted lines
+ * and folded partials fail, naming it, and leave the count as it was;
+ * they used to wrap around silently (2 x 2^63 counted as 0). */
+static void test_counter_overflow(void) {
+  mpx__kv_t kc[] = {KV("k", "5"), KV("counted", "true")};
+  out_t o = {0};
+  inst_t t = inst("topk", kc, 2, &o);
+  const char *big = "9999999999999999999 k";
+  feed(t, big);
+  CU_ASSERT_EQUAL(mpx__ctx_call_process(t.ctx, t.state, big, strlen(big)), MPX_ETASK);
+  CU_ASSERT_TRUE(mpx__ctx_permanent(t.ctx));
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_error(t.ctx), "the count of key 'k' leaves the uint64 range");
+  mpx__ctx_set_final(t.ctx, true);
+  CU_ASSERT_EQUAL(mpx__ctx_call_flush(t.ctx, t.state), 0);
+  CU_ASSERT_EQUAL_FATAL(o.n, 1);
+  CU_ASSERT_STRING_EQUAL(o.data[0], big);
+  inst_free(t);
+  out_free(&o);
+  /* The partial of key "k" with count 2^63, folded twice or merged with
+   * itself. */
+  static const char half[] = "\x01\0\0\0k\0\0\0\0\0\0\0\x80";
+  for (int plugin = 0; plugin < 2; plugin++) {
+    const char *name = plugin ? "topk" : "wordcount";
+    inst_t f = inst(name, NULL, 0, &o);
+    CU_ASSERT_EQUAL(mpx__ctx_call_fold(f.ctx, f.state, half, 13), 0);
+    CU_ASSERT_EQUAL(mpx__ctx_call_fold(f.ctx, f.state, half, 13), MPX_ETASK);
+    CU_ASSERT_STRING_EQUAL(mpx__ctx_error(f.ctx), "a count leaves the uint64 range");
+    CU_ASSERT_EQUAL(mpx__ctx_call_merge(f.ctx, f.state, half, 13, half, 13), MPX_ETASK);
+    CU_ASSERT_STRING_EQUAL(mpx__ctx_error(f.ctx), "a count leaves the uint64 range");
+    mpx__ctx_set_final(f.ctx, true);
+    CU_ASSERT_EQUAL(mpx__ctx_call_flush(f.ctx, f.state), 0);
+    CU_ASSERT_EQUAL_FATAL(o.n, 1);
+    CU_ASSERT_STRING_EQUAL(o.data[0], "9223372036854775808 k");
+    inst_free(f);
+    out_free(&o);
+  }
+}
+
 /* ---- aggregate ------------------------------------------------------------------- */
 
 typedef struct {
@@ -721,6 +759,69 @@ static void test_aggregate_errors(void) {
   out_free(&o);
 }
 
+/* An aggregate partial (agg.h) of one key with the given count and, for
+ * one fixed-point value field, sum, min and max: into w, its length. */
+static size_t agg_partial(char *w, const char *key, uint64_t count, int64_t sum, int64_t min,
+                          int64_t max) {
+  uint64_t v[4] = {count, (uint64_t)sum, (uint64_t)min, (uint64_t)max};
+  uint32_t kl = (uint32_t)strlen(key);
+  size_t n = 0;
+  memcpy(w, "A\x01\x01\x00", 4), n += 4;
+  for (int i = 0; i < 4; i++) w[n++] = (char)(kl >> (8 * i));
+  memcpy(w + n, key, kl), n += kl;
+  for (int j = 0; j < 4; j++)
+    for (int i = 0; i < 8; i++) w[n++] = (char)(v[j] >> (8 * i));
+  return n;
+}
+
+/* Partials at the edges of their numbers (found by fuzz_fields): a row
+ * count that would leave uint64 fails the fold and leaves the count as it
+ * was (it wrapped to 0, and the final flush divided by it: SIGFPE); the
+ * mean of a sum of INT64_MIN over one row is INT64_MIN (it negated
+ * INT64_MIN: undefined behaviour, caught by the test-asan build). */
+static void test_aggregate_partial_edges(void) {
+  mpx__kv_t kv[] = {KV("key", "1"), KV("values", "2"), KV("decimals", "1")};
+  char p[64];
+  out_t o = {0};
+  inst_t a = inst("aggregate", kv, 3, &o);
+  size_t n = agg_partial(p, "k", (uint64_t)1 << 63, 0, 0, 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(a.ctx, a.state, p, n), 0);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(a.ctx, a.state, p, n), MPX_ETASK);
+  CU_ASSERT_STRING_EQUAL(mpx__ctx_error(a.ctx), "a count or sum leaves its range "
+                         "(uint64 counts, int64 fixed-point sums)");
+  n = agg_partial(p, "m", 1, INT64_MIN, INT64_MIN, INT64_MIN);
+  CU_ASSERT_EQUAL(mpx__ctx_call_fold(a.ctx, a.state, p, n), 0);
+  mpx__ctx_set_final(a.ctx, true);
+  CU_ASSERT_EQUAL(mpx__ctx_call_flush(a.ctx, a.state), 0);
+  CU_ASSERT_EQUAL_FATAL(o.n, 2);
+  CU_ASSERT_STRING_EQUAL(o.data[0], "k,9223372036854775808,0.0,0.0,0.0,0.0");
+  CU_ASSERT_STRING_EQUAL(o.data[1], "m,1,-922337203685477580.8,-922337203685477580.8,"
+                                    "-922337203685477580.8,-922337203685477580.8");
+  inst_free(a);
+  out_free(&o);
+}
+
+/* A floating-point value is the number alone: whitespace before it is
+ * refused whatever the character, as a space was (found by fuzz_fields:
+ * strtod skipped a tab, a newline or a '\r'). */
+static void test_aggregate_double_space(void) {
+  mpx__kv_t kv[] = {KV("key", "1"), KV("values", "2")};
+  out_t o = {0};
+  inst_t a = inst("aggregate", kv, 2, &o);
+  const char *bad[] = {"k, 5", "k,\t5", "k,\"\n5\"", "k,\r5", "k,\v5", "k,\f5", "k,5 "};
+  for (size_t i = 0; i < NKV(bad); i++) {
+    CU_ASSERT_EQUAL(mpx__ctx_call_process(a.ctx, a.state, bad[i], strlen(bad[i])), MPX_ETASK);
+    CU_ASSERT_TRUE(contains(mpx__ctx_error(a.ctx), "is not a number"));
+  }
+  feed(a, "k,-5e-1");
+  mpx__ctx_set_final(a.ctx, true);
+  CU_ASSERT_EQUAL(mpx__ctx_call_flush(a.ctx, a.state), 0);
+  CU_ASSERT_EQUAL_FATAL(o.n, 1);
+  CU_ASSERT_STRING_EQUAL(o.data[0], "k,1,-0.5,-0.5,-0.5,-0.5");
+  inst_free(a);
+  out_free(&o);
+}
+
 /* JSON lines, two values, floating point; values chosen so that every sum
  * is exact in binary (multiples of 1/4), hence one right answer. */
 static void test_aggregate_json(void) {
@@ -749,5 +850,8 @@ static void test_aggregate_json(void) {
 MPX_TEST_MAIN("plugins_graph", MPX_TEST(test_grep_ports), MPX_TEST(test_route_lines),
               MPX_TEST(test_route_csv), MPX_TEST(test_route_json), MPX_TEST(test_route_config),
               MPX_TEST(test_wordcount_partitioned), MPX_TEST(test_topk_partitioned),
+              MPX_TEST(test_counter_overflow),
               MPX_TEST(test_aggregate_measurements), MPX_TEST(test_aggregate_merge_exact),
-              MPX_TEST(test_aggregate_errors), MPX_TEST(test_aggregate_json))
+              MPX_TEST(test_aggregate_errors),
+              MPX_TEST(test_aggregate_partial_edges),
+              MPX_TEST(test_aggregate_double_space), MPX_TEST(test_aggregate_json))

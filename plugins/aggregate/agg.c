@@ -11,11 +11,36 @@
 
 #define HEADER 4
 
-static uint64_t hash_bytes(const void *p, size_t n) {
-  const unsigned char *s = p;
-  uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3u;
-  return h ^ (h >> 29);
+/* A key's slot: the high bits of its mpx_key_hash after a multiply, so
+ * that the keys of one partition (equal hash % partitions) still spread
+ * over the table. */
+static size_t slot_of(uint64_t h, size_t cap) {
+  return (size_t)(((uint32_t)h * 0x9e3779b1u) & 0xffffffffu) * cap >> 32;
+}
+
+/* Arena chunks for the entries' blocks (stats and key): freed all at
+ * once by agg_clear, not one malloc per key. */
+struct agg_chunk_s {
+  struct agg_chunk_s *next;
+  size_t used, size;
+  max_align_t data[];
+};
+#define CHUNK_SIZE ((size_t)1 << 20)
+
+static void *arena_get(agg_t *t, size_t len) {
+  struct agg_chunk_s *k = t->chunks;
+  len = (len + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+  if (k == NULL || k->size - k->used < len) {
+    size_t size = len > CHUNK_SIZE ? len : CHUNK_SIZE;
+    if ((k = malloc(sizeof *k + size)) == NULL) return NULL;
+    k->next = t->chunks;
+    k->used = 0;
+    k->size = size;
+    t->chunks = k;
+  }
+  void *p = (char *)k->data + k->used;
+  k->used += len;
+  return p;
 }
 
 /* "[+-]digits[.digits]" with at most d digits after the point (more only
@@ -66,10 +91,11 @@ void agg_init(agg_t *t, size_t nv, int decimals) {
 }
 
 void agg_clear(agg_t *t) {
-  for (size_t i = 0; i < t->cap; i++) {
-    free(t->slots[i].v);
-    t->slots[i].key = NULL;
-    t->slots[i].v = NULL;
+  if (t->n) memset(t->slots, 0, t->cap * sizeof *t->slots);
+  while (t->chunks) {
+    struct agg_chunk_s *k = t->chunks;
+    t->chunks = k->next;
+    free(k);
   }
   t->n = 0;
 }
@@ -87,7 +113,7 @@ static int grow(agg_t *t) {
   for (size_t i = 0; i < t->cap; i++) {
     agg_entry_t *e = &t->slots[i];
     if (e->key == NULL) continue;
-    size_t j = (size_t)e->hash & (cap - 1);
+    size_t j = slot_of(e->hash, cap);
     while (s[j].key != NULL) j = (j + 1) & (cap - 1);
     s[j] = *e;
   }
@@ -101,7 +127,7 @@ static int grow(agg_t *t) {
 static agg_entry_t *find(const agg_t *t, const void *key, size_t len, uint64_t h,
                          size_t *slot) {
   size_t j;
-  for (j = (size_t)h & (t->cap - 1); t->slots[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
+  for (j = slot_of(h, t->cap); t->slots[j].key != NULL; j = (j + 1) & (t->cap - 1)) {
     agg_entry_t *e = &t->slots[j];
     if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0) return e;
   }
@@ -109,15 +135,21 @@ static agg_entry_t *find(const agg_t *t, const void *key, size_t len, uint64_t h
   return NULL;
 }
 
-/* The entry of key, made (count 0) when new. */
-static int lookup(agg_t *t, const void *key, size_t len, agg_entry_t **out) {
-  uint64_t h = hash_bytes(key, len);
+/* Room for k more keys (at most half full). */
+static int room(agg_t *t, size_t k) {
+  while ((t->n + k) * 2 > t->cap)
+    if (grow(t) != 0) return MPX_ENOMEM;
+  return 0;
+}
+
+/* The entry of key (hash h: its mpx_key_hash), made (count 0) when new;
+ * the table has room. */
+static int lookup_hashed(agg_t *t, const void *key, size_t len, uint64_t h, agg_entry_t **out) {
   size_t j;
   if (len > UINT32_MAX) return MPX_E2BIG;
-  if ((t->n + 1) * 2 > t->cap && grow(t) != 0) return MPX_ENOMEM;
   if ((*out = find(t, key, len, h, &j)) != NULL) return 0;
   /* One block: the stats, then the key. */
-  num_t *v = malloc(3 * t->nv * sizeof *v + (len ? len : 1));
+  num_t *v = arena_get(t, 3 * t->nv * sizeof *v + (len ? len : 1));
   if (v == NULL) return MPX_ENOMEM;
   char *k = (char *)(v + 3 * t->nv);
   if (len) memcpy(k, key, len);
@@ -125,6 +157,11 @@ static int lookup(agg_t *t, const void *key, size_t len, agg_entry_t **out) {
   t->n++;
   *out = &t->slots[j];
   return 0;
+}
+
+static int lookup(agg_t *t, const void *key, size_t len, agg_entry_t **out) {
+  if (room(t, 1) != 0) return MPX_ENOMEM;
+  return lookup_hashed(t, key, len, mpx_key_hash(key, len), out);
 }
 
 /* Adds (count, stats) into e: the merge of two rows' statistics. The
@@ -189,29 +226,56 @@ static num_t num_of(uint64_t b) {
   return v;
 }
 
+/* A partial's entry, parsed. */
+typedef struct {
+  const unsigned char *key, *stats;
+  size_t len;
+  uint64_t count, h;
+} pentry_t;
+#define GROUP 32
+
+/* Folds a group of parsed entries: their hashes and slots fetched first,
+ * so that a big table's cache misses overlap. */
+static int add_group(agg_t *t, pentry_t *g, size_t k) {
+  num_t st[3 * 64];
+  int rc = room(t, k);
+  for (size_t i = 0; rc == 0 && i < k; i++) {
+    g[i].h = mpx_key_hash(g[i].key, g[i].len);
+    __builtin_prefetch(&t->slots[slot_of(g[i].h, t->cap)]);
+  }
+  for (size_t i = 0; rc == 0 && i < k; i++) {
+    agg_entry_t *e;
+    for (size_t j = 0; j < 3 * t->nv; j++) st[j] = num_of(get_le(g[i].stats + 8 * j, 8));
+    if ((rc = lookup_hashed(t, g[i].key, g[i].len, g[i].h, &e)) == 0)
+      rc = combine(t, e, g[i].count, st);
+  }
+  return rc;
+}
+
 int agg_add_partial(agg_t *t, const void *p, size_t len) {
   const unsigned char *s = p, *end = s + len;
-  num_t st[3 * 64];
-  int rc;
+  pentry_t g[GROUP];
+  size_t k = 0;
+  int rc = 0;
   if (len == 0) return 0;
   if (len < HEADER || s[0] != 'A' || s[1] != (t->decimals >= 0) ||
       get_le(s + 2, 2) != t->nv)
     return MPX_EINVAL;
   size_t entry = 12 + 24 * t->nv; /* besides the key */
-  for (s += HEADER; s < end;) {
-    agg_entry_t *e;
+  for (s += HEADER; s < end && rc == 0;) {
     if ((size_t)(end - s) < 4) return MPX_EINVAL;
     uint64_t klen = get_le(s, 4);
     if ((uint64_t)(end - s) < klen + entry) return MPX_EINVAL;
-    const unsigned char *k = s + 4, *q = k + klen;
-    uint64_t count = get_le(q, 8);
-    for (size_t i = 0; i < 3 * t->nv; i++) st[i] = num_of(get_le(q + 8 + 8 * i, 8));
-    if (count == 0) return MPX_EINVAL;
-    if ((rc = lookup(t, k, (size_t)klen, &e)) != 0 || (rc = combine(t, e, count, st)) != 0)
-      return rc;
+    const unsigned char *q = s + 4 + klen;
+    g[k] = (pentry_t){s + 4, q + 8, (size_t)klen, get_le(q, 8), 0};
+    if (g[k].count == 0) return MPX_EINVAL;
     s = q + 8 + 24 * t->nv;
+    if (++k == GROUP) {
+      rc = add_group(t, g, k);
+      k = 0;
+    }
   }
-  return 0;
+  return rc == 0 ? add_group(t, g, k) : rc;
 }
 
 static size_t entry_size(const agg_t *t, const agg_entry_t *e) {
@@ -282,7 +346,7 @@ static int emit_partitions(const agg_t *t, mpx_plugin_ctx_t *ctx, unsigned n) {
   for (size_t i = 0; rc == 0 && i < t->cap; i++) {
     const agg_entry_t *e = &t->slots[i];
     if (e->key == NULL) continue;
-    part[i] = mpx_key_hash(e->key, e->len) % n;
+    part[i] = (uint32_t)(e->hash % n); /* its mpx_key_hash */
     parts_count(&p, part[i], entry_size(t, e));
   }
   if (rc == 0) rc = parts_layout(&p);

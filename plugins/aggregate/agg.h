@@ -38,7 +38,7 @@ typedef union {
 typedef struct {
   char *key; /* NULL: an empty slot; the key shares one block with v */
   uint32_t len;
-  uint64_t hash;
+  uint64_t hash; /* mpx_key_hash of the key: its slot, its partition */
   uint64_t count;
   num_t *v; /* sum, min, max per value field */
 } agg_entry_t;
@@ -48,6 +48,7 @@ typedef struct {
   size_t cap, n;
   size_t nv;
   int decimals; /* -1: doubles */
+  struct agg_chunk_s *chunks; /* where the entries' blocks live */
 } agg_t;
 
 /* A value's text [s, s+len) as a number, 0 or -1 when it is not one.

@@ -1,8 +1,13 @@
 /* mpx: pipelines. A YAML file (docs/config.md) names stages of task
- * plugins (mpx/plugin.h); mpx_pipeline_run() runs them: the source and
- * the sinks in the calling process, every map and reduce stage in a pool
- * of supervised worker processes (mpx/pool.h, spawn start method: the
- * worker loads the plugin), stages joined by bounded queues.
+ * plugins (mpx/plugin.h), a chain or a graph (`inputs`: fan-out, fan-in,
+ * named ports, several sources and sinks); mpx_pipeline_run() runs them:
+ * the sources in the calling thread, each sink in a thread of its own,
+ * every map and reduce stage in a pool of supervised worker processes
+ * (mpx/pool.h, spawn start method: the worker loads the plugin), all the
+ * pools on one libuv loop in one more thread, stages joined by bounded
+ * queues. A reduce with `partition_by: key` counts each key in one of its
+ * partitions, each a worker of its own (docs/config.md, "Partitioned
+ * reduces").
  *
  * Items travel between stages in batches (`batch` items per message). A
  * batch's outputs are committed together: a worker that dies halfway
@@ -16,8 +21,8 @@
  * alone. An item out of tries is written to the dead-letter file (one
  * JSON object per line: stage, item, error, attempts) and counted.
  *
- * Backpressure: at most queue_capacity items wait or run between the
- * source and the last stage per stage; the source is not asked for more
+ * Backpressure: at most queue_capacity items wait or run per stage (the
+ * items waiting for a sink included); the sources are not asked for more
  * until there is room, so memory is bounded by the queue, not the input.
  *
  * Signals: the first SIGINT stops the source, drops what has not reached

@@ -6,7 +6,6 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -59,6 +58,19 @@ void mpx__eng_dead_letter(stage_t *s, const void *item, size_t len,
   pthread_mutex_unlock(&e->dl_mu);
 }
 
+/* This process's peak resident memory, KiB: VmHWM, which starts anew at
+ * exec (getrusage's ru_maxrss does not: a program started by a big
+ * process would report its parent's peak), 0 when unknown. */
+static uint64_t peak_rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  unsigned long long kb = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+  if (f) fclose(f);
+  return kb;
+}
+
 void mpx__eng_fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
   memset(st, 0, sizeof *st);
   pthread_mutex_lock(&e->mu);
@@ -85,8 +97,7 @@ void mpx__eng_fill_stats(eng_t *e, mpx_pipeline_stats_t *st) {
              s->head && s->head != s ? s->head->cfg->name : "");
     o->partitions = s->nparts;
   }
-  struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru) == 0) st->peak_rss_kb = (uint64_t)ru.ru_maxrss;
+  st->peak_rss_kb = peak_rss_kb();
   st->dead_lettered = e->dead;
   snprintf(st->dead_letter, sizeof st->dead_letter, "%s",
            e->cfg->dead_letter ? e->cfg->dead_letter : "");

@@ -93,7 +93,8 @@ typedef struct {
   char dead_letter[4096];    /* the dead-letter file, as configured; "" when
                               * there is none */
   uint64_t peak_rss_kb;      /* the coordinator's (this process's) peak
-                              * resident memory so far, KiB (getrusage) */
+                              * resident memory so far, KiB (VmHWM of
+                              * /proc/self/status; 0 when unknown) */
 } mpx_pipeline_stats_t;
 
 #ifdef __cplusplus

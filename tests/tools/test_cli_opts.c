@@ -456,9 +456,43 @@ static void test_plugins_ports(void) {
   free(out);
 }
 
+
+/* The coordinator's peak RSS is its own: started by a process that has
+ * touched 256 MiB (whose peak fork and exec would pass on to getrusage's
+ * ru_maxrss), a small run reports well under that. */
+static void test_peak_rss_own(void) {
+  size_t big = (size_t)256 << 20;
+  char *p = malloc(big);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  memset(p, 1, big);
+  write_file("small.yaml", "defaults: {codec: raw}\nstages:\n"
+                           "  - {plugin: range, params: {stop: 10}}\n"
+                           "  - {plugin: print, params: {format: int64, path: /dev/null}}\n");
+  char yaml[600], json[600];
+  snprintf(yaml, sizeof yaml, "%s", in_dir("small.yaml"));
+  snprintf(json, sizeof json, "%s", in_dir("small.json"));
+  /* fork and exec, as a shell or Python does (a vfork-like spawn would
+   * not pass the peak on). */
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(MPX_BIN, "mpx", "run", yaml, "--no-summary", "--stats-json", json, (char *)NULL);
+    _exit(127);
+  }
+  int status = 0;
+  CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+  CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  free(p);
+  char *js = read_file("small.json", NULL);
+  const char *at = js ? strstr(js, "\"coordinator_peak_rss_kb\":") : NULL;
+  unsigned long kb = at ? strtoul(at + strlen("\"coordinator_peak_rss_kb\":"), NULL, 10) : 0;
+  CU_ASSERT_TRUE(kb > 0 && kb < 128 * 1024);
+  if (!(kb > 0 && kb < 128 * 1024)) fprintf(stderr, "coordinator_peak_rss_kb %lu\n", kb);
+  free(js);
+}
+
 MPX_TEST_MAIN_FIXTURE("cli_opts", suite_init, cli_rmdir, MPX_TEST(test_lines_stdin),
               MPX_TEST(test_lines_stdin_in_parts), MPX_TEST(test_sinks_stdout),
               MPX_TEST(test_stats_json_stdout), MPX_TEST(test_option_forms),
               MPX_TEST(test_plugins_codec), MPX_TEST(test_no_summary_dead_letters),
               MPX_TEST(test_ignored_options_refused), MPX_TEST(test_source_workers_take_effect),
-              MPX_TEST(test_plugins_ports))
+              MPX_TEST(test_plugins_ports), MPX_TEST(test_peak_rss_own))

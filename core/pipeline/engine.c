@@ -97,6 +97,7 @@ static void forward(stage_t *s, const uint8_t *items, size_t len, uint32_t n) {
     if (engine_rd_item(&r, &tag, &hash, &d, &l) != 0) break;
     mpx__eng_route_out(s, tag & ENGINE_TAG_PORT, d, l);
   }
+  mpx__eng_sinks_kick(e); /* an answer's items are in: the sinks may take them */
 }
 
 /* Submit s's pending batch (drop it once the run is stopping); under
@@ -126,13 +127,13 @@ void mpx__eng_flush_pend(stage_t *s) {
 
 void mpx__eng_push(stage_t *s, const void *data, size_t len) {
   eng_t *e = s->e;
-  pthread_mutex_lock(&e->mu);
-  if (s->in++ == 0) s->t_first = mpx__now();
-  pthread_mutex_unlock(&e->mu);
   if (s->pool == NULL) {
     mpx__eng_sink_put(s, data, len); /* its thread runs it (engine_sink.c) */
     return;
   }
+  pthread_mutex_lock(&e->mu);
+  if (s->in++ == 0) s->t_first = mpx__now();
+  pthread_mutex_unlock(&e->mu);
   pthread_mutex_lock(&s->mu);
   if (mpx__eng_stopping(e)) {
     /* Nothing new goes to a worker once the run is stopping. */
@@ -604,7 +605,10 @@ int mpx__eng_wait_for(eng_t *e, bool (*pred)(eng_t *, size_t), size_t k) {
       ts.tv_sec++;
       ts.tv_nsec -= 1000000000L;
     }
-    pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+    pthread_mutex_unlock(&e->mu);
+    mpx__eng_sinks_kick(e); /* what waits for room may be in a sink's queue */
+    pthread_mutex_lock(&e->mu);
+    if (!pred(e, k) && !e->fatal) pthread_cond_timedwait(&e->cv, &e->mu, &ts);
     pthread_mutex_unlock(&e->mu);
   }
 }
@@ -825,17 +829,19 @@ static int eng_load(eng_t *e, const mpx_pipeline_opts_t *o) {
   return o->check_only && o->graph_dot ? write_dot(e, o->graph_dot) : 0;
 }
 
-/* A queue before each chain of worker stages, plus what its workers
- * hold: two batches each (the pool keeps two in flight per worker). */
+/* A queue before each chain of worker stages and each sink, plus what
+ * the workers hold: two batches each (the pool keeps two in flight per
+ * worker). */
 static size_t queue_cap(const eng_t *e) {
-  size_t chains = 0, held = 0;
+  size_t queues = 0, held = 0;
   for (size_t i = e->st[0].parts ? 0 : 1; i < e->n; i++) {
     const stage_t *h = &e->st[i];
-    if (h->d->kind == MPX_PLUGIN_SINK || h->head != h) continue;
-    chains++;
-    held += 2 * (size_t)h->workers * h->batch;
+    if (h->d->kind == MPX_PLUGIN_SOURCE && h->parts == 0) continue;
+    if (h->head != h) continue;
+    queues++; /* a sink's queue counts as one too (engine_sink.c) */
+    if (h->d->kind != MPX_PLUGIN_SINK) held += 2 * (size_t)h->workers * h->batch;
   }
-  return e->cfg->queue_capacity * (chains ? chains : 1) + held;
+  return e->cfg->queue_capacity * (queues ? queues : 1) + held;
 }
 
 /* Starts the stages and the progress line, runs the source to its end and

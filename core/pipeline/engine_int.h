@@ -182,6 +182,9 @@ void mpx__eng_unlive(stage_t *s, job_t *j);
 /* Queues an item for sink s; its thread runs it. */
 void mpx__eng_sink_put(stage_t *s, const void *data, size_t len);
 int mpx__eng_sinks_start(eng_t *e);
+/* Wakes each sink thread that has items waiting (after a batch of items
+ * went in, or before anything waits for room). */
+void mpx__eng_sinks_kick(eng_t *e);
 /* Ends the sinks' threads: what they hold runs first, unless the run is
  * stopping at once. */
 void mpx__eng_sinks_stop(eng_t *e);

@@ -6,31 +6,59 @@
  * a stalled engine loop. Its instance is used by that thread only, and by
  * the main thread for its flush once the stream has ended and the sink is
  * idle. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine_int.h"
 #include "internal.h"
 #include "plugin_host.h"
 #include "rd.h"
 
+/* A sink's thread is woken once an eighth of the run's queue capacity
+ * waits for it (at most SINK_WAKE items), or when a batch of items is in
+ * (mpx__eng_sinks_kick), or when something waits for room; not for every
+ * item, which would make producer and sinks take turns an item at a
+ * time, nor so late that the producer waits for room meanwhile. */
+#define SINK_WAKE 4096
+static uint32_t wake_at(const eng_t *e) {
+  size_t w = e->cap / 4;
+  return w < 1 ? 1 : w > SINK_WAKE ? SINK_WAKE : (uint32_t)w;
+}
+/* And at the latest after this long (a safety net: every path above
+ * kicks). */
+#define SINK_NAP_NS (10 * 1000 * 1000L)
+
 void mpx__eng_sink_put(stage_t *s, const void *data, size_t len) {
+  eng_t *e = s->e;
   uint32_t l = (uint32_t)len;
   pthread_mutex_lock(&s->mu);
   int rc = mpx_wbuf_append(&s->sink_q, &l, 4);
   if (rc == 0) rc = mpx_wbuf_append(&s->sink_q, data, len);
   if (rc == 0) s->sink_n++;
-  if (s->sink_waiting) pthread_cond_signal(&s->sink_cv);
+  if (s->sink_waiting && s->sink_n >= wake_at(e)) pthread_cond_signal(&s->sink_cv);
   pthread_mutex_unlock(&s->mu);
   if (rc != 0) {
-    mpx__eng_set_fatal(s->e, MPX_ENOMEM, "out of memory");
+    mpx__eng_set_fatal(e, MPX_ENOMEM, "out of memory");
     return;
   }
-  pthread_mutex_lock(&s->e->mu);
-  s->e->queued++;
+  pthread_mutex_lock(&e->mu);
+  if (s->in++ == 0) s->t_first = mpx__now();
+  e->queued++;
   s->inflight++;
-  pthread_mutex_unlock(&s->e->mu);
+  pthread_mutex_unlock(&e->mu);
+}
+
+void mpx__eng_sinks_kick(eng_t *e) {
+  for (size_t i = 0; i < e->n; i++) {
+    stage_t *s = &e->st[i];
+    if (!s->sink_on) continue;
+    pthread_mutex_lock(&s->mu);
+    if (s->sink_waiting && s->sink_n > 0) pthread_cond_signal(&s->sink_cv);
+    pthread_mutex_unlock(&s->mu);
+  }
 }
 
 /* One item, retried at once on error, then dead-lettered. */
@@ -52,10 +80,19 @@ static void sink_one(stage_t *s, const void *data, uint32_t len) {
  * end. */
 static uint32_t sink_take(stage_t *s, mpx_wbuf_t *b) {
   pthread_mutex_lock(&s->mu);
-  while (s->sink_n == 0 && !s->sink_stop) {
+  while (s->sink_n < wake_at(s->e) && !s->sink_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += SINK_NAP_NS;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
     s->sink_waiting = true;
-    pthread_cond_wait(&s->sink_cv, &s->mu);
+    int w = pthread_cond_timedwait(&s->sink_cv, &s->mu, &ts);
     s->sink_waiting = false;
+    if (s->sink_n > 0 && w == 0) break; /* kicked */
+    if (s->sink_n > 0 && w == ETIMEDOUT) break;
   }
   uint32_t n = s->sink_n;
   mpx_wbuf_t t = s->sink_q;
@@ -102,7 +139,7 @@ int mpx__eng_sinks_start(eng_t *e) {
   for (size_t i = 0; i < e->n; i++) {
     stage_t *s = &e->st[i];
     if (s->d->kind != MPX_PLUGIN_SINK) continue;
-    pthread_cond_init(&s->sink_cv, NULL);
+    mpx__cond_init_monotonic(&s->sink_cv);
     mpx_wbuf_init(&s->sink_q);
     if (pthread_create(&s->sink_th, NULL, sink_main, s) != 0) {
       pthread_cond_destroy(&s->sink_cv);

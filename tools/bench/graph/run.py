@@ -368,9 +368,11 @@ class MeasOracle(Oracle):
             return False, "%d keys vs %s's %d" % (len(d), self.name, len(self.ref))
         for k, want in self.ref.items():
             got = d[k]
-            # count, sum, min and max exactly (in tenths); the mean to its
-            # printed precision (a half may round either way).
-            if got[:4] != want[:4] or abs(got[4] - want[4]) > 0.05 + 1e-9:
+            # count, sum, min and max exactly (in tenths); the mean within
+            # half a tenth of the exact sum / count (so a tie may round either
+            # way: awk's printf and aggregate's half away from zero differ there).
+            exact = got[1] / got[0] if got[0] else 0.0
+            if got[:4] != want[:4] or abs(got[4] * 10 - exact) > 0.5 + 1e-6:
                 return False, "key %r: %s vs %s's %s" % (k, got, self.name, want)
         return True, "equal to %s (%d keys)" % (self.name, len(d))
 

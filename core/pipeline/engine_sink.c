@@ -3,9 +3,9 @@
  * once per item, its errors retried at once up to the stage's retries,
  * then dead-lettered. The items it holds count as queued (e->queued), so
  * a sink slower than the rest makes the sources wait: backpressure, not
- * a stalled engine loop. Its instance is used by that thread only, and by
- * the main thread for its flush once the stream has ended and the sink is
- * idle. */
+ * a stalled engine loop. Its process runs in that thread only; its init,
+ * flush (once the stream has ended and the sink is idle) and fini in the
+ * main thread, never at the same time. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>

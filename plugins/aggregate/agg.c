@@ -18,30 +18,6 @@ static size_t slot_of(uint64_t h, size_t cap) {
   return (size_t)(((uint32_t)h * 0x9e3779b1u) & 0xffffffffu) * cap >> 32;
 }
 
-/* Arena chunks for the entries' blocks (stats and key): freed all at
- * once by agg_clear, not one malloc per key. */
-struct agg_chunk_s {
-  struct agg_chunk_s *next;
-  size_t used, size;
-  max_align_t data[];
-};
-#define CHUNK_SIZE ((size_t)1 << 20)
-
-static void *arena_get(agg_t *t, size_t len) {
-  struct agg_chunk_s *k = t->chunks;
-  len = (len + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
-  if (k == NULL || k->size - k->used < len) {
-    size_t size = len > CHUNK_SIZE ? len : CHUNK_SIZE;
-    if ((k = malloc(sizeof *k + size)) == NULL) return NULL;
-    k->next = t->chunks;
-    k->used = 0;
-    k->size = size;
-    t->chunks = k;
-  }
-  void *p = (char *)k->data + k->used;
-  k->used += len;
-  return p;
-}
 
 /* "[+-]digits[.digits]" with at most d digits after the point (more only
  * when they are zeros), as a count of 10^-d. */
@@ -92,11 +68,7 @@ void agg_init(agg_t *t, size_t nv, int decimals) {
 
 void agg_clear(agg_t *t) {
   if (t->n) memset(t->slots, 0, t->cap * sizeof *t->slots);
-  while (t->chunks) {
-    struct agg_chunk_s *k = t->chunks;
-    t->chunks = k->next;
-    free(k);
-  }
+  bump_free(&t->blocks);
   t->n = 0;
 }
 
@@ -149,7 +121,7 @@ static int lookup_hashed(agg_t *t, const void *key, size_t len, uint64_t h, agg_
   if (len > UINT32_MAX) return MPX_E2BIG;
   if ((*out = find(t, key, len, h, &j)) != NULL) return 0;
   /* One block: the stats, then the key. */
-  num_t *v = arena_get(t, 3 * t->nv * sizeof *v + (len ? len : 1));
+  num_t *v = bump_get(&t->blocks, 3 * t->nv * sizeof *v + (len ? len : 1));
   if (v == NULL) return MPX_ENOMEM;
   char *k = (char *)(v + 3 * t->nv);
   if (len) memcpy(k, key, len);

@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <mpx/plugin.h>
 
+#include "bump.h"
+
 typedef union {
   int64_t i;
   double d;
@@ -48,7 +50,7 @@ typedef struct {
   size_t cap, n;
   size_t nv;
   int decimals; /* -1: doubles */
-  struct agg_chunk_s *chunks; /* where the entries' blocks live */
+  bump_t blocks; /* where the entries' blocks (stats, then key) live */
 } agg_t;
 
 /* A value's text [s, s+len) as a number, 0 or -1 when it is not one.

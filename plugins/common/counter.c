@@ -4,16 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bump.h"
 #include "counter.h"
 #include "parts.h"
-
-/* Arena chunks for long keys: freed all at once by counter_clear. */
-struct counter_chunk_s {
-  counter_chunk_t *next;
-  size_t used, size;
-  unsigned char data[];
-};
-#define CHUNK_SIZE ((size_t)1 << 20)
 
 static const unsigned char *key_of(const counter_entry_t *e) {
   return e->len1 - 1 <= COUNTER_INLINE ? e->k.in : e->k.out;
@@ -26,18 +19,8 @@ static size_t slot_of(uint32_t h, unsigned bits) {
 }
 
 static unsigned char *arena_put(counter_t *c, const void *key, size_t len) {
-  counter_chunk_t *k = c->chunks;
-  if (k == NULL || k->size - k->used < len) {
-    size_t size = len > CHUNK_SIZE ? len : CHUNK_SIZE;
-    if ((k = malloc(sizeof *k + size)) == NULL) return NULL;
-    k->next = c->chunks;
-    k->used = 0;
-    k->size = size;
-    c->chunks = k;
-  }
-  unsigned char *p = k->data + k->used;
-  memcpy(p, key, len);
-  k->used += len;
+  unsigned char *p = bump_get(&c->keys, len);
+  if (p != NULL) memcpy(p, key, len);
   return p;
 }
 
@@ -45,11 +28,7 @@ void counter_init(counter_t *c) { memset(c, 0, sizeof *c); }
 
 void counter_clear(counter_t *c) {
   if (c->n) memset(c->slots, 0, c->cap * sizeof *c->slots);
-  while (c->chunks) {
-    counter_chunk_t *k = c->chunks;
-    c->chunks = k->next;
-    free(k);
-  }
+  bump_free(&c->keys);
   c->n = 0;
 }
 

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <mpx/plugin.h>
 
+#include "bump.h"
+
 /* A key of up to COUNTER_INLINE bytes lives in its slot: a lookup then
  * touches one cache line. Longer keys live in the counter's arena. */
 #define COUNTER_INLINE 16
@@ -33,14 +35,12 @@ typedef struct {
   } k;
 } counter_entry_t;
 
-typedef struct counter_chunk_s counter_chunk_t;
-
 typedef struct {
   counter_entry_t *slots;
   size_t cap;    /* a power of two (1 << bits), or 0 */
   unsigned bits;
   size_t n;
-  counter_chunk_t *chunks; /* the arena of long keys, newest first */
+  bump_t keys;   /* where the long keys live */
 } counter_t;
 
 void counter_init(counter_t *c);

@@ -19,9 +19,9 @@
  * as the pool sends them); the rest wait in the chain's queue here. So the first SIGINT can drop everything not yet in a worker
  * and finish only what is; SIGTERM, or a second SIGINT, stops at once.
  *
- * End of stream: once the source is done, stage k's last partial batch is
- * submitted when every stage before it is idle; a reduce stage then emits
- * its final merge downstream.
+ * End of stream (engine_drive.c): once the sources are done, each stage's
+ * last partial batch is submitted when every stage before it (in
+ * topological order) is idle; a reduce then takes its final step.
  *
  * Locks: e->mu guards the counters and the condition the main thread
  * waits on; each stage's s->mu guards its pending batch, reorder list and
@@ -517,13 +517,6 @@ static void drop_queued(eng_t *e) {
 
 /* ---- running ----------------------------------------------------------------------------- */
 
-/* Whether the stages up to position k of the topological order have
- * nothing in flight (so nothing more will reach those after them). */
-static bool idle_upto(eng_t *e, size_t k) {
-  for (size_t j = 0; j <= k && j < e->n; j++)
-    if (e->st[e->g.order[j]].inflight) return false;
-  return true;
-}
 
 static void print_notice(eng_t *e, const char *fmt, ...) MPX_PRINTF(2, 3);
 static void print_notice(eng_t *e, const char *fmt, ...) {
@@ -627,106 +620,6 @@ static void on_pool_shut(mpx_pool_t *p, void *arg) {
   pthread_mutex_unlock(&e->mu);
 }
 
-/* The source to its end (or a signal), then each stage's tail. */
-static bool has_part_room(eng_t *e, size_t k) {
-  (void)k;
-  return e->st[0].inflight < 2 * (uint64_t)e->st[0].workers;
-}
-
-/* A source run in parts: each part a task of its chain, two in flight per
- * worker, so that a signal stops it after what is running. */
-static int drive_parts(eng_t *e) {
-  stage_t *src = &e->st[0];
-  int rc;
-  src->t_first = mpx__now();
-  for (uint32_t i = 0; i < src->parts && !mpx__eng_signalled(); i++) {
-    if ((rc = mpx__eng_wait_for(e, has_part_room, 0)) != 0) return rc;
-    job_t *j = calloc(1, sizeof *j);
-    uint32_t part[3] = {ENGINE_PART, i, src->parts};
-    if (j == NULL || mpx_wbuf_append(&j->batch, part, sizeof part) != 0) {
-      free(j);
-      return mpx__eng_set_fatal(e, MPX_ENOMEM, "out of memory"), MPX_ENOMEM;
-    }
-    j->s = src;
-    j->n = 1;
-    pthread_mutex_lock(&src->mu);
-    j->seq = src->next_seq++;
-    pthread_mutex_unlock(&src->mu);
-    mpx__eng_submit(src, j, false);
-  }
-  return 0;
-}
-
-/* Every source that runs here, a generate call each in turn, to their
- * ends (or a signal). */
-static int drive_sources(eng_t *e) {
-  bool more = true;
-  int rc;
-  for (size_t i = 0; i < e->n; i++) {
-    stage_t *s = &e->st[i];
-    s->more = s->d->kind == MPX_PLUGIN_SOURCE && s->parts == 0;
-  }
-  while (more) {
-    more = false;
-    for (size_t i = 0; i < e->n; i++) {
-      stage_t *s = &e->st[i];
-      if (!s->more) continue;
-      if (mpx__eng_signalled()) return 0;
-      if ((rc = mpx__eng_wait_for(e, mpx__eng_has_room, 0)) != 0) return rc;
-      if (mpx__eng_stopping(e)) return 0;
-      int g = mpx__ctx_call_generate(s->ctx, s->state);
-      if (mpx__eng_signalled()) return 0; /* its error, if any, is the stop's */
-      if (g < 0) return mpx__eng_set_fatal(e, g, "%s", mpx_last_error()), g;
-      s->more = g > 0;
-      more = more || g > 0;
-    }
-  }
-  return 0;
-}
-
-/* A reduce's final step here: the fold's flush, or the last merge. */
-static int reduce_final(stage_t *s) {
-  int rc;
-  pthread_mutex_lock(&s->mu);
-  mpx__ctx_set_emit_to(s->ctx, mpx__eng_emit_local, s);
-  mpx__ctx_set_final(s->ctx, true);
-  if (s->folds) rc = mpx__ctx_call_flush(s->ctx, s->state);
-  else rc = mpx__ctx_call_merge(s->ctx, s->state, s->total.data, s->total.len, NULL, 0);
-  pthread_mutex_unlock(&s->mu);
-  return rc != 0 ? (mpx__eng_set_fatal(s->e, rc, "%s", mpx_last_error()), rc) : 0;
-}
-
-/* The end of the stream, stage by stage in topological order: a stage's
- * last partial batch goes once everything before it is idle; a reduce
- * then takes its final step (a partitioned one in its partitions). */
-static int drain(eng_t *e) {
-  int rc;
-  for (size_t k = 0; k < e->n; k++) {
-    stage_t *s = &e->st[e->g.order[k]];
-    if (s->d->kind == MPX_PLUGIN_SOURCE) continue;
-    if (k > 0 && (rc = mpx__eng_wait_for(e, idle_upto, k - 1)) != 0) return rc;
-    pthread_mutex_lock(&s->mu);
-    if (s->pool) mpx__eng_flush_pend(s);
-    pthread_mutex_unlock(&s->mu);
-    if (s->d->kind != MPX_PLUGIN_REDUCE) continue;
-    if ((rc = mpx__eng_wait_for(e, idle_upto, k)) != 0) return rc;
-    if ((rc = s->nparts ? mpx__eng_part_finish(s) : reduce_final(s)) != 0) return rc;
-  }
-  if ((rc = mpx__eng_wait_for(e, idle_upto, e->n - 1)) != 0) return rc;
-  for (size_t i = 0; i < e->n; i++) {
-    stage_t *s = &e->st[i];
-    if (s->d->kind == MPX_PLUGIN_SINK && mpx__ctx_call_flush(s->ctx, s->state) != 0)
-      return mpx__eng_set_fatal(e, MPX_ETASK, "%s", mpx_last_error()), MPX_ETASK;
-  }
-  return 0;
-}
-
-static int drive(eng_t *e) {
-  int rc = 0;
-  if (e->st[0].parts && (rc = drive_parts(e)) != 0) return rc;
-  if ((rc = drive_sources(e)) != 0) return rc;
-  return drain(e);
-}
 
 /* ---- a run, step by step ---------------------------------------------------------------- */
 
@@ -872,7 +765,7 @@ static int start_and_drive(eng_t *e, const mpx_pipeline_opts_t *o) {
   mpx__eng_progress_begin(e, prog, rc == 0);
   if (rc == 0 && e->st[0].parts == 0 && e->st[0].ctx && e->st[0].state)
     e->expect = mpx__ctx_call_size_hint(e->st[0].ctx, e->st[0].state);
-  if (rc == 0) rc = drive(e);
+  if (rc == 0) rc = mpx__eng_drive(e);
   if (rc == 0 && mpx__eng_signalled()) {
     pthread_mutex_lock(&e->mu);
     unsigned long long dropped = e->dropped;

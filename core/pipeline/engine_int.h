@@ -203,6 +203,12 @@ int mpx__eng_part_finish(stage_t *t);
 int mpx__eng_part_start(eng_t *e, stage_t *ps);
 void mpx__eng_part_free(stage_t *ps);
 
+/* ---- driving a run (engine_drive.c) ---- */
+
+/* The sources to their end (or a signal), then the end of the stream
+ * through every stage. Main thread. 0, or the fatal error, MPX_EINTR. */
+int mpx__eng_drive(eng_t *e);
+
 /* ---- failed batches (engine_retry.c) ---- */
 
 void mpx__eng_on_err(mpx_async_t *a, void *arg);

@@ -8,6 +8,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <sys/wait.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -54,6 +56,28 @@ static inline char *read_path(const char *path, size_t *len) {
 }
 
 static inline char *read_file(const char *name, size_t *len) { return read_path(in_dir(name), len); }
+
+/* Runs a shell command line; its exit status (-1 when it did not exit). */
+static inline int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int sh(const char *fmt, ...) {
+  char cmd[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  int st = system(cmd);
+  return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The lines of dir/name, -1 when it cannot be read. */
+static inline long count_lines_of(const char *name) {
+  size_t len = 0;
+  char *s = read_file(name, &len);
+  long n = 0;
+  for (size_t i = 0; s && i < len; i++) n += s[i] == '\n';
+  free(s);
+  return s ? n : -1;
+}
 
 /* The environment without the variables that would steer an installed
  * mpx elsewhere. */

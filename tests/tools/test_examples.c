@@ -49,18 +49,6 @@
 #define SANITIZED 0
 #endif
 
-/* Runs a shell command line; its exit status (-1 when it did not exit). */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int st = system(cmd);
-  return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Compares mpx's stdout with the file `want` in dir, showing a diff. */
 static bool stdout_is(const char *want) {
   size_t gl = 0, wl = 0;

@@ -32,27 +32,6 @@
 #include "../mpx_test.h"
 #include "cli.h"
 
-/* Runs a shell command line; its exit status (-1 when it did not exit). */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int st = system(cmd);
-  return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static long count_lines_of(const char *name) {
-  size_t len = 0;
-  char *s = read_file(name, &len);
-  long n = 0;
-  for (size_t i = 0; s && i < len; i++) n += s[i] == '\n';
-  free(s);
-  return s ? n : -1;
-}
-
 /* Whether files `got` and `want` in dir hold the same lines as multisets
  * (both sorted bytewise), showing the first differences when not. An
  * absent `got` is a difference. */
